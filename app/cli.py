@@ -1,0 +1,425 @@
+"""`fleetgate`: the command line.
+
+Every command that reads a policy or requests reports bad input as one clear
+message naming the place, with exit status 2, never a traceback
+(policy-format.md § Command line). Status 0: done; 1: `policy diff
+--exit-code` found differences; 2: bad input or usage; 70: a bug of ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, NoReturn
+
+import orjson
+
+from sync.diff import diff_policies
+from sync.document import PolicyInvalid, dump_policy, load_policy_file
+from sync.edits import EditRefused, apply_edit, edit_from_document
+from sync.engine import Engine
+from sync.instant import Instant, instant_from_datetime
+from sync.model import Policy
+from sync.request import MalformedRequest, Request, parse_request
+
+EXIT_OK = 0
+EXIT_DIFFERENT = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 70
+
+_CHUNK = 1 << 20
+
+
+class BadInput(Exception):
+    """Input we cannot use; the message says what and where."""
+
+
+def _now() -> Instant:
+    return instant_from_datetime(datetime.now(UTC))
+
+
+def _load(path: str, now: Instant) -> Policy:
+    try:
+        return load_policy_file(path, now=now)
+    except PolicyInvalid as error:
+        lines = "\n".join(f"{path}: {problem}" for problem in error.problems)
+        raise BadInput(lines) from None
+
+
+# --- requests ----------------------------------------------------------------------------
+
+
+def _lines(source: BinaryIO) -> Iterator[bytes]:
+    """The lines of `source`, read in large blocks (a batch can be large)."""
+    rest = b""
+    while block := source.read(_CHUNK):
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
+
+
+def _parse_line(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as fast_error:
+        # orjson refuses integers beyond 64 bits, which JSON allows.
+        try:
+            return json.loads(line, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            raise MalformedRequest(f"not valid JSON: {fast_error}") from None
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def check_batch(engine: Engine, source: BinaryIO, out: BinaryIO, now: Instant) -> int:
+    """Decide one request per line of `source`, writing one decision per line.
+
+    On a malformed line the decisions before it are written, then BadInput
+    names the line.
+    """
+    decide = engine.decide
+    loads = orjson.loads
+    pending: list[bytes] = []
+    append = pending.append
+    lineno = 0
+    try:
+        for lineno, line in enumerate(_lines(source), start=1):
+            # The hot loop of `fleetgate check`: kept flat on purpose.
+            try:
+                request = parse_request(loads(line))
+            except (orjson.JSONDecodeError, MalformedRequest):
+                request = _slow_request(line, lineno)
+            append(decide(request, now).wire)
+            if len(pending) >= 4096:
+                out.write(b"\n".join(pending) + b"\n")
+                pending.clear()
+    finally:
+        if pending:
+            out.write(b"\n".join(pending) + b"\n")
+        out.flush()
+    return EXIT_OK
+
+
+def _slow_request(line: bytes, lineno: int) -> Request:
+    """The request on a line the fast path refused, or BadInput naming the line."""
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    if not line.strip():
+        raise BadInput(f"line {lineno}: malformed request: empty line, expected a JSON object")
+    try:
+        return parse_request(_parse_line(line))
+    except MalformedRequest as error:
+        raise BadInput(f"line {lineno}: malformed request: {error}") from None
+
+
+def _attributes(pairs: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`--attr resource.region=north` pairs -> (resource attributes, context)."""
+    resource: dict[str, Any] = {}
+    context: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        if not equals:
+            raise BadInput(f"--attr {pair!r}: expected PATH=VALUE, e.g. resource.region=north")
+        try:
+            value: Any = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            value = text
+        root, dot, name = key.partition(".")
+        if not dot or not name:
+            raise BadInput(f"--attr {pair!r}: PATH is resource.<name> or context.<name>")
+        if root == "resource":
+            resource[name] = value
+        elif root == "context":
+            context[name] = value
+        else:
+            raise BadInput(
+                f"--attr {pair!r}: only resource.* and context.* can be given; "
+                "user attributes come from the policy"
+            )
+    return resource, context
+
+
+def _single_request(args: argparse.Namespace, user: str | None = None) -> Request:
+    resource_type, _, resource_id = args.resource.partition(":")
+    attributes, context = _attributes(args.attr)
+    document: dict[str, Any] = {
+        "user": user if user is not None else args.user,
+        "action": args.action,
+        "resource": {"type": resource_type},
+    }
+    if resource_id:
+        document["resource"]["id"] = resource_id
+    if attributes:
+        document["resource"]["attributes"] = attributes
+    if context:
+        document["context"] = context
+    try:
+        return parse_request(document)
+    except MalformedRequest as error:
+        raise BadInput(f"malformed request: {error}") from None
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    now = _now()
+    engine = Engine(_load(args.policy, now))
+    out = sys.stdout.buffer
+    if args.requests is not None:
+        if args.user or args.action or args.resource:
+            raise BadInput("give either --requests or --user/--action/--resource, not both")
+        if args.requests == "-":
+            return check_batch(engine, sys.stdin.buffer, out, now)
+        try:
+            with open(args.requests, "rb") as source:
+                return check_batch(engine, source, out, now)
+        except OSError as error:
+            raise BadInput(f"cannot read {args.requests}: {error.strerror}") from None
+    _require(args, "user", "action", "resource")
+    out.write(engine.decide(_single_request(args), now).wire + b"\n")
+    out.flush()
+    return EXIT_OK
+
+
+def _require(args: argparse.Namespace, *names: str) -> None:
+    missing = [f"--{n}" for n in names if not getattr(args, n)]
+    if missing:
+        raise BadInput(f"missing {', '.join(missing)}")
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    now = _now()
+    engine = Engine(_load(args.policy, now))
+    explanation = engine.explain(_single_request(args), now)
+    if args.json:
+        document = {"decision": explanation.decision.to_dict(), "trace": list(explanation.trace)}
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(explanation.trace))
+    return EXIT_OK
+
+
+def cmd_who_can(args: argparse.Namespace) -> int:
+    now = _now()
+    engine = Engine(_load(args.policy, now))
+    probe = _single_request(args, user="")
+    allowed = engine.who_can(
+        probe.action,
+        probe.resource_type,
+        probe.resource_id,
+        probe.resource_attrs,
+        probe.context,
+        now=now,
+        time=probe.time,
+    )
+    if args.json:
+        rows = [{"user": u, **d.to_dict()} for u, d in allowed]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        for user_id, decision in allowed:
+            print(f"{user_id}\t{decision.reason}")
+        print(f"{len(allowed)} users may {probe.action} {args.resource}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_permissions(args: argparse.Namespace) -> int:
+    now = _now()
+    engine = Engine(_load(args.policy, now))
+    try:
+        permissions = engine.effective_permissions(args.user, now)
+    except KeyError:
+        raise BadInput(f"unknown user {args.user!r}") from None
+    if args.json:
+        rows = [
+            {
+                "resource": p.resource_type,
+                "action": p.action,
+                "effect": p.effect.value,
+                "source": p.source,
+                "rule": p.rule,
+                "path": list(p.path),
+                "when": p.condition,
+                "until": p.until,
+            }
+            for p in permissions
+        ]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        for permission in permissions:
+            print(permission)
+    return EXIT_OK
+
+
+def cmd_what_if(args: argparse.Namespace) -> int:
+    now = _now()
+    before = _load(args.policy, now)
+    after = before.copy()
+    try:
+        edits = json.loads(Path(args.edits).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise BadInput(f"cannot read {args.edits}: {error.strerror}") from None
+    except ValueError as error:
+        raise BadInput(f"{args.edits}: not valid JSON: {error}") from None
+    if not isinstance(edits, list):
+        raise BadInput(f"{args.edits}: expected a list of edits")
+    for i, document in enumerate(edits):
+        try:
+            if not isinstance(document, dict):
+                raise EditRefused.__new__(EditRefused)
+            apply_edit(after, edit_from_document(document, after), now)
+        except EditRefused as error:
+            raise BadInput(
+                f"{args.edits}: edit [{i}]: {getattr(error, 'reason', 'not an object')}"
+            ) from None
+    old_engine, new_engine = Engine(before), Engine(after)
+    changed = 0
+    try:
+        with open(args.requests, "rb") as source:
+            for lineno, raw in enumerate(_lines(source), start=1):
+                try:
+                    request = parse_request(_parse_line(raw.rstrip(b"\r")))
+                except MalformedRequest as error:
+                    raise BadInput(f"line {lineno}: malformed request: {error}") from None
+                old, new = old_engine.decide(request, now), new_engine.decide(request, now)
+                if old.allowed != new.allowed or old.reason != new.reason:
+                    changed += 1
+                    row = {"line": lineno, "before": old.to_dict(), "after": new.to_dict()}
+                    sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+    except OSError as error:
+        raise BadInput(f"cannot read {args.requests}: {error.strerror}") from None
+    print(f"{changed} decisions change", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_policy_validate(args: argparse.Namespace) -> int:
+    policy = _load(args.file, _now())
+    print(
+        f"{args.file}: valid: tenant {policy.tenant}, {len(policy.resource_types)} resource types, "
+        f"{len(policy.roles)} roles, {len(policy.users)} users, "
+        f"{len(policy.constraints)} constraints"
+    )
+    return EXIT_OK
+
+
+def cmd_policy_diff(args: argparse.Namespace) -> int:
+    now = _now()
+    lines = diff_policies(_load(args.old, now), _load(args.new, now))
+    for line in lines:
+        print(line)
+    return EXIT_DIFFERENT if lines and args.exit_code else EXIT_OK
+
+
+def cmd_policy_export(args: argparse.Namespace) -> int:
+    sys.stdout.write(dump_policy(_load(args.file, _now()), yaml_syntax=args.yaml))
+    return EXIT_OK
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def _request_options(parser: argparse.ArgumentParser, *, user: bool = True) -> None:
+    if user:
+        parser.add_argument("--user", help="the user's id")
+    parser.add_argument("--action", help="the action, e.g. update")
+    parser.add_argument("--resource", help="TYPE or TYPE:ID, e.g. route:r-17")
+    parser.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="resource.<name> or context.<name>; VALUE is JSON when it parses, else a string",
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"fleetgate: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fleetgate", description="Fleetgate: roles and permissions for fleets.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    check = commands.add_parser("check", help="decide requests against a policy file")
+    check.add_argument("--policy", required=True, help="policy document (JSON or YAML)")
+    check.add_argument("--requests", help="JSONL file of requests, one per line ('-': stdin)")
+    _request_options(check)
+    check.set_defaults(run=cmd_check)
+
+    explain = commands.add_parser("explain", help="decide one request and show every step")
+    explain.add_argument("--policy", required=True)
+    _request_options(explain)
+    explain.add_argument("--json", action="store_true", help="print JSON instead of text")
+    explain.set_defaults(run=cmd_explain, required=("user", "action", "resource"))
+
+    who = commands.add_parser("who-can", help="the users who may do an action on a resource")
+    who.add_argument("--policy", required=True)
+    _request_options(who, user=False)
+    who.add_argument("--json", action="store_true")
+    who.set_defaults(run=cmd_who_can, required=("action", "resource"))
+
+    perms = commands.add_parser("permissions", help="a user's effective permissions")
+    perms.add_argument("--policy", required=True)
+    perms.add_argument("--user", required=True)
+    perms.add_argument("--json", action="store_true")
+    perms.set_defaults(run=cmd_permissions)
+
+    what_if = commands.add_parser(
+        "what-if", help="decisions that change when proposed edits are applied"
+    )
+    what_if.add_argument("--policy", required=True)
+    what_if.add_argument("--edits", required=True, help="JSON list of edits")
+    what_if.add_argument("--requests", required=True, help="JSONL file of requests")
+    what_if.set_defaults(run=cmd_what_if)
+
+    policy = commands.add_parser("policy", help="validate, compare or export policy documents")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    validate = policy_commands.add_parser("validate", help="check a policy document")
+    validate.add_argument("file")
+    validate.set_defaults(run=cmd_policy_validate)
+    diff = policy_commands.add_parser("diff", help="what changes from OLD to NEW")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    diff.add_argument("--exit-code", action="store_true", help="exit 1 when they differ")
+    diff.set_defaults(run=cmd_policy_diff)
+    export = policy_commands.add_parser("export", help="print a policy in normal form, with ids")
+    export.add_argument("file")
+    export.add_argument("--yaml", action="store_true")
+    export.set_defaults(run=cmd_policy_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if getattr(args, "required", None):
+            _require(args, *args.required)
+        return int(args.run(args))
+    except BadInput as error:
+        sys.stdout.flush()
+        print(f"fleetgate {args.command}: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # noqa: BLE001 - the last line of defence: no traceback
+        print(
+            f"fleetgate {args.command}: internal error: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

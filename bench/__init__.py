@@ -1,0 +1,1 @@
+"""Benchmark tenant generator and peer-engine adapters (pycasbin, cedarpy)."""

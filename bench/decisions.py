@@ -1,0 +1,307 @@
+"""Decision benchmark: Fleetgate's engine beside pycasbin and cedarpy, same run.
+
+    python3 dev.py bench [--users 50000 --roles 1000 --requests 200000]
+
+Prints, for a generated tenant (bench/tenant.py: 1,000 roles, 50,000 users,
+8 regions, ~30 % conditional rules, ~5 % denies) and 200,000 requests:
+
+- load + compile time of the policy file;
+- in-process latency per decision, p50/p99/p99.9: each request is parsed just
+  before it is decided, as a service would receive it, and only `decide` is
+  timed;
+- in-process throughput (`decide_many` over the parsed requests);
+- one-change update time (`apply_edit` + `Engine.refresh`) for grants added
+  and removed, assignments added and removed, against a full recompile;
+- `fleetgate check --requests` decisions/s as a subprocess, JSON in and out,
+  both end to end and after its start-up (policy load), measured by a
+  zero-request run;
+- the peers on a sample of the same requests (pycasbin is ~1000x slower, so
+  it decides a smaller sample), with the ratio to Fleetgate's in-process
+  rate and each peer's agreement with Fleetgate's decisions.
+
+Figures go to standard output and to bench/out/results.json. Nothing here is
+a pass/fail test; the numbers are read and quoted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.tenant import generate_requests, generate_tenant, write_benchmark
+from sync.document import load_policy_file
+from sync.edits import AddRule, AssignRole, Edit, RemoveRule, UnassignRole, apply_edit
+from sync.engine import Engine
+from sync.instant import parse_instant
+from sync.model import Effect, Rule
+from sync.request import parse_request
+
+OUT = Path(__file__).resolve().parent / "out"
+NOW = parse_instant("2026-11-22T12:00:00Z")
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
+
+
+def _prepare(args: argparse.Namespace) -> Path:
+    folder = OUT / f"tenant-{args.roles}r-{args.users}u-{args.requests}q-s{args.seed}"
+    if not (folder / "requests.jsonl").exists():
+        print(f"generating {folder.name} ...", flush=True)
+        policy = generate_tenant(args.seed, args.roles, args.users, 8)
+        write_benchmark(folder, policy, generate_requests(policy, args.requests, args.seed + 1))
+    return folder
+
+
+def _load(folder: Path) -> tuple[Engine, dict[str, float]]:
+    started = time.perf_counter()
+    policy = load_policy_file(folder / "policy.json", now=NOW)
+    loaded = time.perf_counter()
+    engine = Engine(policy)
+    compiled = time.perf_counter()
+    return engine, {"load_s": loaded - started, "compile_s": compiled - loaded}
+
+
+def _latency(engine: Engine, lines: list[bytes]) -> dict[str, float]:
+    clock = time.perf_counter_ns
+    decide = engine.decide
+    for line in lines[:20_000]:  # warm the per-role-set caches a running service has
+        decide(parse_request(orjson.loads(line)), NOW)
+    samples: list[int] = []
+    for line in lines:
+        request = parse_request(orjson.loads(line))
+        start = clock()
+        decide(request, NOW)
+        samples.append(clock() - start)
+    overhead = []
+    for _ in range(20_000):
+        start = clock()
+        overhead.append(clock() - start)
+    samples.sort()
+    base = statistics.median(overhead)
+    requests = [parse_request(orjson.loads(line)) for line in lines]
+    started = time.perf_counter()
+    decisions = engine.decide_many(requests, NOW)
+    elapsed = time.perf_counter() - started
+    return {
+        "p50_us": (_percentile(samples, 0.50) - base) / 1000,
+        "p99_us": (_percentile(samples, 0.99) - base) / 1000,
+        "p999_us": (_percentile(samples, 0.999) - base) / 1000,
+        "timer_overhead_ns": base,
+        "in_process_per_s": len(requests) / elapsed,
+        "allowed_fraction": sum(d.allowed for d in decisions) / len(decisions),
+    }
+
+
+def _edits(engine: Engine, count: int, seed: int) -> list[Edit]:
+    rng = random.Random(seed)
+    policy = engine.policy
+    role_ids = list(policy.roles)
+    user_ids = list(policy.users)
+    types = list(policy.resource_types)
+    edits: list[Edit] = []
+    for i in range(count):
+        role_id = rng.choice(role_ids)
+        kind = i % 4
+        if kind == 0:
+            resource = rng.choice(types)
+            action = rng.choice(policy.resource_types[resource])
+            rule = Rule.build(resource, (action,), {"resource.region": "$user.region"})
+            edits.append(AddRule(f"role:{role_id}", Effect.GRANT, rule))
+        elif kind == 1:
+            role = policy.roles[role_id]
+            if role.grants:
+                edits.append(RemoveRule(f"role:{role_id}", Effect.GRANT, role.grants[0]))
+        elif kind == 2:
+            edits.append(AssignRole(rng.choice(user_ids), role_id, "2027-01-01T00:00:00Z"))
+        else:
+            user = policy.users[rng.choice(user_ids)]
+            if user.roles:
+                edits.append(UnassignRole(user.id, user.roles[0].role_id))
+    return edits
+
+
+def _updates(engine: Engine, lines: list[bytes]) -> dict[str, float]:
+    edits = _edits(engine, 400, 7)
+    probes = [parse_request(orjson.loads(line)) for line in lines[:2000]]
+    applied: list[float] = []
+    next_decision: list[float] = []
+    refused = 0
+    for i, edit in enumerate(edits):
+        started = time.perf_counter()
+        try:
+            touched = apply_edit(engine.policy, edit, NOW)
+        except Exception:  # noqa: BLE001 - a constraint may refuse a random assignment
+            refused += 1
+            continue
+        engine.refresh(roles=touched.roles, users=touched.users, inheritance=touched.inheritance)
+        applied.append(time.perf_counter() - started)
+        probe = probes[i % len(probes)]
+        started = time.perf_counter()
+        engine.decide(probe, NOW)
+        next_decision.append(time.perf_counter() - started)
+    applied.sort()
+    started = time.perf_counter()
+    Engine(engine.policy)
+    recompile = time.perf_counter() - started
+    return {
+        "update_p50_ms": _percentile(applied, 0.5) * 1000,
+        "update_p99_ms": _percentile(applied, 0.99) * 1000,
+        "update_max_ms": applied[-1] * 1000,
+        "first_decision_after_update_p50_us": statistics.median(next_decision) * 1e6,
+        "edits_applied": len(applied),
+        "edits_refused": refused,
+        "full_recompile_ms": recompile * 1000,
+    }
+
+
+def _cli(folder: Path, count: int) -> dict[str, float]:
+    fleetgate = [sys.executable, "-m", "app.cli", "check", "--policy", str(folder / "policy.json")]
+    empty = OUT / "empty.jsonl"
+    empty.write_bytes(b"")
+
+    def run(requests: Path) -> float:
+        started = time.perf_counter()
+        subprocess.run(
+            [*fleetgate, "--requests", str(requests)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        return time.perf_counter() - started
+
+    startup = min(run(empty) for _ in range(2))
+    total = min(run(folder / "requests.jsonl") for _ in range(2))
+    return {
+        "cli_startup_s": startup,
+        "cli_total_s": total,
+        "cli_end_to_end_per_s": count / total,
+        "cli_after_startup_per_s": count / (total - startup),
+    }
+
+
+def _peers(
+    folder: Path,
+    engine: Engine,
+    lines: list[bytes],
+    fleetgate_rate: float,
+    casbin_n: int,
+    cedar_n: int,
+) -> dict[str, Any]:
+    from bench.peers import CasbinPeer, CedarPeer
+
+    policy = json.loads((folder / "policy.json").read_bytes())
+    results: dict[str, Any] = {}
+    for name, factory, sample in (
+        ("pycasbin", CasbinPeer, casbin_n),
+        ("cedarpy", CedarPeer, cedar_n),
+    ):
+        documents = [orjson.loads(line) for line in lines[:sample]]
+        started = time.perf_counter()
+        peer = factory(policy)
+        built = time.perf_counter() - started
+        started = time.perf_counter()
+        answers = peer.decide_batch(documents)
+        elapsed = time.perf_counter() - started
+        ours = [engine.decide(parse_request(d), NOW).allowed for d in documents]
+        rate = len(documents) / elapsed
+        results[name] = {
+            "build_s": built,
+            "sample": len(documents),
+            "per_s": rate,
+            "fleetgate_is_faster_by": fleetgate_rate / rate,
+            "agreement": sum(a == b for a, b in zip(answers, ours, strict=True)) / len(ours),
+        }
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 dev.py bench", description=__doc__)
+    parser.add_argument("--roles", type=int, default=1000)
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--casbin-sample", type=int, default=500)
+    parser.add_argument("--cedar-sample", type=int, default=10_000)
+    parser.add_argument("--no-peers", action="store_true")
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    folder = _prepare(args)
+    lines = (folder / "requests.jsonl").read_bytes().splitlines()
+
+    results: dict[str, Any] = {
+        "tenant": folder.name,
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+    }
+    engine, timings = _load(folder)
+    results.update(timings)
+    gc.collect()
+    gc.freeze()  # the policy lives as long as the process, as in the server and app
+    results.update(_latency(engine, lines))
+    results.update(_cli(folder, len(lines)))
+    if not args.no_peers:
+        results["peers"] = _peers(
+            folder,
+            engine,
+            lines,
+            results["in_process_per_s"],
+            args.casbin_sample,
+            args.cedar_sample,
+        )
+    engine, _ = _load(folder)
+    results.update(_updates(engine, lines))
+    (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    _print(results)
+    return 0
+
+
+def _print(results: dict[str, Any]) -> None:
+    print(f"\nFleetgate decision benchmark: {results['tenant']} (Python {results['python']})")
+    rows = [
+        ("load policy file", f"{results['load_s']:.2f} s"),
+        ("compile", f"{results['compile_s']:.2f} s"),
+        ("load + compile", f"{results['load_s'] + results['compile_s']:.2f} s   (goal <= 2 s)"),
+        ("decide p50", f"{results['p50_us']:.2f} us"),
+        ("decide p99", f"{results['p99_us']:.2f} us   (goal <= 10 us)"),
+        ("decide p99.9", f"{results['p999_us']:.2f} us"),
+        ("in-process decisions/s", f"{results['in_process_per_s']:,.0f}"),
+        ("allowed", f"{results['allowed_fraction']:.1%}"),
+        ("CLI batch, end to end", f"{results['cli_end_to_end_per_s']:,.0f} decisions/s"),
+        (
+            "CLI batch, after start-up",
+            f"{results['cli_after_startup_per_s']:,.0f} decisions/s   (goal >= 150,000)",
+        ),
+        ("CLI start-up (load policy)", f"{results['cli_startup_s']:.2f} s"),
+        ("one-change update p50", f"{results['update_p50_ms']:.3f} ms"),
+        ("one-change update p99", f"{results['update_p99_ms']:.3f} ms   (goal <= 1 ms)"),
+        ("one-change update max", f"{results['update_max_ms']:.3f} ms"),
+        ("first decision after update", f"{results['first_decision_after_update_p50_us']:.1f} us"),
+        ("full recompile", f"{results['full_recompile_ms']:.0f} ms"),
+    ]
+    for name, peer in results.get("peers", {}).items():
+        rows.append(
+            (
+                f"{name} (sample {peer['sample']:,})",
+                f"{peer['per_s']:,.0f} decisions/s; "
+                f"Fleetgate x{peer['fleetgate_is_faster_by']:,.0f}; "
+                f"agrees on {peer['agreement']:.1%}",
+            )
+        )
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

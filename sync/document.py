@@ -1,0 +1,525 @@
+"""The policy document (policy-format.md): load, validate, export.
+
+Validation collects every problem it can find, each naming its place
+(`roles[3].grants[1].when.resource.region`), so an admin fixes a file in one
+pass. A document that validates becomes a `Policy`; `export_policy` writes it
+back, role ids included, so an export/import round trip keeps ids.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sync.conditions import ConditionError, json_kind
+from sync.constraints import violations
+from sync.instant import Instant
+from sync.model import WILDCARD, Assignment, Constraint, Policy, Role, Rule, User
+
+FORMAT = "fleetgate.policy/1"
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
+"""Largest policy file read; a 50,000-user tenant is about 15 MB."""
+
+_TOP_KEYS = ("format", "tenant", "resource_types", "roles", "users", "constraints")
+_ROLE_KEYS = ("name", "id", "description", "inherits", "grants", "denies")
+_RULE_KEYS = ("resource", "actions", "when")
+_USER_KEYS = ("id", "name", "attributes", "roles", "grants", "denies")
+_ASSIGNMENT_KEYS = ("role", "expires")
+_CONSTRAINT_KEYS = ("name", "exclusive")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a document, and where."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class PolicyInvalid(ValueError):
+    """The document is not a valid policy; `problems` lists every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        count = len(problems)
+        head = "; ".join(str(p) for p in problems[:3])
+        more = f" (and {count - 3} more)" if count > 3 else ""
+        super().__init__(f"invalid policy: {head}{more}")
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building a large, acyclic structure.
+
+    A 50,000-user policy is millions of objects allocated at once; each
+    collection walks all of them again, which costs more than the parse.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+# --- reading text ----------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """Safe YAML without timestamp conversion: times stay RFC 3339 strings."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def parse_text(text: str | bytes, *, yaml_syntax: bool = False) -> Any:
+    """Parse a JSON (or YAML) document; raise PolicyInvalid naming line and column."""
+    try:
+        if yaml_syntax:
+            return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+        return json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno} column {error.colno}"
+        raise PolicyInvalid([Problem("", f"not valid JSON at {where}: {error.msg}")]) from None
+    except yaml.YAMLError as error:
+        raise PolicyInvalid([Problem("", f"not valid YAML: {error}")]) from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise PolicyInvalid([Problem("", f"not a valid document: {error}")]) from None
+    except RecursionError:
+        raise PolicyInvalid([Problem("", "the document nests too deeply")]) from None
+
+
+def load_policy_file(
+    path: str | Path, *, now: Instant, max_bytes: int = MAX_DOCUMENT_BYTES
+) -> Policy:
+    """Read, parse and validate a policy file (`.yaml`/`.yml` as YAML, else JSON).
+
+    Raises PolicyInvalid (a file too large, unreadable, malformed or invalid)
+    with problems naming the place.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise PolicyInvalid(
+                [Problem("", f"{path} is {size:,} bytes, over the {max_bytes:,}-byte limit")]
+            )
+        data = path.read_bytes()
+    except OSError as error:
+        raise PolicyInvalid([Problem("", f"cannot read {path}: {error.strerror}")]) from None
+    with gc_paused():
+        document = parse_text(data, yaml_syntax=path.suffix.lower() in (".yaml", ".yml"))
+        return parse_policy(document, now=now)
+
+
+# --- validating ------------------------------------------------------------------------
+
+
+def role_id_for(tenant: str, name: str) -> str:
+    """The id given to a role that has none: stable for the same tenant and name."""
+    return "r-" + hashlib.sha256(f"{tenant}\0{name}".encode()).hexdigest()[:12]
+
+
+class _Validator:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.types: dict[str, tuple[str, ...]] = {}
+        self.all_actions: set[str] = set()
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def mapping(self, value: object, path: str, allowed: tuple[str, ...]) -> dict[str, Any] | None:
+        if not isinstance(value, dict):
+            self.problem(path, f"must be an object, not {json_kind(value)}")
+            return None
+        for key in value:
+            if key not in allowed:
+                known = ", ".join(allowed)
+                self.problem(
+                    f"{path}.{key}" if path else str(key), f"unknown field (known: {known})"
+                )
+        return value
+
+    def items(self, value: object, path: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(path, f"must be a list, not {json_kind(value)}")
+            return []
+        return value
+
+    def name(self, value: object, path: str, what: str) -> str | None:
+        if not isinstance(value, str) or not value:
+            self.problem(path, f"{what} must be a non-empty string")
+            return None
+        return value
+
+    def resource_types(self, value: object) -> None:
+        if not isinstance(value, dict):
+            self.problem("resource_types", "must be an object mapping each type to its actions")
+            return
+        for type_name, actions in value.items():
+            here = f"resource_types.{type_name}"
+            if not type_name or type_name == WILDCARD:
+                self.problem(here, 'a resource type is named, and is not "*"')
+                continue
+            listed: list[str] = []
+            for i, action in enumerate(self.items(actions, here)):
+                if not isinstance(action, str) or not action or action == WILDCARD:
+                    self.problem(f"{here}[{i}]", 'an action is a non-empty string other than "*"')
+                elif action in listed:
+                    self.problem(f"{here}[{i}]", f"action {action!r} is listed twice")
+                else:
+                    listed.append(action)
+            self.types[type_name] = tuple(listed)
+            self.all_actions.update(listed)
+
+    def rule(self, value: object, path: str) -> Rule | None:
+        document = self.mapping(value, path, _RULE_KEYS)
+        if document is None:
+            return None
+        ok = True
+        resource = document.get("resource")
+        if not isinstance(resource, str):
+            self.problem(f"{path}.resource", 'must be a resource type name or "*"')
+            ok = False
+        elif resource != WILDCARD and resource not in self.types:
+            self.problem(f"{path}.resource", f"unknown resource type {resource!r}")
+            ok = False
+        actions = document.get("actions")
+        if not isinstance(actions, list) or not actions:
+            self.problem(f"{path}.actions", "must be a non-empty list of actions")
+            ok = False
+            actions = []
+        for i, action in enumerate(actions):
+            here = f"{path}.actions[{i}]"
+            if not isinstance(action, str):
+                self.problem(here, "an action is a string")
+                ok = False
+            elif action == WILDCARD or not isinstance(resource, str):
+                continue
+            elif resource == WILDCARD and action not in self.all_actions:
+                self.problem(here, f"action {action!r} is not listed for any resource type")
+                ok = False
+            elif resource in self.types and action not in self.types[resource]:
+                self.problem(
+                    here, f"action {action!r} is not listed for resource type {resource!r}"
+                )
+                ok = False
+        when = document.get("when")
+        if when is not None and not isinstance(when, dict):
+            self.problem(f"{path}.when", f"a condition must be an object, not {json_kind(when)}")
+            return None
+        try:
+            rule = Rule.build(str(resource), tuple(actions), when)
+        except ConditionError as error:
+            self.problem(
+                f"{path}.when.{error.path}" if error.path else f"{path}.when", error.message
+            )
+            return None
+        return rule if ok else None
+
+    def rules(self, value: object, path: str) -> tuple[Rule, ...]:
+        if value is None or value == []:
+            return ()
+        built = [self.rule(item, f"{path}[{i}]") for i, item in enumerate(self.items(value, path))]
+        return tuple(r for r in built if r is not None)
+
+
+def parse_policy(document: object, *, now: Instant) -> Policy:
+    """Validate a parsed policy document and build the `Policy`.
+
+    `now` is the time of import, against which separation-of-duty constraints
+    are checked. Raises PolicyInvalid listing every problem found.
+    """
+    check = _Validator()
+    top = check.mapping(document, "", _TOP_KEYS)
+    if top is None:
+        raise PolicyInvalid(check.problems)
+    if top.get("format") != FORMAT:
+        check.problem("format", f"must be {FORMAT!r}, found {top.get('format')!r}")
+    tenant = check.name(top.get("tenant"), "tenant", "the tenant") or ""
+    check.resource_types(top.get("resource_types"))
+
+    roles, ids_by_name = _parse_roles(check, tenant, top.get("roles"))
+    users = _parse_users(check, top.get("users"), ids_by_name)
+    constraints = _parse_constraints(check, top.get("constraints"), ids_by_name)
+    if not check.problems:
+        _check_cycles(check, roles)
+    if check.problems:
+        raise PolicyInvalid(check.problems)
+    policy = Policy(tenant, check.types, roles, users, constraints)
+    user_index = {user_id: i for i, user_id in enumerate(users)}
+    problems = [
+        Problem(f"users[{user_index[v.user]}].roles", f"breaks constraint: {v}")
+        for v in violations(policy, now)
+    ]
+    if problems:
+        raise PolicyInvalid(problems)
+    return policy
+
+
+def _parse_roles(
+    check: _Validator, tenant: str, value: object
+) -> tuple[dict[str, Role], dict[str, str]]:
+    documents = check.items(value, "roles")
+    names: set[str] = set()
+    given_ids: set[str] = set()
+    for i, item in enumerate(documents):
+        if not isinstance(item, dict):
+            continue
+        name, role_id = item.get("name"), item.get("id")
+        if isinstance(name, str) and name:
+            if name in names:
+                check.problem(f"roles[{i}].name", f"duplicate role name {name!r}")
+            names.add(name)
+        if role_id is not None and check.name(role_id, f"roles[{i}].id", "a role id"):
+            if role_id in given_ids:
+                check.problem(f"roles[{i}].id", f"duplicate role id {role_id!r}")
+            given_ids.add(role_id)
+    # Ids: the document's where given, else derived from the name (stable across imports).
+    ids_by_name: dict[str, str] = {}
+    taken = set(given_ids)
+    for item in documents:
+        if not isinstance(item, dict):
+            continue
+        name, role_id = item.get("name"), item.get("id")
+        if not isinstance(name, str) or not name or name in ids_by_name:
+            continue
+        if not isinstance(role_id, str) or not role_id:
+            role_id = role_id_for(tenant, name)
+            while role_id in taken:
+                role_id += "-"
+            taken.add(role_id)
+        ids_by_name[name] = role_id
+
+    roles: dict[str, Role] = {}
+    for i, item in enumerate(documents):
+        here = f"roles[{i}]"
+        role = check.mapping(item, here, _ROLE_KEYS)
+        if role is None:
+            continue
+        name = check.name(role.get("name"), f"{here}.name", "a role's name")
+        description = role.get("description", "")
+        if not isinstance(description, str):
+            check.problem(f"{here}.description", "must be a string")
+            description = ""
+        inherits: list[str] = []
+        for j, parent in enumerate(check.items(role.get("inherits"), f"{here}.inherits")):
+            if not isinstance(parent, str) or parent not in ids_by_name:
+                check.problem(f"{here}.inherits[{j}]", f"unknown role {parent!r}")
+            elif parent == name:
+                check.problem(f"{here}.inherits[{j}]", f"role {name!r} inherits itself")
+            else:
+                inherits.append(ids_by_name[parent])
+        grants = check.rules(role.get("grants"), f"{here}.grants")
+        denies = check.rules(role.get("denies"), f"{here}.denies")
+        if name is not None and ids_by_name[name] not in roles:
+            role_id = ids_by_name[name]
+            roles[role_id] = Role(role_id, name, description, tuple(inherits), grants, denies)
+    return roles, ids_by_name
+
+
+def _parse_users(
+    check: _Validator, value: object, ids_by_name: Mapping[str, str]
+) -> dict[str, User]:
+    users: dict[str, User] = {}
+    for i, item in enumerate(check.items(value, "users")):
+        here = f"users[{i}]"
+        user = check.mapping(item, here, _USER_KEYS)
+        if user is None:
+            continue
+        user_id = check.name(user.get("id"), f"{here}.id", "a user's id")
+        name = user.get("name")
+        if name is not None and not isinstance(name, str):
+            check.problem(f"{here}.name", "must be a string")
+            name = None
+        attributes = user.get("attributes", {})
+        if attributes is None:
+            attributes = {}
+        if not isinstance(attributes, dict):
+            check.problem(f"{here}.attributes", "must be an object")
+            attributes = {}
+        assignments: list[Assignment] = []
+        for j, entry in enumerate(check.items(user.get("roles"), f"{here}.roles")):
+            assignment = _parse_assignment(check, entry, f"{here}.roles[{j}]", ids_by_name)
+            if assignment is not None:
+                assignments.append(assignment)
+        grants = check.rules(user.get("grants"), f"{here}.grants")
+        denies = check.rules(user.get("denies"), f"{here}.denies")
+        if user_id is None:
+            continue
+        if user_id in users:
+            check.problem(f"{here}.id", f"duplicate user id {user_id!r}")
+            continue
+        users[user_id] = User(user_id, name, attributes, tuple(assignments), grants, denies)
+    return users
+
+
+def _parse_assignment(
+    check: _Validator, value: object, path: str, ids_by_name: Mapping[str, str]
+) -> Assignment | None:
+    entry = check.mapping(value, path, _ASSIGNMENT_KEYS)
+    if entry is None:
+        return None
+    role = entry.get("role")
+    if not isinstance(role, str) or role not in ids_by_name:
+        check.problem(f"{path}.role", f"unknown role {role!r}")
+        return None
+    expires = entry.get("expires")
+    if expires is not None and not isinstance(expires, str):
+        check.problem(f"{path}.expires", "must be an RFC 3339 date-time string")
+        return None
+    try:
+        return Assignment.build(ids_by_name[role], expires)
+    except ValueError as error:
+        check.problem(f"{path}.expires", str(error))
+        return None
+
+
+def _parse_constraints(
+    check: _Validator, value: object, ids_by_name: Mapping[str, str]
+) -> tuple[Constraint, ...]:
+    constraints: list[Constraint] = []
+    names: set[str] = set()
+    for i, item in enumerate(check.items(value, "constraints")):
+        here = f"constraints[{i}]"
+        entry = check.mapping(item, here, _CONSTRAINT_KEYS)
+        if entry is None:
+            continue
+        name = check.name(entry.get("name"), f"{here}.name", "a constraint's name")
+        if name in names:
+            check.problem(f"{here}.name", f"duplicate constraint name {name!r}")
+        exclusive: list[str] = []
+        members = check.items(entry.get("exclusive"), f"{here}.exclusive")
+        if len(members) < 2:
+            check.problem(f"{here}.exclusive", "must list at least two roles")
+        for j, role in enumerate(members):
+            if not isinstance(role, str) or role not in ids_by_name:
+                check.problem(f"{here}.exclusive[{j}]", f"unknown role {role!r}")
+            else:
+                exclusive.append(ids_by_name[role])
+        if name is not None:
+            names.add(name)
+            constraints.append(Constraint(name, tuple(exclusive)))
+    return tuple(constraints)
+
+
+def _check_cycles(check: _Validator, roles: Mapping[str, Role]) -> None:
+    index = {role_id: i for i, role_id in enumerate(roles)}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in roles:
+        if state.get(start):
+            continue
+        path: list[str] = []
+        stack: list[tuple[str, int]] = [(start, 0)]
+        while stack:
+            role_id, next_parent = stack.pop()
+            if next_parent == 0:
+                state[role_id] = 1
+                path.append(role_id)
+            parents = roles[role_id].inherits
+            if next_parent < len(parents):
+                stack.append((role_id, next_parent + 1))
+                parent = parents[next_parent]
+                if state.get(parent) == 1:
+                    cycle = [*path[path.index(parent) :], parent]
+                    names = " -> ".join(roles[r].name for r in cycle)
+                    check.problem(f"roles[{index[role_id]}].inherits", f"inheritance cycle {names}")
+                    return
+                if not state.get(parent):
+                    stack.append((parent, 0))
+            else:
+                state[role_id] = 2
+                path.pop()
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+def export_policy(policy: Policy) -> dict[str, Any]:
+    """The policy as a format-1 document, role ids included; empty lists left out."""
+    name = policy.role_name
+
+    def rules(items: tuple[Rule, ...]) -> list[dict[str, Any]]:
+        return [r.to_document() for r in items]
+
+    roles: list[dict[str, Any]] = []
+    for role in policy.roles.values():
+        entry: dict[str, Any] = {"id": role.id, "name": role.name}
+        if role.description:
+            entry["description"] = role.description
+        if role.inherits:
+            entry["inherits"] = [name(r) for r in role.inherits]
+        if role.grants:
+            entry["grants"] = rules(role.grants)
+        if role.denies:
+            entry["denies"] = rules(role.denies)
+        roles.append(entry)
+    users: list[dict[str, Any]] = []
+    for user in policy.users.values():
+        item: dict[str, Any] = {"id": user.id}
+        if user.name is not None:
+            item["name"] = user.name
+        if user.attributes:
+            item["attributes"] = dict(user.attributes)
+        if user.roles:
+            item["roles"] = [
+                {"role": name(a.role_id)} | ({"expires": a.expires} if a.expires else {})
+                for a in user.roles
+            ]
+        if user.grants:
+            item["grants"] = rules(user.grants)
+        if user.denies:
+            item["denies"] = rules(user.denies)
+        users.append(item)
+    document: dict[str, Any] = {
+        "format": FORMAT,
+        "tenant": policy.tenant,
+        "resource_types": {t: list(a) for t, a in policy.resource_types.items()},
+        "roles": roles,
+        "users": users,
+    }
+    if policy.constraints:
+        document["constraints"] = [
+            {"name": c.name, "exclusive": [name(r) for r in c.exclusive]}
+            for c in policy.constraints
+        ]
+    return document
+
+
+def dump_policy(policy: Policy, *, yaml_syntax: bool = False) -> str:
+    """The exported document as JSON (2-space indent) or YAML text."""
+    document = export_policy(policy)
+    if yaml_syntax:
+        return str(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
