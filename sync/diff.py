@@ -23,10 +23,11 @@ def diff_policies(old: Policy, new: Policy) -> list[str]:
     lines: list[str] = []
     if old.tenant != new.tenant:
         lines.append(f"~ tenant {_text(old.tenant)} -> {_text(new.tenant)}")
+    pairs = _match_roles(old, new)
     lines.extend(_diff_types(old, new))
-    lines.extend(_diff_roles(old, new))
-    lines.extend(_diff_users(old, new))
-    lines.extend(_diff_constraints(old, new))
+    lines.extend(_diff_roles(old, new, pairs))
+    lines.extend(_diff_users(old, new, pairs))
+    lines.extend(_diff_constraints(old, new, pairs))
     return lines
 
 
@@ -58,8 +59,9 @@ def _match_roles(old: Policy, new: Policy) -> dict[str, str]:
     return pairs
 
 
-def _rule_lines(subject: str, effect: Effect, before: tuple[Rule, ...], after: tuple[Rule, ...]):  # type: ignore[no-untyped-def]
-    for rule in after:
+def _rule_lines(
+    subject: str, effect: Effect, before: tuple[Rule, ...], after: tuple[Rule, ...]
+) -> Iterable[str]:
         if rule not in before:
             yield f"+ {subject} {effect.value}: {rule.describe()}"
     for rule in before:
@@ -67,8 +69,7 @@ def _rule_lines(subject: str, effect: Effect, before: tuple[Rule, ...], after: t
             yield f"- {subject} {effect.value}: {rule.describe()}"
 
 
-def _diff_roles(old: Policy, new: Policy) -> Iterable[str]:
-    pairs = _match_roles(old, new)
+def _diff_roles(old: Policy, new: Policy, pairs: dict[str, str]) -> Iterable[str]:
     for role in new.roles.values():
         old_id = pairs.get(role.id)
         if old_id is None:
@@ -79,47 +80,51 @@ def _diff_roles(old: Policy, new: Policy) -> Iterable[str]:
             for parent in role.inherits:
                 yield f"+ role {role.name} inherits {new.role_name(parent)}"
             continue
-        yield from _diff_role(old, new, old.roles[old_id], role)
+        yield from _diff_role(old, new, pairs, old.roles[old_id], role)
     matched = set(pairs.values())
     for role in old.roles.values():
         if role.id not in matched:
             yield f"- role {role.name}"
 
 
-def _diff_role(old: Policy, new: Policy, before: Role, after: Role) -> Iterable[str]:
+def _diff_role(
+    old: Policy, new: Policy, pairs: dict[str, str], before: Role, after: Role
+) -> Iterable[str]:
     subject = f"role {after.name}"
     if before.name != after.name:
         yield f"~ role {before.name} renamed to {after.name}"
     if before.description != after.description:
         yield f"~ {subject} description {_text(before.description)} -> {_text(after.description)}"
-    old_parents = [old.role_name(r) for r in before.inherits]
-    new_parents = [new.role_name(r) for r in after.inherits]
-    for parent in new_parents:
-        if parent not in old_parents:
-            yield f"+ {subject} inherits {parent}"
-    for parent in old_parents:
+    # Compared by the old policy's ids, so a renamed parent is the same parent.
+    new_parents = [pairs.get(r, f"new:{r}") for r in after.inherits]
+    for parent, mapped in zip(after.inherits, new_parents, strict=True):
+        if mapped not in before.inherits:
+            yield f"+ {subject} inherits {new.role_name(parent)}"
+    for parent in before.inherits:
         if parent not in new_parents:
-            yield f"- {subject} inherits {parent}"
+            yield f"- {subject} inherits {old.role_name(parent)}"
     for effect in (Effect.GRANT, Effect.DENY):
         yield from _rule_lines(subject, effect, before.rules(effect), after.rules(effect))
 
 
-def _diff_users(old: Policy, new: Policy) -> Iterable[str]:
+def _diff_users(old: Policy, new: Policy, pairs: dict[str, str]) -> Iterable[str]:
     for user in new.users.values():
         before = old.users.get(user.id)
         if before is None:
             yield f"+ user {user.id}" + (f" ({user.name})" if user.name else "")
-            yield from _assignment_lines(new, f"user {user.id}", (), user.roles)
+            yield from _assignment_lines(old, new, pairs, f"user {user.id}", (), user.roles)
             for effect in (Effect.GRANT, Effect.DENY):
                 yield from _rule_lines(f"user {user.id}", effect, (), user.rules(effect))
             continue
-        yield from _diff_user(old, new, before, user)
+        yield from _diff_user(old, new, pairs, before, user)
     for user in old.users.values():
         if user.id not in new.users:
             yield f"- user {user.id}"
 
 
-def _diff_user(old: Policy, new: Policy, before: User, after: User) -> Iterable[str]:
+def _diff_user(
+    old: Policy, new: Policy, pairs: dict[str, str], before: User, after: User
+) -> Iterable[str]:
     subject = f"user {after.id}"
     if before.name != after.name:
         yield f"~ {subject} name {_text(before.name)} -> {_text(after.name)}"
@@ -131,47 +136,47 @@ def _diff_user(old: Policy, new: Policy, before: User, after: User) -> Iterable[
     for key in before.attributes:
         if key not in after.attributes:
             yield f"- {subject} attribute {key}"
-    # Assignments compare by role name, so a role matched across a rename stays matched.
-    yield from _assignment_lines(new, subject, _named(old, before.roles), after.roles)
+    yield from _assignment_lines(old, new, pairs, subject, before.roles, after.roles)
     for effect in (Effect.GRANT, Effect.DENY):
         yield from _rule_lines(subject, effect, before.rules(effect), after.rules(effect))
 
 
-def _named(
-    policy: Policy, assignments: tuple[Assignment, ...]
-) -> tuple[tuple[str, str | None], ...]:
-    return tuple((policy.role_name(a.role_id), a.expires) for a in assignments)
-
-
 def _assignment_lines(
+    old: Policy,
     new: Policy,
+    pairs: dict[str, str],
     subject: str,
-    before: tuple[tuple[str, str | None], ...],
+    before: tuple[Assignment, ...],
     after: tuple[Assignment, ...],
 ) -> Iterable[str]:
-    old_expiry = dict(before)
-    new_named = _named(new, after)
-    new_expiry = dict(new_named)
-    for role, expires in new_named:
+    # Keyed by the old policy's role ids, so a renamed role stays the same role.
+    old_expiry = {a.role_id: a.expires for a in before}
+    new_expiry = {pairs.get(a.role_id, f"new:{a.role_id}"): a.expires for a in after}
+    for assignment in after:
+        role = new.role_name(assignment.role_id)
+        key = pairs.get(assignment.role_id, f"new:{assignment.role_id}")
+        expires = assignment.expires
         until = f" until {expires}" if expires else ""
-        if role not in old_expiry:
+        if key not in old_expiry:
             yield f"+ {subject} holds {role}{until}"
-        elif old_expiry[role] != expires:
-            change = f"{old_expiry[role] or 'never'} -> {expires or 'never'}"
+        elif old_expiry[key] != expires:
+            change = f"{old_expiry[key] or 'never'} -> {expires or 'never'}"
             yield f"~ {subject} holds {role}: expires {change}"
-    for role, _expires in before:
-        if role not in new_expiry:
-            yield f"- {subject} holds {role}"
+    for assignment in before:
+        if assignment.role_id not in new_expiry:
+            yield f"- {subject} holds {old.role_name(assignment.role_id)}"
 
 
-def _diff_constraints(old: Policy, new: Policy) -> Iterable[str]:
-    before = {c.name: [old.role_name(r) for r in c.exclusive] for c in old.constraints}
-    after = {c.name: [new.role_name(r) for r in c.exclusive] for c in new.constraints}
+def _diff_constraints(old: Policy, new: Policy, pairs: dict[str, str]) -> Iterable[str]:
+    before = {c.name: list(c.exclusive) for c in old.constraints}
+    after = {c.name: c.exclusive for c in new.constraints}
     for name, roles in after.items():
+        names = ", ".join(new.role_name(r) for r in roles)
         if name not in before:
-            yield f"+ constraint {name}: {', '.join(roles)}"
-        elif before[name] != roles:
-            yield f"~ constraint {name}: {', '.join(before[name])} -> {', '.join(roles)}"
+            yield f"+ constraint {name}: {names}"
+        elif before[name] != [pairs.get(r, f"new:{r}") for r in roles]:
+            old_names = ", ".join(old.role_name(r) for r in before[name])
+            yield f"~ constraint {name}: {old_names} -> {names}"
     for name in before:
         if name not in after:
             yield f"- constraint {name}"

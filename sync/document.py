@@ -273,8 +273,7 @@ def parse_policy(document: object, *, now: Instant) -> Policy:
     roles, ids_by_name = _parse_roles(check, tenant, top.get("roles"))
     users = _parse_users(check, top.get("users"), ids_by_name)
     constraints = _parse_constraints(check, top.get("constraints"), ids_by_name)
-    if not check.problems:
-        _check_cycles(check, roles)
+    _check_cycles(check, roles)
     if check.problems:
         raise PolicyInvalid(check.problems)
     policy = Policy(tenant, check.types, roles, users, constraints)
@@ -447,7 +446,7 @@ def _check_cycles(check: _Validator, roles: Mapping[str, Role]) -> None:
             if next_parent == 0:
                 state[role_id] = 1
                 path.append(role_id)
-            parents = roles[role_id].inherits
+            parents = [p for p in roles[role_id].inherits if p in roles]
             if next_parent < len(parents):
                 stack.append((role_id, next_parent + 1))
                 parent = parents[next_parent]
