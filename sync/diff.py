@@ -62,6 +62,7 @@ def _match_roles(old: Policy, new: Policy) -> dict[str, str]:
 def _rule_lines(
     subject: str, effect: Effect, before: tuple[Rule, ...], after: tuple[Rule, ...]
 ) -> Iterable[str]:
+    for rule in after:
         if rule not in before:
             yield f"+ {subject} {effect.value}: {rule.describe()}"
     for rule in before:
