@@ -25,6 +25,7 @@ from sync.engine import Engine
 from sync.instant import Instant, instant_from_datetime
 from sync.model import Policy
 from sync.request import MalformedRequest, Request, parse_request
+from sync.whatif import changed_decisions
 
 EXIT_OK = 0
 EXIT_DIFFERENT = 1
@@ -262,42 +263,42 @@ def cmd_permissions(args: argparse.Namespace) -> int:
 def cmd_what_if(args: argparse.Namespace) -> int:
     now = _now()
     before = _load(args.policy, now)
-    after = before.copy()
     try:
-        edits = json.loads(Path(args.edits).read_text(encoding="utf-8"))
+        documents = json.loads(Path(args.edits).read_text(encoding="utf-8"))
     except OSError as error:
         raise BadInput(f"cannot read {args.edits}: {error.strerror}") from None
     except ValueError as error:
         raise BadInput(f"{args.edits}: not valid JSON: {error}") from None
-    if not isinstance(edits, list):
+    if not isinstance(documents, list):
         raise BadInput(f"{args.edits}: expected a list of edits")
-    for i, document in enumerate(edits):
+    after = before.copy()
+    for i, document in enumerate(documents):
+        if not isinstance(document, dict):
+            raise BadInput(f"{args.edits}: edit [{i}]: expected an object with an op")
         try:
-            if not isinstance(document, dict):
-                raise EditRefused.__new__(EditRefused)
+            # Each edit is read against the policy as the edits before it left it.
             apply_edit(after, edit_from_document(document, after), now)
         except EditRefused as error:
-            raise BadInput(
-                f"{args.edits}: edit [{i}]: {getattr(error, 'reason', 'not an object')}"
-            ) from None
-    old_engine, new_engine = Engine(before), Engine(after)
-    changed = 0
+            raise BadInput(f"{args.edits}: edit [{i}]: {error.reason}") from None
     try:
         with open(args.requests, "rb") as source:
-            for lineno, raw in enumerate(_lines(source), start=1):
-                try:
-                    request = parse_request(_parse_line(raw.rstrip(b"\r")))
-                except MalformedRequest as error:
-                    raise BadInput(f"line {lineno}: malformed request: {error}") from None
-                old, new = old_engine.decide(request, now), new_engine.decide(request, now)
-                if old.allowed != new.allowed or old.reason != new.reason:
-                    changed += 1
-                    row = {"line": lineno, "before": old.to_dict(), "after": new.to_dict()}
-                    sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            requests = [_request_on_line(raw, n) for n, raw in enumerate(_lines(source), start=1)]
     except OSError as error:
         raise BadInput(f"cannot read {args.requests}: {error.strerror}") from None
-    print(f"{changed} decisions change", file=sys.stderr)
+    changes = changed_decisions(Engine(before), Engine(after), requests, now)
+    for change in changes:
+        row = {"line": change.index + 1, "before": change.before.to_dict(),
+               "after": change.after.to_dict()}  # fmt: skip
+        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"{len(changes)} of {len(requests)} decisions change", file=sys.stderr)
     return EXIT_OK
+
+
+def _request_on_line(raw: bytes, lineno: int) -> Request:
+    try:
+        return parse_request(_parse_line(raw.rstrip(b"\r")))
+    except MalformedRequest as error:
+        raise BadInput(f"line {lineno}: malformed request: {error}") from None
 
 
 def cmd_policy_validate(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -204,7 +205,9 @@ def parse_path(text: str) -> Path:
             f"{text!r} is not an attribute path "
             "(expected user.<name>, resource.<name> or context.<name>)"
         )
-    return Path(root, name)
+    # Interned, like the attribute names and values the engine holds, so that
+    # lookups and comparisons meet the same string object (see engine.py).
+    return Path(root, sys.intern(name))
 
 
 # --- the tree --------------------------------------------------------------------------
@@ -414,7 +417,7 @@ def _parse_operand(value: object, where: str) -> Operand:
         except ValueError as error:
             raise ConditionError(where, f"bad reference {value!r}: {error}") from None
     _check_literal(value, where)
-    return Literal(value)
+    return Literal(sys.intern(value) if type(value) is str else value)
 
 
 def _check_literal(value: object, where: str) -> None:

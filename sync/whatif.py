@@ -1,0 +1,57 @@
+"""What-if: decide against a policy with proposed edits applied.
+
+The desktop app shows an admin what pending, unsynced edits would change
+before they are pushed; the CLI's `what-if` command does the same for a file
+of edits. Both come here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sync.decision import Decision
+from sync.edits import Edit, apply_edit
+from sync.engine import Engine
+from sync.instant import Instant
+from sync.model import Policy
+from sync.request import Request
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A request whose decision the edits change (`index` into the request set)."""
+
+    index: int
+    before: Decision
+    after: Decision
+
+
+def propose(policy: Policy, edits: Sequence[Edit], now: Instant) -> Policy:
+    """A copy of `policy` with `edits` applied in order; `policy` is not changed.
+
+    Raises EditRefused for the first edit that cannot apply.
+    """
+    proposed = policy.copy()
+    for edit in edits:
+        apply_edit(proposed, edit, now)
+    return proposed
+
+
+def changed_decisions(
+    before: Engine, after: Engine, requests: Iterable[Request], now: Instant
+) -> list[Change]:
+    """The requests decided differently (allowed, or the reason) by `after`."""
+    changes: list[Change] = []
+    for index, request in enumerate(requests):
+        old, new = before.decide(request, now), after.decide(request, now)
+        if old.allowed != new.allowed or old.reason != new.reason:
+            changes.append(Change(index, old, new))
+    return changes
+
+
+def what_if(
+    policy: Policy, edits: Sequence[Edit], requests: Iterable[Request], now: Instant
+) -> list[Change]:
+    """The decisions among `requests` that change when `edits` are applied."""
+    return changed_decisions(Engine(policy), Engine(propose(policy, edits, now)), requests, now)
