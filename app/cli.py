@@ -16,8 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
-import orjson
-
+from app.batch import (
+    MalformedLine,
+    blocks,
+    parse_line,
+    reject_constant,
+    run_batch,
+    usable_cores,
+)
 from sync.diff import diff_policies
 from sync.document import PolicyInvalid, dump_policy, load_policy_file
 from sync.edits import EditRefused, apply_edit, edit_from_document
@@ -31,8 +37,6 @@ EXIT_OK = 0
 EXIT_DIFFERENT = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 70
-
-_CHUNK = 1 << 20
 
 
 class BadInput(Exception):
@@ -55,70 +59,29 @@ def _load(path: str, now: Instant) -> Policy:
 
 
 def _lines(source: BinaryIO) -> Iterator[bytes]:
-    """The lines of `source`, read in large blocks (a batch can be large)."""
-    rest = b""
-    while block := source.read(_CHUNK):
-        lines = (rest + block).split(b"\n")
-        rest = lines.pop()
+    """The lines of `source`, read in large blocks."""
+    for _lineno, block in blocks(source):
+        lines = block.split(b"\n")
+        if not lines[-1]:
+            lines.pop()
         yield from lines
-    if rest:
-        yield rest
 
 
-def _parse_line(line: bytes) -> Any:
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError as fast_error:
-        # orjson refuses integers beyond 64 bits, which JSON allows.
-        try:
-            return json.loads(line, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
-            raise MalformedRequest(f"not valid JSON: {fast_error}") from None
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
-
-
-def check_batch(engine: Engine, source: BinaryIO, out: BinaryIO, now: Instant) -> int:
+def check_batch(
+    engine: Engine, source: BinaryIO, out: BinaryIO, now: Instant, jobs: int = 1
+) -> int:
     """Decide one request per line of `source`, writing one decision per line.
 
     On a malformed line the decisions before it are written, then BadInput
     names the line.
     """
-    decide = engine.decide
-    loads = orjson.loads
-    pending: list[bytes] = []
-    append = pending.append
-    lineno = 0
     try:
-        for lineno, line in enumerate(_lines(source), start=1):
-            # The hot loop of `fleetgate check`: kept flat on purpose.
-            try:
-                request = parse_request(loads(line))
-            except (orjson.JSONDecodeError, MalformedRequest):
-                request = _slow_request(line, lineno)
-            append(decide(request, now).wire)
-            if len(pending) >= 4096:
-                out.write(b"\n".join(pending) + b"\n")
-                pending.clear()
+        run_batch(engine, source, out, now, jobs)
+    except MalformedLine as error:
+        raise BadInput(str(error)) from None
     finally:
-        if pending:
-            out.write(b"\n".join(pending) + b"\n")
         out.flush()
     return EXIT_OK
-
-
-def _slow_request(line: bytes, lineno: int) -> Request:
-    """The request on a line the fast path refused, or BadInput naming the line."""
-    if line.endswith(b"\r"):
-        line = line[:-1]
-    if not line.strip():
-        raise BadInput(f"line {lineno}: malformed request: empty line, expected a JSON object")
-    try:
-        return parse_request(_parse_line(line))
-    except MalformedRequest as error:
-        raise BadInput(f"line {lineno}: malformed request: {error}") from None
 
 
 def _attributes(pairs: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -130,7 +93,7 @@ def _attributes(pairs: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         if not equals:
             raise BadInput(f"--attr {pair!r}: expected PATH=VALUE, e.g. resource.region=north")
         try:
-            value: Any = json.loads(text, parse_constant=_reject_constant)
+            value: Any = json.loads(text, parse_constant=reject_constant)
         except (ValueError, RecursionError):
             value = text
         root, dot, name = key.partition(".")
@@ -179,10 +142,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         if args.user or args.action or args.resource:
             raise BadInput("give either --requests or --user/--action/--resource, not both")
         if args.requests == "-":
-            return check_batch(engine, sys.stdin.buffer, out, now)
+            return check_batch(engine, sys.stdin.buffer, out, now, args.jobs)
         try:
             with open(args.requests, "rb") as source:
-                return check_batch(engine, source, out, now)
+                return check_batch(engine, source, out, now, args.jobs)
         except OSError as error:
             raise BadInput(f"cannot read {args.requests}: {error.strerror}") from None
     _require(args, "user", "action", "resource")
@@ -296,7 +259,7 @@ def cmd_what_if(args: argparse.Namespace) -> int:
 
 def _request_on_line(raw: bytes, lineno: int) -> Request:
     try:
-        return parse_request(_parse_line(raw.rstrip(b"\r")))
+        return parse_line(raw)
     except MalformedRequest as error:
         raise BadInput(f"line {lineno}: malformed request: {error}") from None
 
@@ -354,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="decide requests against a policy file")
     check.add_argument("--policy", required=True, help="policy document (JSON or YAML)")
     check.add_argument("--requests", help="JSONL file of requests, one per line ('-': stdin)")
+    check.add_argument(
+        "--jobs",
+        type=int,
+        default=usable_cores(),
+        help="processes deciding a batch in parallel (default: usable cores; 1: none)",
+    )
     _request_options(check)
     check.set_defaults(run=cmd_check)
 

@@ -420,9 +420,23 @@ def _parse_operand(value: object, where: str) -> Operand:
     return Literal(sys.intern(value) if type(value) is str else value)
 
 
+def is_json_value(value: object, depth: int = 0) -> bool:
+    """True for what a JSON document can hold: no NaN or infinity, string keys."""
+    if depth > MAX_DEPTH * 4:
+        return False
+    kind = json_kind(value)
+    if kind == "other" or (isinstance(value, float) and not math.isfinite(value)):
+        return False
+    if isinstance(value, list):
+        return all(is_json_value(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_json_value(v, depth + 1) for k, v in value.items())
+    return True
+
+
 def _check_literal(value: object, where: str) -> None:
     kind = json_kind(value)
-    if kind == "other" or (isinstance(value, float) and math.isnan(value)):
+    if kind == "other" or (isinstance(value, float) and not math.isfinite(value)):
         raise ConditionError(where, f"{value!r} is not a JSON value")
     if isinstance(value, list):
         for item in value:

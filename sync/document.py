@@ -454,8 +454,7 @@ def _check_cycles(check: _Validator, roles: Mapping[str, Role]) -> None:
                     cycle = [*path[path.index(parent) :], parent]
                     names = " -> ".join(roles[r].name for r in cycle)
                     check.problem(f"roles[{index[role_id]}].inherits", f"inheritance cycle {names}")
-                    return
-                if not state.get(parent):
+                elif not state.get(parent):
                     stack.append((parent, 0))
             else:
                 state[role_id] = 2

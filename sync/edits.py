@@ -14,11 +14,11 @@ what was touched so that an `Engine` can update only that.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from sync.conditions import ConditionError, json_kind
+from sync.conditions import ConditionError, is_json_value
 from sync.constraints import violations
 from sync.instant import Instant
 from sync.model import WILDCARD, Assignment, Effect, Policy, Role, Rule, User
@@ -123,7 +123,8 @@ class Edit:
 
     def to_document(self) -> dict[str, Any]:
         document: dict[str, Any] = {"op": self.op}
-        for name in self.__dataclass_fields__:  # type: ignore[attr-defined]
+        for item in fields(self):  # type: ignore[arg-type]
+            name = item.name
             value = getattr(self, name)
             if isinstance(value, Rule):
                 value = value.to_document()
@@ -216,10 +217,12 @@ class DeleteRole(Edit):
                 undo.put(policy.users, user.id, _replace(user, roles=kept_roles))
                 users.add(user.id)
         if any(self.role_id in c.exclusive for c in policy.constraints):
-            policy.constraints = tuple(
+            # A constraint left with one role keeps nothing apart: it goes too.
+            kept_constraints = (
                 _replace(c, exclusive=tuple(r for r in c.exclusive if r != self.role_id))
                 for c in policy.constraints
             )
+            policy.constraints = tuple(c for c in kept_constraints if len(c.exclusive) >= 2)
         return Touched(users=frozenset(users), inheritance=True)
 
 
@@ -412,7 +415,7 @@ class SetUserAttribute(Edit):
         user = _user(policy, self.user_id)
         if not self.key:
             raise EditRefused(RefusalCode.INVALID, "an attribute needs a name")
-        if json_kind(self.value) == "other":
+        if not is_json_value(self.value):
             raise EditRefused(RefusalCode.INVALID, f"{self.value!r} is not a JSON value")
         attributes = dict(user.attributes)
         if self.value is None:
@@ -485,12 +488,12 @@ def edit_from_document(document: Mapping[str, Any], policy: Policy) -> Edit:
     if cls is None or not isinstance(op, str):
         known = ", ".join(EDIT_TYPES)
         raise EditRefused(RefusalCode.INVALID, f"unknown edit op {op!r} (known: {known})")
-    fields = cls.__dataclass_fields__  # type: ignore[attr-defined]
+    names = {item.name for item in fields(cls)}  # type: ignore[arg-type]
     values: dict[str, Any] = {}
     for name, value in document.items():
         if name == "op":
             continue
-        if name not in fields:
+        if name not in names:
             raise EditRefused(RefusalCode.INVALID, f"{op}: unknown field {name!r}")
         values[name] = _edit_value(policy, op, name, value)
     try:

@@ -19,6 +19,7 @@ Layout (why it is fast, and why one change is cheap):
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -483,7 +484,8 @@ class Engine:
     def _trace_roles(self, entry: _UserEntry, instant: Instant) -> list[str]:
         user = entry.user
         label = f" ({user.name})" if user.name else ""
-        lines = [f"user {user.id!r}{label}, attributes {dict(user.attributes)}"]
+        attributes = json.dumps(dict(user.attributes), ensure_ascii=False)
+        lines = [f"user {user.id!r}{label}, attributes {attributes}"]
         if not user.roles:
             lines.append("  holds no roles")
         for assignment in user.roles:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from PySide6.QtWidgets import QLabel
 
 from app.desktop import build_window
@@ -17,3 +19,12 @@ def test_placeholder_window_is_named_for_assistive_technology(qtbot) -> None:
     assert label.accessibleName() == "Fleetgate status"
     assert "command line" in label.text()
     assert not window.grab().isNull()
+
+
+def test_installed_qt_keeps_the_reference_count_of_none(qapp) -> None:  # type: ignore[no-untyped-def]
+    # PySide6 6.12.0 leaked a decref of None per processEvents() call, which
+    # pytest-qt makes after every test: the interpreter aborted at exit.
+    before = sys.getrefcount(None)
+    for _ in range(1000):
+        qapp.processEvents()
+    assert sys.getrefcount(None) - before >= -10
