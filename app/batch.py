@@ -18,6 +18,8 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, BinaryIO, NoReturn
 
 import orjson
@@ -36,6 +38,13 @@ class MalformedLine(Exception):
     def __init__(self, lineno: int, message: str) -> None:
         super().__init__(f"line {lineno}: malformed request: {message}")
         self.lineno = lineno
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[MalformedLine], tuple[int, str]]:
+        # Workers send it back to the parent: without this, unpickling calls
+        # __init__ with the formatted text only, fails in the pool's result
+        # thread, and the parent waits for that result forever.
+        return (MalformedLine, (self.lineno, self.message))
 
 
 def reject_constant(name: str) -> NoReturn:
@@ -111,13 +120,20 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def run_batch(engine: Engine, source: BinaryIO, out: BinaryIO, now: Instant, jobs: int) -> None:
+def run_batch(
+    engine: Engine,
+    source: BinaryIO,
+    out: BinaryIO,
+    now: Instant,
+    jobs: int,
+    block_bytes: int = BLOCK_BYTES,
+) -> None:
     """Decide every request of `source`, writing decisions to `out` in order.
 
     `jobs` > 1 forks that many workers where the platform can fork. Raises
     MalformedLine after writing the decisions before the malformed line.
     """
-    pieces = blocks(source)
+    pieces = blocks(source, block_bytes)
     first = next(pieces, None)
     if first is None:
         return
@@ -162,18 +178,26 @@ def _run_forked(
     gc.collect()
     gc.freeze()
     context = multiprocessing.get_context("fork")
-    with context.Pool(jobs) as pool:
-        window: deque[Any] = deque()
-        try:
-            for task in pieces:
-                window.append(pool.apply_async(_work, (task,)))
-                if len(window) >= 2 * jobs:
-                    _write(window.popleft().get(), out)
-            while window:
-                _write(window.popleft().get(), out)
-        finally:
-            pool.terminate()
-            _worker_engine = None
+    # A process pool executor, not multiprocessing.Pool: if a worker dies, its
+    # futures fail with BrokenProcessPool instead of waiting forever.
+    executor = ProcessPoolExecutor(jobs, mp_context=context)
+    try:
+        window: deque[Future[tuple[bytes, MalformedLine | None]]] = deque()
+        for task in pieces:
+            window.append(executor.submit(_work, task))
+            if len(window) >= 2 * jobs:
+                _write(window.popleft().result(), out)
+        while window:
+            _write(window.popleft().result(), out)
+    except BrokenProcessPool:
+        raise WorkerDied("a worker process deciding the batch stopped unexpectedly") from None
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        _worker_engine = None
+
+
+class WorkerDied(RuntimeError):
+    """A worker process was killed or crashed; the decisions written so far stand."""
 
 
 def _write(result: tuple[bytes, MalformedLine | None], out: BinaryIO) -> None:

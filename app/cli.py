@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, NoReturn
 
 from app.batch import (
     MalformedLine,
+    WorkerDied,
     blocks,
     parse_line,
     reject_constant,
@@ -41,6 +42,10 @@ EXIT_INTERNAL = 70
 
 class BadInput(Exception):
     """Input we cannot use; the message says what and where."""
+
+
+class Failed(Exception):
+    """The command could not finish for a reason other than its input."""
 
 
 def _now() -> Instant:
@@ -79,6 +84,8 @@ def check_batch(
         run_batch(engine, source, out, now, jobs)
     except MalformedLine as error:
         raise BadInput(str(error)) from None
+    except WorkerDied as error:
+        raise Failed(str(error)) from None
     finally:
         out.flush()
     return EXIT_OK
@@ -379,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         print(f"fleetgate {args.command}: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Failed as error:
+        sys.stdout.flush()
+        print(f"fleetgate {args.command}: {error}", file=sys.stderr)
+        return EXIT_INTERNAL
     except BrokenPipeError:
         return EXIT_OK
     except KeyboardInterrupt:
