@@ -36,19 +36,25 @@ class Decision:
     """`allowed`, a `reason` a person can read, the `matched` rules and the
     `policy_version` decided against (None for a policy file).
 
-    `wire` is the decision's JSON, computed once: the engine hands out the same
-    Decision object for every request a rule decides, so a batch writes bytes
-    it already has.
+    `wire` is the decision's JSON, computed on first use and kept: the engine
+    hands out the same Decision object for every request a rule decides, so a
+    batch writes bytes it already has.
     """
 
     allowed: bool
     reason: str
     matched: tuple[Match, ...] = ()
     policy_version: int | None = None
-    wire: bytes = field(init=False, repr=False, compare=False)
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "wire", orjson.dumps(self.to_dict()))
+    @property
+    def wire(self) -> bytes:
+        """The decision as one line of JSON (no newline)."""
+        wire = self._wire
+        if wire is None:
+            wire = orjson.dumps(self.to_dict())
+            object.__setattr__(self, "_wire", wire)
+        return wire
 
     def to_dict(self) -> dict[str, Any]:
         return {
