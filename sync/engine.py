@@ -27,6 +27,7 @@ from typing import Any
 
 from sync.decision import Decision, Match
 from sync.document import gc_paused
+from sync.edits import Edit, Touched, apply_edit
 from sync.instant import Instant, format_instant
 from sync.model import WILDCARD, Effect, Policy, Role, Rule, User
 from sync.request import Request
@@ -528,6 +529,22 @@ class Engine:
         return found
 
     # --- changes -----------------------------------------------------------------------
+
+    def apply(self, edit: Edit, now: Instant, version: int | None = None) -> Touched:
+        """Apply `edit` to the policy and update the indexes for what it touched.
+
+        `now` is the time of the edit (for separation-of-duty constraints);
+        `version` the policy version it makes, if versions are kept. Raises
+        EditRefused, changing nothing.
+        """
+        touched = apply_edit(self.policy, edit, now)
+        self.refresh(
+            roles=touched.roles,
+            users=touched.users,
+            inheritance=touched.inheritance,
+            version=version,
+        )
+        return touched
 
     def refresh(
         self,
