@@ -121,6 +121,10 @@ class Edit:
     def apply(self, policy: Policy, undo: _Undo) -> Touched:
         raise NotImplementedError
 
+    def permission_needed(self) -> tuple[str, str]:
+        """The (resource type, action) the author needs, e.g. ("role", "assign")."""
+        return self.permission
+
     def to_document(self) -> dict[str, Any]:
         document: dict[str, Any] = {"op": self.op}
         for item in fields(self):  # type: ignore[arg-type]
@@ -280,6 +284,9 @@ class AddRule(Edit):
         check_rule(policy, self.rule)
         return _change_rules(policy, undo, self.owner, self.effect, add=self.rule)
 
+    def permission_needed(self) -> tuple[str, str]:
+        return ("user", "update") if self.owner.startswith("user:") else self.permission
+
 
 @dataclass(frozen=True, slots=True)
 class RemoveRule(Edit):
@@ -294,6 +301,9 @@ class RemoveRule(Edit):
 
     def apply(self, policy: Policy, undo: _Undo) -> Touched:
         return _change_rules(policy, undo, self.owner, self.effect, remove=self.rule)
+
+    def permission_needed(self) -> tuple[str, str]:
+        return ("user", "update") if self.owner.startswith("user:") else self.permission
 
 
 def _change_rules(
