@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from sync.conditions import ConditionError, json_kind
+from sync.conditions import ConditionError, is_json_value, json_kind
 from sync.constraints import violations
 from sync.instant import Instant
 from sync.model import WILDCARD, Assignment, Constraint, Policy, Role, Rule, User
@@ -189,7 +189,7 @@ class _Validator:
             return
         for type_name, actions in value.items():
             here = f"resource_types.{type_name}"
-            if not type_name or type_name == WILDCARD:
+            if not isinstance(type_name, str) or not type_name or type_name == WILDCARD:
                 self.problem(here, 'a resource type is named, and is not "*"')
                 continue
             listed: list[str] = []
@@ -273,7 +273,7 @@ def parse_policy(document: object, *, now: Instant) -> Policy:
     roles, ids_by_name = _parse_roles(check, tenant, top.get("roles"))
     users = _parse_users(check, top.get("users"), ids_by_name)
     constraints = _parse_constraints(check, top.get("constraints"), ids_by_name)
-    _check_cycles(check, roles)
+    _check_cycles(check, roles, _role_positions(top.get("roles"), ids_by_name))
     if check.problems:
         raise PolicyInvalid(check.problems)
     policy = Policy(tenant, check.types, roles, users, constraints)
@@ -368,6 +368,10 @@ def _parse_users(
         if not isinstance(attributes, dict):
             check.problem(f"{here}.attributes", "must be an object")
             attributes = {}
+        for key, attribute in attributes.items():
+            # YAML can hold what JSON cannot; such a policy could not be exported.
+            if not is_json_value(attribute) or not isinstance(key, str):
+                check.problem(f"{here}.attributes.{key}", f"{attribute!r} is not a JSON value")
         assignments: list[Assignment] = []
         for j, entry in enumerate(check.items(user.get("roles"), f"{here}.roles")):
             assignment = _parse_assignment(check, entry, f"{here}.roles[{j}]", ids_by_name)
@@ -433,8 +437,17 @@ def _parse_constraints(
     return tuple(constraints)
 
 
-def _check_cycles(check: _Validator, roles: Mapping[str, Role]) -> None:
-    index = {role_id: i for i, role_id in enumerate(roles)}
+def _role_positions(value: object, ids_by_name: Mapping[str, str]) -> dict[str, int]:
+    """Role id -> index of the role in the document's `roles` (its first, if named twice)."""
+    positions: dict[str, int] = {}
+    for i, item in enumerate(value if isinstance(value, list) else []):
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, str) and name in ids_by_name:
+            positions.setdefault(ids_by_name[name], i)
+    return positions
+
+
+def _check_cycles(check: _Validator, roles: Mapping[str, Role], index: Mapping[str, int]) -> None:
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     for start in roles:
         if state.get(start):

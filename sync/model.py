@@ -44,11 +44,17 @@ class Rule:
         cls, resource: str, actions: tuple[str, ...], when: Mapping[str, Any] | None = None
     ) -> Rule:
         """A rule with its condition parsed and compiled (raises ConditionError)."""
-        if when is None:
-            return cls(resource, actions)
-        condition = parse_condition(when)
-        predicate: Predicate = compile_condition(condition)
-        return cls(resource, actions, when, condition, predicate)
+        return cls(resource, actions, when)
+
+    def __post_init__(self) -> None:
+        # Fail closed: a rule made with `when` always carries its compiled
+        # condition, however it was made; without it the engine would read
+        # the rule as unconditional.
+        if self.when is not None and (self.condition is None or self.predicate is None):
+            condition = parse_condition(self.when)
+            predicate: Predicate = compile_condition(condition)
+            object.__setattr__(self, "condition", condition)
+            object.__setattr__(self, "predicate", predicate)
 
     def describe(self) -> str:
         """`route update when resource.region = $user.region`."""
