@@ -192,7 +192,9 @@ def _run_forked(
     except BrokenProcessPool:
         raise WorkerDied("a worker process deciding the batch stopped unexpectedly") from None
     finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+        # Wait for the workers to go: a parent that exits first (fleetgate
+        # ends with os._exit) would leave them waiting on their queue forever.
+        executor.shutdown(wait=True, cancel_futures=True)
         _worker_engine = None
 
 

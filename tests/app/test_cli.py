@@ -520,3 +520,16 @@ def test_every_command_is_documented_in_the_readme() -> None:
         names = [f"{name} {n}" for n in nested[0].choices] if nested else [name]
         for full in names:
             assert re.search(rf"`fleetgate {full}\b", readme), f"README lacks fleetgate {full}"
+
+
+def test_batch_across_workers_exits_without_leaving_them_behind(
+    policy: Path, tmp_path: Path
+) -> None:
+    # Over one block (1 MiB) of input, so workers are forked. Workers that
+    # outlived fleetgate would hold its stderr open: run() would time out.
+    line = json.dumps(ROUTE_NORTH) + "\n"
+    path = tmp_path / "requests.jsonl"
+    path.write_text(line * (3 * (1 << 20) // len(line)))
+    result = fleetgate("check", "--jobs", "2", "--policy", str(policy), "--requests", str(path))
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 3 * (1 << 20) // len(line)
