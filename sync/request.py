@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sync.instant import Instant, parse_instant
+from sync.instant import Instant, check_instant, parse_instant
 
 _EMPTY: Mapping[str, Any] = {}
 
@@ -24,12 +24,13 @@ class Request:
     """One decidable request. Built by `parse_request` or directly by callers."""
 
     __slots__ = (
+        "_time",
+        "_time_text",
         "action",
         "context",
         "resource_attrs",
         "resource_id",
         "resource_type",
-        "time",
         "user",
     )
 
@@ -42,6 +43,7 @@ class Request:
         resource_attrs: Mapping[str, Any] = _EMPTY,
         context: Mapping[str, Any] = _EMPTY,
         time: Instant | None = None,
+        time_text: str | None = None,
     ) -> None:
         self.user = user
         self.action = action
@@ -49,7 +51,16 @@ class Request:
         self.resource_id = resource_id
         self.resource_attrs = resource_attrs
         self.context = context
-        self.time = time
+        self._time = time
+        self._time_text = time_text
+        """`context.time` as given and already checked, parsed when first read."""
+
+    @property
+    def time(self) -> Instant | None:
+        """The instant of `context.time`, or None when the request has none."""
+        if self._time is None and self._time_text is not None:
+            self._time = parse_instant(self._time_text)
+        return self._time
 
     def to_dict(self) -> dict[str, Any]:
         """The request as a document (what `parse_request` reads)."""
@@ -85,7 +96,7 @@ def parse_request(document: Any) -> Request:
     if type(attrs) is not dict:
         attrs = _EMPTY
     context = document.get("context")
-    time = None
+    text = None
     if type(context) is not dict:
         context = _EMPTY
     else:
@@ -94,10 +105,10 @@ def parse_request(document: Any) -> Request:
             if type(text) is not str:
                 raise MalformedRequest('"context.time" must be an RFC 3339 date-time string')
             try:
-                time = parse_instant(text)
+                check_instant(text)
             except ValueError as error:
                 raise MalformedRequest(f'"context.time": {error}') from None
-    return Request(user, action, resource_type, resource.get("id"), attrs, context, time)
+    return Request(user, action, resource_type, resource.get("id"), attrs, context, None, text)
 
 
 def _explain_malformed(document: Any) -> None:
