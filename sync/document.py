@@ -34,6 +34,18 @@ _RULE_KEYS = ("resource", "actions", "when")
 _USER_KEYS = ("id", "name", "attributes", "roles", "grants", "denies")
 _ASSIGNMENT_KEYS = ("role", "expires")
 _CONSTRAINT_KEYS = ("name", "exclusive")
+_KNOWN = {
+    keys: frozenset(keys)
+    for keys in (
+        _TOP_KEYS,
+        _ROLE_KEYS,
+        _RULE_KEYS,
+        _USER_KEYS,
+        _ASSIGNMENT_KEYS,
+        _CONSTRAINT_KEYS,
+    )
+}
+_SCALARS = (str, int, bool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +177,8 @@ class _Validator:
         if not isinstance(value, dict):
             self.problem(path, f"must be an object, not {json_kind(value)}")
             return None
+        if value.keys() <= _KNOWN.get(allowed, frozenset()):
+            return value
         for key in value:
             if key not in allowed:
                 known = ", ".join(allowed)
@@ -374,6 +388,8 @@ def _parse_users(
             attributes = {}
         for key, attribute in attributes.items():
             # YAML can hold what JSON cannot; such a policy could not be exported.
+            if type(attribute) in _SCALARS and type(key) is str:
+                continue
             if not is_json_value(attribute) or not isinstance(key, str):
                 check.problem(f"{here}.attributes.{key}", f"{attribute!r} is not a JSON value")
         assignments: list[Assignment] = []
