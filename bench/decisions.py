@@ -73,35 +73,47 @@ def _load(folder: Path) -> tuple[Engine, dict[str, float]]:
     return engine, {"load_s": loaded - started, "compile_s": compiled - loaded}
 
 
-def _latency(engine: Engine, lines: list[bytes]) -> dict[str, float]:
+ROUNDS = 3
+"""Rounds of each timed measurement; the median round is reported (this runs on
+shared virtual machines, where one round can be half as fast as the next)."""
+
+
+def _latency(engine: Engine, lines: list[bytes]) -> dict[str, Any]:
     clock = time.perf_counter_ns
     decide = engine.decide
     for line in lines[:20_000]:  # warm the per-role-set caches a running service has
         decide(parse_request(orjson.loads(line)), NOW)
-    samples: list[int] = []
-    for line in lines:
-        request = parse_request(orjson.loads(line))
-        start = clock()
-        decide(request, NOW)
-        samples.append(clock() - start)
     overhead = []
     for _ in range(20_000):
         start = clock()
         overhead.append(clock() - start)
-    samples.sort()
     base = statistics.median(overhead)
-    requests = [parse_request(orjson.loads(line)) for line in lines]
-    started = time.perf_counter()
-    decisions = engine.decide_many(requests, NOW)
-    elapsed = time.perf_counter() - started
-    return {
-        "p50_us": (_percentile(samples, 0.50) - base) / 1000,
-        "p99_us": (_percentile(samples, 0.99) - base) / 1000,
-        "p999_us": (_percentile(samples, 0.999) - base) / 1000,
-        "timer_overhead_ns": base,
-        "in_process_per_s": len(requests) / elapsed,
-        "allowed_fraction": sum(d.allowed for d in decisions) / len(decisions),
-    }
+    rounds: list[dict[str, float]] = []
+    for _ in range(ROUNDS):
+        samples: list[int] = []
+        for line in lines:
+            request = parse_request(orjson.loads(line))
+            start = clock()
+            decide(request, NOW)
+            samples.append(clock() - start)
+        samples.sort()
+        requests = [parse_request(orjson.loads(line)) for line in lines]
+        started = time.perf_counter()
+        decisions = engine.decide_many(requests, NOW)
+        elapsed = time.perf_counter() - started
+        rounds.append(
+            {
+                "p50_us": (_percentile(samples, 0.50) - base) / 1000,
+                "p99_us": (_percentile(samples, 0.99) - base) / 1000,
+                "p999_us": (_percentile(samples, 0.999) - base) / 1000,
+                "in_process_per_s": len(requests) / elapsed,
+            }
+        )
+    result: dict[str, Any] = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    result["p99_us_rounds"] = [round(r["p99_us"], 2) for r in rounds]
+    result["timer_overhead_ns"] = base
+    result["allowed_fraction"] = sum(d.allowed for d in decisions) / len(decisions)
+    return result
 
 
 def _edits(engine: Engine, count: int, seed: int) -> list[Edit]:
@@ -167,6 +179,7 @@ def _updates(engine: Engine, lines: list[bytes]) -> dict[str, float]:
 
 def _cli(folder: Path, count: int) -> dict[str, float]:
     fleetgate = [sys.executable, "-m", "app.cli", "check", "--policy", str(folder / "policy.json")]
+    # --jobs defaults to the usable cores: the figure is for this machine's.
     empty = OUT / "empty.jsonl"
     empty.write_bytes(b"")
 
@@ -179,13 +192,15 @@ def _cli(folder: Path, count: int) -> dict[str, float]:
         )
         return time.perf_counter() - started
 
-    startup = min(run(empty) for _ in range(2))
-    total = min(run(folder / "requests.jsonl") for _ in range(2))
+    startup = statistics.median(run(empty) for _ in range(ROUNDS))
+    totals = [run(folder / "requests.jsonl") for _ in range(ROUNDS)]
+    total = statistics.median(totals)
     return {
         "cli_startup_s": startup,
         "cli_total_s": total,
         "cli_end_to_end_per_s": count / total,
         "cli_after_startup_per_s": count / (total - startup),
+        "cli_after_startup_per_s_rounds": [round(count / (t - startup)) for t in totals],
     }
 
 
@@ -272,14 +287,18 @@ def _print(results: dict[str, Any]) -> None:
         ("compile", f"{results['compile_s']:.2f} s"),
         ("load + compile", f"{results['load_s'] + results['compile_s']:.2f} s   (goal <= 2 s)"),
         ("decide p50", f"{results['p50_us']:.2f} us"),
-        ("decide p99", f"{results['p99_us']:.2f} us   (goal <= 10 us)"),
+        (
+            "decide p99",
+            f"{results['p99_us']:.2f} us   (goal <= 10 us; rounds {results['p99_us_rounds']})",
+        ),
         ("decide p99.9", f"{results['p999_us']:.2f} us"),
         ("in-process decisions/s", f"{results['in_process_per_s']:,.0f}"),
         ("allowed", f"{results['allowed_fraction']:.1%}"),
         ("CLI batch, end to end", f"{results['cli_end_to_end_per_s']:,.0f} decisions/s"),
         (
             "CLI batch, after start-up",
-            f"{results['cli_after_startup_per_s']:,.0f} decisions/s   (goal >= 150,000)",
+            f"{results['cli_after_startup_per_s']:,.0f} decisions/s   (goal >= 150,000; "
+            f"rounds {results['cli_after_startup_per_s_rounds']})",
         ),
         ("CLI start-up (load policy)", f"{results['cli_startup_s']:.2f} s"),
         ("one-change update p50", f"{results['update_p50_ms']:.3f} ms"),

@@ -34,7 +34,7 @@ _RULE_KEYS = ("resource", "actions", "when")
 _USER_KEYS = ("id", "name", "attributes", "roles", "grants", "denies")
 _ASSIGNMENT_KEYS = ("role", "expires")
 _CONSTRAINT_KEYS = ("name", "exclusive")
-_KNOWN = {
+_KNOWN: dict[tuple[str, ...], frozenset[str]] = {
     keys: frozenset(keys)
     for keys in (
         _TOP_KEYS,

@@ -169,6 +169,7 @@ class Engine:
         self._users: dict[str, _UserEntry] = {}
         self._epoch = 0
         self._no_grant: dict[Key, Decision] = {}
+        """Denials that name no rule, per pair (an unknown user's under ("", id))."""
         self._rebuild_keys()
         with gc_paused():
             for role_id in policy.roles:
@@ -364,14 +365,24 @@ class Engine:
         return merged
 
     def _unknown(self, request: Request) -> Decision:
+        # Made once per pair and kept (a bounded number): a batch with many
+        # unknown users or misspelt actions should not build a Decision each.
         type_name, action = request.resource_type, request.action
-        if type_name not in self.policy.resource_types:
-            reason = f"unknown resource type {type_name!r}"
-        elif (type_name, action) not in self._keys:
-            reason = f"action {action!r} is not listed for resource type {type_name!r}"
-        else:
+        if (type_name, action) in self._keys:
+            pair: tuple[str, str] = ("", request.user)  # no type is named ""
             reason = f"unknown user {request.user!r}"
-        return Decision(False, reason, (), self.version)
+        elif type_name not in self.policy.resource_types:
+            pair = (type_name, "")
+            reason = f"unknown resource type {type_name!r}"
+        else:
+            pair = (type_name, action)
+            reason = f"action {action!r} is not listed for resource type {type_name!r}"
+        decision = self._no_grant.get(pair)
+        if decision is None:
+            if len(self._no_grant) > 4096:
+                self._no_grant.clear()
+            decision = self._no_grant[pair] = Decision(False, reason, (), self.version)
+        return decision
 
     def _describe(self, hit: _Hit) -> Decision:
         verb = "granted" if hit.effect is Effect.GRANT else "denied"
