@@ -14,60 +14,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "resources" / "demo" / "acme-logistics.json"
 
-POLICY: dict[str, Any] = {
-    "format": "fleetgate.policy/1",
-    "tenant": "acme-logistics",
-    "resource_types": {
-        "vehicle": ["read", "create", "update", "delete", "dispatch"],
-        "route": ["read", "create", "update", "delete", "assign"],
-        "report": ["read", "export"],
-        "role": ["read", "create", "update", "delete", "assign"],
-    },
-    "roles": [
-        {
-            "name": "viewer",
-            "grants": [{"resource": "*", "actions": ["read"]}],
-            "denies": [
-                {
-                    "resource": "report",
-                    "actions": ["read"],
-                    "when": {"resource.classification": "confidential"},
-                }
-            ],
-        },
-        {
-            "name": "dispatcher",
-            "inherits": ["viewer"],
-            "grants": [
-                {
-                    "resource": "route",
-                    "actions": ["update", "assign"],
-                    "when": {"resource.region": "$user.region"},
-                }
-            ],
-        },
-        {
-            "name": "fleet-manager",
-            "inherits": ["dispatcher"],
-            "grants": [{"resource": "vehicle", "actions": ["*"]}],
-        },
-        {"name": "payment-creator", "grants": [{"resource": "report", "actions": ["read"]}]},
-        {"name": "payment-approver", "grants": [{"resource": "report", "actions": ["export"]}]},
-    ],
-    "users": [
-        {
-            "id": "alice",
-            "name": "Alice Ng",
-            "attributes": {"region": "north"},
-            "roles": [
-                {"role": "dispatcher"},
-                {"role": "fleet-manager", "expires": "2026-12-31T00:00:00Z"},
-            ],
-        },
-        {"id": "bob", "attributes": {"region": "south"}, "roles": [{"role": "dispatcher"}]},
-    ],
-    "constraints": [{"name": "payments-sod", "exclusive": ["payment-creator", "payment-approver"]}],
-}
+# The example of policy-format.md, verbatim, and a second user.
+POLICY: dict[str, Any] = json.loads((ROOT / "tests/data/policy-format-example.json").read_text())
+POLICY["users"].append(
+    {"id": "bob", "attributes": {"region": "south"}, "roles": [{"role": "dispatcher"}]}
+)
 
 ROUTE_NORTH = {
     "user": "alice",

@@ -8,7 +8,9 @@ modules stay importable on their own.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,70 +24,16 @@ from sync.request import Request, parse_request
 
 NOW = parse_instant("2026-11-22T09:30:00Z")
 
-# The example document of policy-format.md § Policy document, verbatim, plus
-# a few users that the tests below need.
-EXAMPLE: dict[str, Any] = {
-    "format": "fleetgate.policy/1",
-    "tenant": "acme-logistics",
-    "resource_types": {
-        "vehicle": ["read", "create", "update", "delete", "dispatch"],
-        "driver": ["read", "create", "update", "delete"],
-        "route": ["read", "create", "update", "delete", "assign"],
-        "report": ["read", "export"],
-        "user": ["read", "create", "update", "delete"],
-        "role": ["read", "create", "update", "delete", "assign"],
-    },
-    "roles": [
-        {
-            "name": "viewer",
-            "description": "Read-only access to fleet data",
-            "inherits": [],
-            "grants": [{"resource": "*", "actions": ["read"]}],
-            "denies": [
-                {
-                    "resource": "report",
-                    "actions": ["read"],
-                    "when": {"resource.classification": "confidential"},
-                }
-            ],
-        },
-        {
-            "name": "dispatcher",
-            "inherits": ["viewer"],
-            "grants": [
-                {
-                    "resource": "route",
-                    "actions": ["update", "assign"],
-                    "when": {"resource.region": "$user.region"},
-                }
-            ],
-        },
-        {
-            "name": "fleet-manager",
-            "inherits": ["dispatcher"],
-            "grants": [{"resource": "vehicle", "actions": ["*"]}],
-        },
-        {"name": "payment-creator", "grants": [{"resource": "report", "actions": ["read"]}]},
-        {"name": "payment-approver", "grants": [{"resource": "report", "actions": ["export"]}]},
-    ],
-    "users": [
-        {
-            "id": "alice",
-            "name": "Alice Ng",
-            "attributes": {"region": "north", "depot": "d1"},
-            "roles": [
-                {"role": "dispatcher"},
-                {"role": "fleet-manager", "expires": "2026-12-31T00:00:00Z"},
-            ],
-            "grants": [],
-            "denies": [],
-        },
-        {"id": "bob", "attributes": {"region": "south"}, "roles": [{"role": "viewer"}]},
-        {"id": "carol", "roles": [{"role": "payment-creator"}]},
-        {"id": "dave"},
-    ],
-    "constraints": [{"name": "payments-sod", "exclusive": ["payment-creator", "payment-approver"]}],
-}
+# The example document of policy-format.md § Policy document, verbatim (kept
+# in tests/data), plus a few users that the tests below need.
+EXAMPLE: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parents[1] / "data" / "policy-format-example.json").read_text()
+)
+EXAMPLE["users"] += [
+    {"id": "bob", "attributes": {"region": "south"}, "roles": [{"role": "viewer"}]},
+    {"id": "carol", "roles": [{"role": "payment-creator"}]},
+    {"id": "dave"},
+]
 
 
 def minimal_document(**parts: Any) -> dict[str, Any]:
