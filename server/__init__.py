@@ -1,1 +1,4 @@
-"""server"""
+"""The sync server (websockets + Postgres). Arrives with the server issue.
+
+It will import `sync` and never Qt; see `../shared/PRODUCT.md`.
+"""
