@@ -30,6 +30,8 @@ from sync.request import MalformedRequest, Request, parse_request
 
 BLOCK_BYTES = 1 << 20
 """About 4,500 requests: large enough to amortise a round trip to a worker."""
+MAX_LINE_BYTES = 1 << 20
+"""Longest request line read; a longer one is malformed (and is not read whole)."""
 
 
 class MalformedLine(Exception):
@@ -53,6 +55,8 @@ def reject_constant(name: str) -> NoReturn:
 
 def parse_line(line: bytes) -> Request:
     """The request on one line (without its newline); raises MalformedRequest."""
+    if len(line) > MAX_LINE_BYTES:
+        raise MalformedRequest(f"longer than {MAX_LINE_BYTES:,} bytes")
     if line.endswith(b"\r"):
         line = line[:-1]
     if not line.strip():
@@ -85,6 +89,8 @@ def decide_block(
     for offset, line in enumerate(lines):
         # The hot loop of `fleetgate check`: kept flat on purpose.
         try:
+            if len(line) > MAX_LINE_BYTES:
+                raise MalformedRequest
             request = parse_request(loads(line))
         except (orjson.JSONDecodeError, MalformedRequest):
             try:
@@ -105,6 +111,11 @@ def blocks(source: BinaryIO, size: int = BLOCK_BYTES) -> Iterator[tuple[int, byt
         data = rest + chunk
         cut = data.rfind(b"\n") + 1
         if cut == 0:
+            if len(data) > MAX_LINE_BYTES:
+                # One line longer than any request: deciding stops there, so
+                # hand over enough of it to say so and read no further.
+                yield lineno, data[: MAX_LINE_BYTES + 1]
+                return
             rest = data
             continue
         block, rest = data[:cut], data[cut:]

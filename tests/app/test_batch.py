@@ -118,3 +118,12 @@ def test_a_killed_worker_is_reported_not_waited_for(
     monkeypatch.setattr(batch, "decide_block", dies_on_a_later_block)
     with pytest.raises(WorkerDied):
         _run(engine, b"\n".join(_requests(3000)) + b"\n", 2)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_endless_line_is_malformed_and_not_read_whole(engine: Engine, jobs: int) -> None:
+    good = b"\n".join(_requests(3000)) + b"\n"
+    endless = b'{"user": "' + b"x" * (3 * batch.MAX_LINE_BYTES)
+    output, error = _run(engine, good + endless, jobs)
+    assert error == "line 3001: malformed request: longer than 1,048,576 bytes"
+    assert len(output.splitlines()) == 3000
