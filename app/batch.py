@@ -138,27 +138,30 @@ def run_batch(
     now: Instant,
     jobs: int,
     block_bytes: int = BLOCK_BYTES,
-) -> None:
+) -> int:
     """Decide every request of `source`, writing decisions to `out` in order.
 
-    `jobs` > 1 forks that many workers where the platform can fork. Raises
-    MalformedLine after writing the decisions before the malformed line.
+    `jobs` > 1 forks that many workers where the platform can fork. Returns
+    the number of decisions written. Raises MalformedLine after writing the
+    decisions before the malformed line.
     """
+    # The compiled policy lives as long as the batch: frozen, the collector
+    # stops walking its millions of objects (and forked workers do not write
+    # to, and so copy, the pages they share with the parent).
+    gc.freeze()
     pieces = blocks(source, block_bytes)
     first = next(pieces, None)
     if first is None:
-        return
+        return 0
     if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
         second = next(pieces, None)
         if second is not None:
-            _run_forked(engine, _chain(first, second, pieces), out, now, jobs)
-            return
+            return _run_forked(engine, _chain(first, second, pieces), out, now, jobs)
         pieces = iter(())
+    written = 0
     for lineno, block in _chain(first, None, pieces):
-        output, error = decide_block(engine, block, lineno, now)
-        out.write(output)
-        if error is not None:
-            raise error
+        written += _write(decide_block(engine, block, lineno, now), out)
+    return written
 
 
 def _chain(
@@ -181,25 +184,23 @@ def _work(task: tuple[int, bytes]) -> tuple[bytes, MalformedLine | None]:
 
 def _run_forked(
     engine: Engine, pieces: Iterator[tuple[int, bytes]], out: BinaryIO, now: Instant, jobs: int
-) -> None:
+) -> int:
     global _worker_engine, _worker_now  # noqa: PLW0603 - handed to forked workers
     _worker_engine, _worker_now = engine, now
-    # Frozen objects are not traversed by the collector, so workers do not
-    # write to (and copy) the pages of the policy they share with the parent.
-    gc.collect()
-    gc.freeze()
     context = multiprocessing.get_context("fork")
     # A process pool executor, not multiprocessing.Pool: if a worker dies, its
     # futures fail with BrokenProcessPool instead of waiting forever.
     executor = ProcessPoolExecutor(jobs, mp_context=context)
+    written = 0
     try:
         window: deque[Future[tuple[bytes, MalformedLine | None]]] = deque()
         for task in pieces:
             window.append(executor.submit(_work, task))
             if len(window) >= 2 * jobs:
-                _write(window.popleft().result(), out)
+                written += _write(window.popleft().result(), out)
         while window:
-            _write(window.popleft().result(), out)
+            written += _write(window.popleft().result(), out)
+        return written
     except BrokenProcessPool:
         raise WorkerDied("a worker process deciding the batch stopped unexpectedly") from None
     finally:
@@ -213,8 +214,9 @@ class WorkerDied(RuntimeError):
     """A worker process was killed or crashed; the decisions written so far stand."""
 
 
-def _write(result: tuple[bytes, MalformedLine | None], out: BinaryIO) -> None:
+def _write(result: tuple[bytes, MalformedLine | None], out: BinaryIO) -> int:
     output, error = result
     out.write(output)
     if error is not None:
         raise error
+    return output.count(b"\n")

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,18 +79,17 @@ def check_batch(
 ) -> int:
     """Decide one request per line of `source`, writing one decision per line.
 
-    On a malformed line the decisions before it are written, then BadInput
-    names the line.
+    Returns the number of decisions. On a malformed line the decisions before
+    it are written, then BadInput names the line.
     """
     try:
-        run_batch(engine, source, out, now, jobs)
+        return run_batch(engine, source, out, now, jobs)
     except MalformedLine as error:
         raise BadInput(str(error)) from None
     except WorkerDied as error:
         raise Failed(str(error)) from None
     finally:
         out.flush()
-    return EXIT_OK
 
 
 def _attributes(pairs: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -144,18 +144,33 @@ def _single_request(args: argparse.Namespace, user: str | None = None) -> Reques
 
 def cmd_check(args: argparse.Namespace) -> int:
     now = _now()
-    engine = Engine(_load(args.policy, now))
+    started = time.perf_counter()
+    policy = _load(args.policy, now)
+    loaded = time.perf_counter()
+    engine = Engine(policy)
+    compiled = time.perf_counter()
     out = sys.stdout.buffer
     if args.requests is not None:
         if args.user or args.action or args.resource:
             raise BadInput("give either --requests or --user/--action/--resource, not both")
-        if args.requests == "-":
-            return check_batch(engine, sys.stdin.buffer, out, now, args.jobs)
         try:
-            with open(args.requests, "rb") as source:
-                return check_batch(engine, source, out, now, args.jobs)
+            if args.requests == "-":
+                count = check_batch(engine, sys.stdin.buffer, out, now, args.jobs)
+            else:
+                with open(args.requests, "rb") as source:
+                    count = check_batch(engine, source, out, now, args.jobs)
         except OSError as error:
             raise BadInput(f"cannot read {args.requests}: {error.strerror}") from None
+        if args.timings:
+            elapsed = time.perf_counter() - compiled
+            rate = f"{count / elapsed:,.0f}/s" if elapsed else "-"
+            print(
+                f"fleetgate check: policy read in {loaded - started:.2f} s, compiled in "
+                f"{compiled - loaded:.2f} s; {count:,} decisions in {elapsed:.2f} s ({rate}, "
+                f"up to {args.jobs} processes)",
+                file=sys.stderr,
+            )
+        return EXIT_OK
     _require(args, "user", "action", "resource")
     out.write(engine.decide(_single_request(args), now).wire + b"\n")
     out.flush()
@@ -330,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=usable_cores(),
         help="processes deciding a batch in parallel (default: usable cores; 1: none)",
+    )
+    check.add_argument(
+        "--timings", action="store_true", help="say on standard error how long each step took"
     )
     _request_options(check)
     check.set_defaults(run=cmd_check)
