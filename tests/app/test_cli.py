@@ -484,3 +484,15 @@ def test_batch_across_workers_exits_without_leaving_them_behind(
     result = fleetgate("check", "--jobs", "2", "--policy", str(policy), "--requests", str(path))
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 3 * (1 << 20) // len(line)
+
+
+def test_start_command_walks_the_demo_tenant() -> None:
+    # What `python3 dev.py start` runs once the virtualenv is ready.
+    result = subprocess.run(
+        [sys.executable, "-m", "app.demo"], capture_output=True, cwd=ROOT, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    for command in ("policy validate", "check", "explain", "who-can", "permissions"):
+        assert f"$ fleetgate {command}" in text
+    assert "Traceback" not in result.stderr.decode()
