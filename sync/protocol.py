@@ -1,0 +1,511 @@
+"""The sync protocol's messages and codec (PROTOCOL.md), shared by server and client.
+
+Rules of this module:
+
+- One JSON object per websocket text frame; `decode` checks the size before
+  parsing, the nesting depth after, then the message against its schema
+  (exact field set, types, lengths, ranges). Nothing here does I/O.
+- Errors the *peer* caused raise `ProtocolViolation` (turned into an `error`
+  message and maybe a close code where input enters); a message *we* cannot
+  encode is our bug and raises `ProtocolBug`. They are never mixed.
+- Messages are frozen dataclasses; each side decodes only the messages the
+  other side may send (`Direction`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any, NoReturn
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_BATCH = 500
+MAX_ID = 256
+MAX_TOKEN = 4096
+MAX_PASSWORD = 1024
+MAX_TEXT = 4096
+MAX_INT = 2**53 - 1
+
+
+class ErrorCode(StrEnum):
+    MALFORMED = "malformed"
+    UNKNOWN_TYPE = "unknown_type"
+    TOO_LARGE = "too_large"
+    TOO_DEEP = "too_deep"
+    TOO_MANY = "too_many"
+    RATE_LIMITED = "rate_limited"
+    UNAUTHENTICATED = "unauthenticated"
+    EXPIRED_TOKEN = "expired_token"  # noqa: S105 - an error code, not a secret
+    FORBIDDEN = "forbidden"
+    REVOKED = "revoked"
+    WRONG_STATE = "wrong_state"
+    UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    INTERNAL = "internal"
+
+
+class CloseCode:
+    """Websocket close codes (PROTOCOL.md § Errors)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1008
+    TOO_LARGE = 1009
+    UNAUTHENTICATED = 4401
+    FORBIDDEN = 4403
+    REVOKED = 4409
+    RATE_LIMITED = 4429
+
+
+class ProtocolViolation(Exception):
+    """The peer sent something wrong: `code` and a message for the `error` reply."""
+
+    def __init__(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+
+class ProtocolBug(Exception):
+    """Our own side built a message the protocol does not allow."""
+
+
+class Direction(StrEnum):
+    TO_SERVER = "to_server"
+    TO_CLIENT = "to_client"
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    MERGED = "merged"
+    REJECTED = "rejected"
+    CONFLICT = "conflict"
+
+
+class CatchUp(StrEnum):
+    CHANGES = "changes"
+    SNAPSHOT = "snapshot"
+
+
+# --- messages ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    ref: str
+    tenant: str
+    user: str
+    password: str
+    device: str
+
+    def __repr__(self) -> str:  # never a password in a log line
+        return f"SignIn(ref={self.ref!r}, tenant={self.tenant!r}, user={self.user!r}, ...)"
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    ref: str
+    refresh_token: str
+    device: str
+
+    def __repr__(self) -> str:
+        return f"Refresh(ref={self.ref!r}, device={self.device!r}, ...)"
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    protocol: int
+    access_token: str
+    device: str
+    client: str
+    cursor: int
+
+    def __repr__(self) -> str:
+        return f"Hello(device={self.device!r}, client={self.client!r}, cursor={self.cursor})"
+
+
+@dataclass(frozen=True, slots=True)
+class Mutation:
+    client: str
+    seq: int
+    base_version: int
+    edit: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    ref: str
+    mutations: tuple[Mutation, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotResume:
+    snapshot: str
+    next_chunk: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    ref: str
+    access_token: str
+    access_expires: str
+    refresh_token: str
+    user: str
+    tenant: str
+
+    def __repr__(self) -> str:
+        return f"SignedIn(ref={self.ref!r}, user={self.user!r}, tenant={self.tenant!r}, ...)"
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    tenant: str
+    user: str
+    version: int
+    catch_up: CatchUp
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    version: int
+    edit: Mapping[str, Any]
+    author: str
+    device: str
+    client: str
+    seq: int
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    from_version: int
+    to_version: int
+    changes: tuple[Change, ...]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    snapshot: str
+    version: int
+    chunk: int
+    chunks: int
+    part: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One mutation's outcome; `version` for applied, merged and conflict;
+    `code` and `reason` for rejected and conflict."""
+
+    client: str
+    seq: int
+    outcome: Outcome
+    version: int | None = None
+    code: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    ref: str
+    results: tuple[Result, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wipe:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    code: ErrorCode
+    message: str
+    fatal: bool = False
+    ref: str | None = None
+
+
+Message = (
+    SignIn | Refresh | Hello | Push | SnapshotResume | Ping
+    | SignedIn | Welcome | Changes | Snapshot | PushResult | Resync | Wipe | Pong | Error
+)  # fmt: skip
+
+
+# --- field checks ------------------------------------------------------------------------
+
+Check = Callable[[Any, str], Any]
+_MISSING = object()
+
+
+def _fail(where: str, message: str) -> NoReturn:
+    raise ProtocolViolation(ErrorCode.MALFORMED, f"{where}: {message}")
+
+
+def _string(limit: int, minimum: int = 1) -> Check:
+    def check(value: Any, where: str) -> str:
+        if type(value) is not str:
+            _fail(where, "must be a string")
+        if not minimum <= len(value) <= limit:
+            _fail(where, f"must be {minimum} to {limit} characters")
+        return value
+
+    return check
+
+
+def _integer(value: Any, where: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_INT:
+        _fail(where, f"must be a whole number from 0 to {MAX_INT}")
+    return value
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if type(value) is not bool:
+        _fail(where, "must be true or false")
+    return value
+
+
+def _enum(kind: type[StrEnum]) -> Check:
+    def check(value: Any, where: str) -> StrEnum:
+        try:
+            return kind(value)
+        except ValueError:
+            _fail(where, f"must be one of {', '.join(k.value for k in kind)}")
+
+    return check
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        _fail(where, "must be an object")
+    return value
+
+
+def _edit(value: Any, where: str) -> dict[str, Any]:
+    edit = _object(value, where)
+    if type(edit.get("op")) is not str:
+        _fail(f"{where}.op", "an edit names its op")
+    return edit
+
+
+def _optional(check: Check) -> Check:
+    def optional(value: Any, where: str) -> Any:
+        return None if value is None else check(value, where)
+
+    return optional
+
+
+def _list_of(kind: type, schema: dict[str, Check], limit: int) -> Check:
+    def check(value: Any, where: str) -> tuple[Any, ...]:
+        if type(value) is not list:
+            _fail(where, "must be a list")
+        if len(value) > limit:
+            raise ProtocolViolation(ErrorCode.TOO_MANY, f"{where}: more than {limit} entries")
+        return tuple(_build(kind, schema, item, f"{where}[{i}]") for i, item in enumerate(value))
+
+    return check
+
+
+_ID = _string(MAX_ID)
+_TOKEN = _string(MAX_TOKEN)
+_TEXT = _string(MAX_TEXT, minimum=0)
+
+_MUTATION: dict[str, Check] = {
+    "client": _ID,
+    "seq": _integer,
+    "base_version": _integer,
+    "edit": _edit,
+}
+_CHANGE: dict[str, Check] = {
+    "version": _integer,
+    "edit": _edit,
+    "author": _ID,
+    "device": _ID,
+    "client": _ID,
+    "seq": _integer,
+    "at": _ID,
+}
+_RESULT: dict[str, Check] = {
+    "client": _ID,
+    "seq": _integer,
+    "outcome": _enum(Outcome),
+    "version": _optional(_integer),
+    "code": _optional(_ID),
+    "reason": _optional(_TEXT),
+}
+
+_SCHEMAS: dict[str, tuple[type, Direction, dict[str, Check]]] = {
+    "sign_in": (SignIn, Direction.TO_SERVER, {
+        "ref": _ID, "tenant": _ID, "user": _ID,
+        "password": _string(MAX_PASSWORD), "device": _ID}),
+    "refresh": (Refresh, Direction.TO_SERVER, {
+        "ref": _ID, "refresh_token": _TOKEN, "device": _ID}),
+    "hello": (Hello, Direction.TO_SERVER, {
+        "protocol": _integer, "access_token": _TOKEN, "device": _ID, "client": _ID,
+        "cursor": _integer}),
+    "push": (Push, Direction.TO_SERVER, {
+        "ref": _ID, "mutations": _list_of(Mutation, _MUTATION, MAX_BATCH)}),
+    "snapshot_resume": (SnapshotResume, Direction.TO_SERVER, {
+        "snapshot": _ID, "next_chunk": _integer}),
+    "ping": (Ping, Direction.TO_SERVER, {"ref": _ID}),
+    "signed_in": (SignedIn, Direction.TO_CLIENT, {
+        "ref": _ID, "access_token": _TOKEN, "access_expires": _ID,
+        "refresh_token": _TOKEN, "user": _ID, "tenant": _ID}),
+    "welcome": (Welcome, Direction.TO_CLIENT, {
+        "tenant": _ID, "user": _ID, "version": _integer, "catch_up": _enum(CatchUp)}),
+    "changes": (Changes, Direction.TO_CLIENT, {
+        "from_version": _integer, "to_version": _integer,
+        "changes": _list_of(Change, _CHANGE, 10 * MAX_BATCH), "more": _boolean}),
+    "snapshot": (Snapshot, Direction.TO_CLIENT, {
+        "snapshot": _ID, "version": _integer, "chunk": _integer, "chunks": _integer,
+        "part": _object}),
+    "push_result": (PushResult, Direction.TO_CLIENT, {
+        "ref": _ID, "results": _list_of(Result, _RESULT, MAX_BATCH)}),
+    "resync": (Resync, Direction.TO_CLIENT, {"reason": _TEXT}),
+    "wipe": (Wipe, Direction.TO_CLIENT, {"reason": _TEXT}),
+    "pong": (Pong, Direction.TO_CLIENT, {"ref": _ID}),
+    "error": (Error, Direction.TO_CLIENT, {
+        "code": _enum(ErrorCode), "message": _TEXT, "fatal": _boolean,
+        "ref": _optional(_ID)}),
+}  # fmt: skip
+_TYPES: dict[type, str] = {cls: name for name, (cls, _d, _s) in _SCHEMAS.items()}
+_OPTIONAL = {"version", "code", "reason", "ref"}
+"""Fields that may be absent (or null) where their schema allows None."""
+
+
+def _build(kind: type, schema: dict[str, Check], document: Any, where: str) -> Any:
+    if type(document) is not dict:
+        _fail(where or "message", "must be an object")
+    values: dict[str, Any] = {}
+    for name, check in schema.items():
+        value = document.get(name, _MISSING)
+        if value is _MISSING:
+            if name in _OPTIONAL and _accepts_none(check):
+                value = None
+            else:
+                _fail(f"{where}.{name}" if where else name, "is missing")
+        values[name] = check(value, f"{where}.{name}" if where else name)
+    extra = document.keys() - schema.keys() - {"type"}
+    if extra:
+        _fail(where or "message", f"unknown field {sorted(extra)[0]!r}")
+    return kind(**values)
+
+
+def _accepts_none(check: Check) -> bool:
+    try:
+        check(None, "")
+    except ProtocolViolation:
+        return False
+    return True
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if type(item) is dict:
+            stack.extend((v, depth + 1) for v in item.values())
+        elif type(item) is list:
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+# --- codec -------------------------------------------------------------------------------
+
+
+def decode(data: bytes | str, direction: Direction) -> Message:
+    """The message in one frame, sent in `direction`.
+
+    Raises ProtocolViolation (with the message's `ref` when it could be read)
+    for anything the protocol does not allow.
+    """
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolViolation(ErrorCode.TOO_LARGE, f"message over {MAX_MESSAGE_BYTES:,} bytes")
+    try:
+        document = json.loads(data, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ProtocolViolation(ErrorCode.TOO_DEEP, "message nests too deeply") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ProtocolViolation(ErrorCode.MALFORMED, f"not JSON: {error}") from None
+    if type(document) is not dict:
+        raise ProtocolViolation(ErrorCode.MALFORMED, "a message is a JSON object")
+    ref = document.get("ref")
+    ref = ref if type(ref) is str and len(ref) <= MAX_ID else None
+    if not _depth_within(document, MAX_DEPTH):
+        raise ProtocolViolation(ErrorCode.TOO_DEEP, f"nests deeper than {MAX_DEPTH}", ref)
+    kind = document.get("type")
+    schema = _SCHEMAS.get(kind) if type(kind) is str else None
+    if schema is None or schema[1] is not direction:
+        raise ProtocolViolation(ErrorCode.UNKNOWN_TYPE, f"no message type {kind!r} here", ref)
+    cls, _direction, checks = schema
+    try:
+        message: Message = _build(cls, checks, document, "")
+    except ProtocolViolation as error:
+        error.ref = ref
+        raise
+    return message
+
+
+def to_document(message: Message) -> dict[str, Any]:
+    """The message as the JSON object sent on the wire."""
+    kind = _TYPES.get(type(message))
+    if kind is None:
+        raise ProtocolBug(f"{type(message).__name__} is not a protocol message")
+    document: dict[str, Any] = {"type": kind}
+    for item in fields(message):
+        value = getattr(message, item.name)
+        if value is None and item.name in _OPTIONAL:
+            continue
+        document[item.name] = _plain(value)
+    return document
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {
+            f.name: _plain(getattr(value, f.name))
+            for f in fields(value)
+            if not (getattr(value, f.name) is None and f.name in _OPTIONAL)
+        }
+    return value
+
+
+def encode(message: Message) -> bytes:
+    """One frame's bytes; raises ProtocolBug if the message breaks the limits."""
+    data = json.dumps(to_document(message), ensure_ascii=False, separators=(",", ":")).encode()
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolBug(f"{type(message).__name__} of {len(data):,} bytes is over the limit")
+    return data
+
+
+def error_for(violation: ProtocolViolation, *, fatal: bool = False) -> Error:
+    """The `error` message answering a violation."""
+    return Error(violation.code, violation.message, fatal, violation.ref)
