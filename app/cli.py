@@ -34,7 +34,7 @@ from sync.engine import Engine
 from sync.instant import Instant, instant_from_datetime
 from sync.model import Policy
 from sync.request import MalformedRequest, Request, parse_request
-from sync.whatif import changed_decisions
+from sync.whatif import what_if_live
 
 EXIT_OK = 0
 EXIT_DIFFERENT = 1
@@ -258,12 +258,14 @@ def cmd_what_if(args: argparse.Namespace) -> int:
     if not isinstance(documents, list):
         raise BadInput(f"{args.edits}: expected a list of edits")
     after = before.copy()
+    edits = []
     for i, document in enumerate(documents):
         if not isinstance(document, dict):
             raise BadInput(f"{args.edits}: edit [{i}]: expected an object with an op")
         try:
             # Each edit is read against the policy as the edits before it left it.
-            apply_edit(after, edit_from_document(document, after), now)
+            edits.append(edit_from_document(document, after))
+            apply_edit(after, edits[-1], now)
         except EditRefused as error:
             raise BadInput(f"{args.edits}: edit [{i}]: {error.reason}") from None
     try:
@@ -271,7 +273,7 @@ def cmd_what_if(args: argparse.Namespace) -> int:
             requests = [_request_on_line(raw, n) for n, raw in enumerate(_lines(source), start=1)]
     except OSError as error:
         raise BadInput(f"cannot read {args.requests}: {error.strerror}") from None
-    changes = changed_decisions(Engine(before), Engine(after), requests, now)
+    changes = what_if_live(Engine(before), edits, requests, now)
     for change in changes:
         row = {"line": change.index + 1, "before": change.before.to_dict(),
                "after": change.after.to_dict()}  # fmt: skip

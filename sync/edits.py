@@ -52,16 +52,25 @@ class Touched:
     sod_roles: frozenset[str] = frozenset()
     """Roles whose holders must be checked against constraints."""
 
+    def __or__(self, other: Touched) -> Touched:
+        return Touched(
+            self.roles | other.roles,
+            self.users | other.users,
+            self.inheritance or other.inheritance,
+            self.sod_roles | other.sod_roles,
+        )
+
 
 _MISSING = object()
 
 
-class _Undo:
-    """Old values of the policy entries an edit replaced."""
+class Undo:
+    """The old values of what edits replaced in a policy, to put them back."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.saved: list[tuple[dict[str, Any], str, Any]] = []
+        self.constraints = policy.constraints
 
     def put(self, table: dict[str, Any], key: str, value: Any) -> None:
         self.saved.append((table, key, table.get(key, _MISSING)))
@@ -71,11 +80,19 @@ class _Undo:
             table[key] = value
 
     def revert(self) -> None:
+        """Put the policy back as it was when this Undo was made."""
         for table, key, old in reversed(self.saved):
             if old is _MISSING:
                 table.pop(key, None)
             else:
                 table[key] = old
+        self.saved.clear()
+        self.policy.constraints = self.constraints
+
+    def absorb(self, later: Undo) -> None:
+        """Take over what a later Undo of the same policy would put back."""
+        self.saved.extend(later.saved)
+        later.saved = []
 
 
 def _role(policy: Policy, role_id: str) -> Role:
@@ -118,7 +135,7 @@ class Edit:
     op: ClassVar[str]
     permission: ClassVar[tuple[str, str]]
 
-    def apply(self, policy: Policy, undo: _Undo) -> Touched:
+    def apply(self, policy: Policy, undo: Undo) -> Touched:
         raise NotImplementedError
 
     def permission_needed(self) -> tuple[str, str]:
@@ -151,7 +168,7 @@ class CreateRole(Edit):
     op: ClassVar[str] = "create_role"
     permission: ClassVar[tuple[str, str]] = ("role", "create")
 
-    def apply(self, policy: Policy, undo: _Undo) -> Touched:
+    def apply(self, policy: Policy, undo: Undo) -> Touched:
         if self.role_id in policy.roles:
             raise EditRefused(RefusalCode.ALREADY_EXISTS, f"role id {self.role_id!r} is taken")
         _check_new_name(policy, self.name, self.role_id)
@@ -177,7 +194,7 @@ class RenameRole(Edit):
     op: ClassVar[str] = "rename_role"
     permission: ClassVar[tuple[str, str]] = ("role", "update")
 
-    def apply(self, policy: Policy, undo: _Undo) -> Touched:
+    def apply(self, policy: Policy, undo: Undo) -> Touched:
         role = _role(policy, self.role_id)
         _check_new_name(policy, self.name, self.role_id)
         undo.put(policy.roles, self.role_id, _replace(role, name=self.name))
@@ -192,7 +209,7 @@ class DescribeRole(Edit):
     op: ClassVar[str] = "describe_role"
     permission: ClassVar[tuple[str, str]] = ("role", "update")
 
-    def apply(self, policy: Policy, undo: _Undo) -> Touched:
+    def apply(self, policy: Policy, undo: Undo) -> Touched:
         role = _role(policy, self.role_id)
         new = _replace(role, description=self.description)
         undo.put(policy.roles, self.role_id, new)
@@ -207,7 +224,7 @@ class DeleteRole(Edit):
     op: ClassVar[str] = "delete_role"
     permission: ClassVar[tuple[str, str]] = ("role", "delete")
 
-    def apply(self, policy: Policy, undo: _Undo) -> Touched:
+    def apply(self, policy: Policy, undo: Undo) -> Touched:
         _role(policy, self.role_id)
         undo.put(policy.roles, self.role_id, _MISSING)
         for role in list(policy.roles.values()):
@@ -227,7 +244,8 @@ class DeleteRole(Edit):
                 for c in policy.constraints
             )
             policy.constraints = tuple(c for c in kept_constraints if len(c.exclusive) >= 2)
-        return Touched(users=frozenset(users), inheritance=True)
+        # The role's own id too: undoing the deletion must index it again.
+        return Touched(roles=frozenset({self.role_id}), users=frozenset(users), inheritance=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +255,7 @@ class AddInheritance(Edit):
     op: ClassVar[str] = "add_inheritance"
     permission: ClassVar[tuple[str, str]] = ("role", "update")
 
-    def apply(self, policy: Policy, undo: _Undo) -> Touched:
+    def apply(self, policy: Policy, undo: Undo) -> Touched:
         role = _role(policy, self.role_id)
         parent = _role(policy, self.parent_id)
         if self.parent_id in role.inherits:
@@ -260,7 +278,7 @@ class RemoveInheritance(Edit):
     op: ClassVar[str] = "remove_inheritance"
     permission: ClassVar[tuple[str, str]] = ("role", "update")
 
-    def apply(self, policy: Policy, undo: _Undo) -> Touched:
+    def apply(self, policy: Policy, undo: Undo) -> Touched:
         role = _role(policy, self.role_id)
         if self.parent_id not in role.inherits:
             return Touched()
@@ -280,7 +298,7 @@ class AddRule(Edit):
     op: ClassVar[str] = "add_rule"
     permission: ClassVar[tuple[str, str]] = ("role", "update")
 
-    def apply(self, policy: Policy, undo: _Undo) -> Touched:
+    def apply(self, policy: Policy, undo: Undo) -> Touched:
         check_rule(policy, self.rule)
         return _change_rules(policy, undo, self.owner, self.effect, add=self.rule)
 
@@ -299,7 +317,7 @@ class RemoveRule(Edit):
     op: ClassVar[str] = "remove_rule"
     permission: ClassVar[tuple[str, str]] = ("role", "update")
 
-    def apply(self, policy: Policy, undo: _Undo) -> Touched:
+    def apply(self, policy: Policy, undo: Undo) -> Touched:
         return _change_rules(policy, undo, self.owner, self.effect, remove=self.rule)
 
     def permission_needed(self) -> tuple[str, str]:
@@ -308,7 +326,7 @@ class RemoveRule(Edit):
 
 def _change_rules(
     policy: Policy,
-    undo: _Undo,
+    undo: Undo,
     owner: str,
     effect: Effect,
     *,
@@ -353,7 +371,7 @@ class AssignRole(Edit):
     op: ClassVar[str] = "assign_role"
     permission: ClassVar[tuple[str, str]] = ("role", "assign")
 
-    def apply(self, policy: Policy, undo: _Undo) -> Touched:
+    def apply(self, policy: Policy, undo: Undo) -> Touched:
         user = _user(policy, self.user_id)
         _role(policy, self.role_id)
         try:
@@ -372,7 +390,7 @@ class UnassignRole(Edit):
     op: ClassVar[str] = "unassign_role"
     permission: ClassVar[tuple[str, str]] = ("role", "assign")
 
-    def apply(self, policy: Policy, undo: _Undo) -> Touched:
+    def apply(self, policy: Policy, undo: Undo) -> Touched:
         user = _user(policy, self.user_id)
         kept = tuple(a for a in user.roles if a.role_id != self.role_id)
         if len(kept) == len(user.roles):
@@ -389,7 +407,7 @@ class CreateUser(Edit):
     op: ClassVar[str] = "create_user"
     permission: ClassVar[tuple[str, str]] = ("user", "create")
 
-    def apply(self, policy: Policy, undo: _Undo) -> Touched:
+    def apply(self, policy: Policy, undo: Undo) -> Touched:
         if not self.user_id:
             raise EditRefused(RefusalCode.INVALID, "a user needs an id")
         if self.user_id in policy.users:
@@ -405,7 +423,7 @@ class DeleteUser(Edit):
     op: ClassVar[str] = "delete_user"
     permission: ClassVar[tuple[str, str]] = ("user", "delete")
 
-    def apply(self, policy: Policy, undo: _Undo) -> Touched:
+    def apply(self, policy: Policy, undo: Undo) -> Touched:
         _user(policy, self.user_id)
         undo.put(policy.users, self.user_id, _MISSING)
         return Touched(users=frozenset({self.user_id}))
@@ -421,7 +439,7 @@ class SetUserAttribute(Edit):
     op: ClassVar[str] = "set_user_attribute"
     permission: ClassVar[tuple[str, str]] = ("user", "update")
 
-    def apply(self, policy: Policy, undo: _Undo) -> Touched:
+    def apply(self, policy: Policy, undo: Undo) -> Touched:
         user = _user(policy, self.user_id)
         if not self.key:
             raise EditRefused(RefusalCode.INVALID, "an attribute needs a name")
@@ -460,16 +478,20 @@ EDIT_TYPES: dict[str, type[Edit]] = {
 }
 
 
-def apply_edit(policy: Policy, edit: Edit, now: Instant) -> Touched:
+def apply_edit(policy: Policy, edit: Edit, now: Instant, undo: Undo | None = None) -> Touched:
     """Apply `edit` to `policy` in place, or raise EditRefused and change nothing.
 
     `now` is the time of the edit, against which separation-of-duty
     constraints are checked (policy-format.md: an assignment counts while the
-    time of the edit is before its `expires`).
+    time of the edit is before its `expires`). With `undo`, what the edit
+    replaced is recorded there, so a series of edits can be taken back.
     """
-    undo = _Undo(policy)
-    constraints = policy.constraints
-    touched = edit.apply(policy, undo)
+    mine = Undo(policy)
+    try:
+        touched = edit.apply(policy, mine)
+    except EditRefused:
+        mine.revert()  # whatever the edit changed before it found the problem
+        raise
     affected = set(touched.users)
     if touched.sod_roles and policy.constraints:
         below: set[str] = set()
@@ -480,9 +502,10 @@ def apply_edit(policy: Policy, edit: Edit, now: Instant) -> Touched:
         }
     broken = violations(policy, now, sorted(affected))
     if broken:
-        undo.revert()
-        policy.constraints = constraints
+        mine.revert()
         raise EditRefused(RefusalCode.CONSTRAINT, str(broken[0]))
+    if undo is not None:
+        undo.absorb(mine)
     return touched
 
 

@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sync.decision import Decision, Match
 from sync.document import gc_paused
-from sync.edits import Edit, Touched, apply_edit
+from sync.edits import Edit, Touched, Undo, apply_edit
 from sync.instant import Instant, format_instant
 from sync.model import WILDCARD, Effect, Policy, Role, Rule, User
 from sync.request import Request
@@ -210,7 +211,12 @@ class Engine:
         link = self._links.get(via)
         if link is None:
             owner = via[-1]
-            link = self._links[via] = _Link(owner, self._indexes[owner], via)
+            index = self._indexes.get(owner)
+            if index is None:  # a role that came back (an undone deletion)
+                index = self._indexes[owner] = self._index_rules(
+                    "role", owner, self.policy.roles[owner]
+                )
+            link = self._links[via] = _Link(owner, index, via)
         return link
 
     def _ancestors(self, role_id: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -540,6 +546,29 @@ class Engine:
         return found
 
     # --- changes -----------------------------------------------------------------------
+
+    @contextmanager
+    def proposed(self, edits: Iterable[Edit], now: Instant) -> Iterator[Touched]:
+        """Decide as if `edits` were applied; on exit the policy and indexes are as before.
+
+        What-if without a second compile: the edits are applied and refreshed
+        like any change, then undone. Raises EditRefused for an edit that
+        cannot apply (the ones before it are undone too). Not for an engine
+        other threads decide with meanwhile.
+        """
+        undo = Undo(self.policy)
+        touched = Touched()
+        try:
+            for edit in edits:
+                applied = apply_edit(self.policy, edit, now, undo)
+                touched = touched | applied
+                self.refresh(
+                    roles=applied.roles, users=applied.users, inheritance=applied.inheritance
+                )
+            yield touched
+        finally:
+            undo.revert()
+            self.refresh(roles=touched.roles, users=touched.users, inheritance=touched.inheritance)
 
     def apply(self, edit: Edit, now: Instant, version: int | None = None) -> Touched:
         """Apply `edit` to the policy and update the indexes for what it touched.

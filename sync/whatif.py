@@ -55,3 +55,19 @@ def what_if(
 ) -> list[Change]:
     """The decisions among `requests` that change when `edits` are applied."""
     return changed_decisions(Engine(policy), Engine(propose(policy, edits, now)), requests, now)
+
+
+def what_if_live(
+    engine: Engine, edits: Sequence[Edit], requests: Sequence[Request], now: Instant
+) -> list[Change]:
+    """`what_if` on an engine already compiled: the edits are applied and undone
+    (milliseconds) instead of compiling a second engine (a second or so for a
+    50,000-user tenant). The engine must not be deciding for anyone else meanwhile."""
+    before = engine.decide_many(requests, now)
+    with engine.proposed(edits, now):
+        after = engine.decide_many(requests, now)
+    return [
+        Change(index, old, new)
+        for index, (old, new) in enumerate(zip(before, after, strict=True))
+        if old.allowed != new.allowed or old.reason != new.reason
+    ]
