@@ -20,10 +20,11 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO
 
 import orjson
 
+from sync.document import reject_json_constant
 from sync.engine import Engine
 from sync.instant import Instant
 from sync.request import MalformedRequest, Request, parse_request
@@ -49,10 +50,6 @@ class MalformedLine(Exception):
         return (MalformedLine, (self.lineno, self.message))
 
 
-def reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_line(line: bytes) -> Request:
     """The request on one line (without its newline); raises MalformedRequest."""
     if len(line) > MAX_LINE_BYTES:
@@ -66,7 +63,7 @@ def parse_line(line: bytes) -> Request:
     except orjson.JSONDecodeError as fast_error:
         # orjson refuses integers beyond 64 bits, which JSON allows.
         try:
-            document = json.loads(line, parse_constant=reject_constant)
+            document = json.loads(line, parse_constant=reject_json_constant)
         except (ValueError, RecursionError):
             raise MalformedRequest(f"not valid JSON: {fast_error}") from None
     return parse_request(document)

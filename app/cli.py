@@ -23,12 +23,11 @@ from app.batch import (
     WorkerDied,
     blocks,
     parse_line,
-    reject_constant,
     run_batch,
     usable_cores,
 )
 from sync.diff import diff_policies
-from sync.document import PolicyInvalid, dump_policy, load_policy_file
+from sync.document import PolicyInvalid, dump_policy, load_policy_file, reject_json_constant
 from sync.edits import EditRefused, apply_edit, edit_from_document
 from sync.engine import Engine
 from sync.instant import Instant, instant_from_datetime
@@ -101,7 +100,7 @@ def _attributes(pairs: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         if not equals:
             raise BadInput(f"--attr {pair!r}: expected PATH=VALUE, e.g. resource.region=north")
         try:
-            value: Any = json.loads(text, parse_constant=reject_constant)
+            value: Any = json.loads(text, parse_constant=reject_json_constant)
         except (ValueError, RecursionError):
             value = text
         root, dot, name = key.partition(".")

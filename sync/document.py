@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -89,7 +89,8 @@ def gc_paused() -> Iterator[None]:
 # --- reading text ----------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> None:
+def reject_json_constant(name: str) -> NoReturn:
+    """`parse_constant` hook for json.loads: NaN and infinities are not JSON."""
     raise ValueError(f"{name} is not a JSON number")
 
 
@@ -121,7 +122,9 @@ def parse_text(text: str | bytes, *, yaml_syntax: bool = False) -> Any:
     try:
         if yaml_syntax:
             return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
-        return json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_reject_constant)
+        return json.loads(
+            text, object_pairs_hook=_unique_pairs, parse_constant=reject_json_constant
+        )
     except json.JSONDecodeError as error:
         where = f"line {error.lineno} column {error.colno}"
         raise PolicyInvalid([Problem("", f"not valid JSON at {where}: {error.msg}")]) from None

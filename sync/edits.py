@@ -287,8 +287,17 @@ class RemoveInheritance(Edit):
         return Touched(inheritance=True)
 
 
+class _RuleEdit(Edit):
+    """An edit of one owner's rules: a user's own rules need user:update."""
+
+    owner: str
+
+    def permission_needed(self) -> tuple[str, str]:
+        return ("user", "update") if self.owner.startswith("user:") else self.permission
+
+
 @dataclass(frozen=True, slots=True)
-class AddRule(Edit):
+class AddRule(_RuleEdit):
     """Add a grant or deny to a role (`owner` "role:<id>") or a user ("user:<id>").
     Adding a rule the owner already has changes nothing."""
 
@@ -302,12 +311,9 @@ class AddRule(Edit):
         check_rule(policy, self.rule)
         return _change_rules(policy, undo, self.owner, self.effect, add=self.rule)
 
-    def permission_needed(self) -> tuple[str, str]:
-        return ("user", "update") if self.owner.startswith("user:") else self.permission
-
 
 @dataclass(frozen=True, slots=True)
-class RemoveRule(Edit):
+class RemoveRule(_RuleEdit):
     """Remove the owner's rule equal to `rule` (same resource, actions and condition).
     Removing a rule that is not there changes nothing."""
 
@@ -319,9 +325,6 @@ class RemoveRule(Edit):
 
     def apply(self, policy: Policy, undo: Undo) -> Touched:
         return _change_rules(policy, undo, self.owner, self.effect, remove=self.rule)
-
-    def permission_needed(self) -> tuple[str, str]:
-        return ("user", "update") if self.owner.startswith("user:") else self.permission
 
 
 def _change_rules(

@@ -170,7 +170,8 @@ class Engine:
         self._users: dict[str, _UserEntry] = {}
         self._epoch = 0
         self._no_grant: dict[Key, Decision] = {}
-        """Denials that name no rule, per pair (an unknown user's under ("", id))."""
+        self._unknowns: dict[tuple[str, str, str], Decision] = {}
+        """Denials of unknown users, types and actions, a bounded number kept."""
         self._rebuild_keys()
         with gc_paused():
             for role_id in policy.roles:
@@ -375,19 +376,19 @@ class Engine:
         # unknown users or misspelt actions should not build a Decision each.
         type_name, action = request.resource_type, request.action
         if (type_name, action) in self._keys:
-            pair: tuple[str, str] = ("", request.user)  # no type is named ""
+            key = ("user", request.user, "")
             reason = f"unknown user {request.user!r}"
         elif type_name not in self.policy.resource_types:
-            pair = (type_name, "")
+            key = ("type", type_name, "")
             reason = f"unknown resource type {type_name!r}"
         else:
-            pair = (type_name, action)
+            key = ("action", type_name, action)
             reason = f"action {action!r} is not listed for resource type {type_name!r}"
-        decision = self._no_grant.get(pair)
+        decision = self._unknowns.get(key)
         if decision is None:
-            if len(self._no_grant) > 4096:
-                self._no_grant.clear()
-            decision = self._no_grant[pair] = Decision(False, reason, (), self.version)
+            if len(self._unknowns) >= 4096:
+                self._unknowns.clear()
+            decision = self._unknowns[key] = Decision(False, reason, (), self.version)
         return decision
 
     def _describe(self, hit: _Hit) -> Decision:
@@ -560,31 +561,33 @@ class Engine:
         touched = Touched()
         try:
             for edit in edits:
-                applied = apply_edit(self.policy, edit, now, undo)
-                touched = touched | applied
-                self.refresh(
-                    roles=applied.roles, users=applied.users, inheritance=applied.inheritance
-                )
+                touched = touched | self.apply(edit, now, undo=undo)
             yield touched
         finally:
             undo.revert()
-            self.refresh(roles=touched.roles, users=touched.users, inheritance=touched.inheritance)
+            self._refresh_touched(touched)
 
-    def apply(self, edit: Edit, now: Instant, version: int | None = None) -> Touched:
+    def apply(
+        self, edit: Edit, now: Instant, version: int | None = None, undo: Undo | None = None
+    ) -> Touched:
         """Apply `edit` to the policy and update the indexes for what it touched.
 
         `now` is the time of the edit (for separation-of-duty constraints);
-        `version` the policy version it makes, if versions are kept. Raises
-        EditRefused, changing nothing.
+        `version` the policy version it makes, if versions are kept; `undo`
+        records what it replaced (see `apply_edit`). Raises EditRefused,
+        changing nothing.
         """
-        touched = apply_edit(self.policy, edit, now)
+        touched = apply_edit(self.policy, edit, now, undo)
+        self._refresh_touched(touched, version)
+        return touched
+
+    def _refresh_touched(self, touched: Touched, version: int | None = None) -> None:
         self.refresh(
             roles=touched.roles,
             users=touched.users,
             inheritance=touched.inheritance,
             version=version,
         )
-        return touched
 
     def refresh(
         self,
@@ -607,6 +610,7 @@ class Engine:
             self.version = version
         self._epoch += 1
         self._no_grant.clear()
+        self._unknowns.clear()
         if resource_types:
             self.__init__(self.policy, self.version)  # type: ignore[misc]
             return

@@ -20,6 +20,8 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, NoReturn
 
+from sync.document import reject_json_constant
+
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_DEPTH = 32
@@ -306,10 +308,15 @@ def _edit(value: Any, where: str) -> dict[str, Any]:
     return edit
 
 
+_MAY_BE_ABSENT: set[Check] = set()
+"""Checks of optional fields: absent reads as null, and null is not written."""
+
+
 def _optional(check: Check) -> Check:
     def optional(value: Any, where: str) -> Any:
         return None if value is None else check(value, where)
 
+    _MAY_BE_ABSENT.add(optional)
     return optional
 
 
@@ -387,8 +394,6 @@ _SCHEMAS: dict[str, tuple[type, Direction, dict[str, Check]]] = {
         "ref": _optional(_ID)}),
 }  # fmt: skip
 _TYPES: dict[type, str] = {cls: name for name, (cls, _d, _s) in _SCHEMAS.items()}
-_OPTIONAL = {"version", "code", "reason", "ref"}
-"""Fields that may be absent (or null) where their schema allows None."""
 
 
 def _build(kind: type, schema: dict[str, Check], document: Any, where: str) -> Any:
@@ -398,7 +403,7 @@ def _build(kind: type, schema: dict[str, Check], document: Any, where: str) -> A
     for name, check in schema.items():
         value = document.get(name, _MISSING)
         if value is _MISSING:
-            if name in _OPTIONAL and _accepts_none(check):
+            if check in _MAY_BE_ABSENT:
                 value = None
             else:
                 _fail(f"{where}.{name}" if where else name, "is missing")
@@ -407,14 +412,6 @@ def _build(kind: type, schema: dict[str, Check], document: Any, where: str) -> A
     if extra:
         _fail(where or "message", f"unknown field {sorted(extra)[0]!r}")
     return kind(**values)
-
-
-def _accepts_none(check: Check) -> bool:
-    try:
-        check(None, "")
-    except ProtocolViolation:
-        return False
-    return True
 
 
 def _depth_within(value: Any, limit: int) -> bool:
@@ -430,10 +427,6 @@ def _depth_within(value: Any, limit: int) -> bool:
     return True
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
-
-
 # --- codec -------------------------------------------------------------------------------
 
 
@@ -446,7 +439,7 @@ def decode(data: bytes | str, direction: Direction) -> Message:
     if len(data) > MAX_MESSAGE_BYTES:
         raise ProtocolViolation(ErrorCode.TOO_LARGE, f"message over {MAX_MESSAGE_BYTES:,} bytes")
     try:
-        document = json.loads(data, parse_constant=_reject_constant)
+        document = json.loads(data, parse_constant=reject_json_constant)
     except RecursionError:
         raise ProtocolViolation(ErrorCode.TOO_DEEP, "message nests too deeply") from None
     except (ValueError, UnicodeDecodeError) as error:
@@ -475,25 +468,20 @@ def to_document(message: Message) -> dict[str, Any]:
     kind = _TYPES.get(type(message))
     if kind is None:
         raise ProtocolBug(f"{type(message).__name__} is not a protocol message")
-    document: dict[str, Any] = {"type": kind}
-    for item in fields(message):
-        value = getattr(message, item.name)
-        if value is None and item.name in _OPTIONAL:
-            continue
-        document[item.name] = _plain(value)
-    return document
+    return {"type": kind, **_plain(message)}
 
 
 def _plain(value: Any) -> Any:
+    # Only optional fields can hold None (every schema says so): left out.
     if isinstance(value, StrEnum):
         return value.value
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if hasattr(value, "__dataclass_fields__"):
         return {
-            f.name: _plain(getattr(value, f.name))
+            f.name: _plain(item)
             for f in fields(value)
-            if not (getattr(value, f.name) is None and f.name in _OPTIONAL)
+            if (item := getattr(value, f.name)) is not None
         }
     return value
 

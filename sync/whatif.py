@@ -42,12 +42,16 @@ def changed_decisions(
     before: Engine, after: Engine, requests: Iterable[Request], now: Instant
 ) -> list[Change]:
     """The requests decided differently (allowed, or the reason) by `after`."""
-    changes: list[Change] = []
-    for index, request in enumerate(requests):
-        old, new = before.decide(request, now), after.decide(request, now)
-        if old.allowed != new.allowed or old.reason != new.reason:
-            changes.append(Change(index, old, new))
-    return changes
+    requests = list(requests)
+    return _changes(before.decide_many(requests, now), after.decide_many(requests, now))
+
+
+def _changes(before: Sequence[Decision], after: Sequence[Decision]) -> list[Change]:
+    return [
+        Change(index, old, new)
+        for index, (old, new) in enumerate(zip(before, after, strict=True))
+        if old.allowed != new.allowed or old.reason != new.reason
+    ]
 
 
 def what_if(
@@ -66,8 +70,4 @@ def what_if_live(
     before = engine.decide_many(requests, now)
     with engine.proposed(edits, now):
         after = engine.decide_many(requests, now)
-    return [
-        Change(index, old, new)
-        for index, (old, new) in enumerate(zip(before, after, strict=True))
-        if old.allowed != new.allowed or old.reason != new.reason
-    ]
+    return _changes(before, after)
