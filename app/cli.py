@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -422,13 +423,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+SERVER_COMMANDS = frozenset({"server", "admin", "audit"})
+"""Commands of the server's side (server/cli.py), run as `python -m server`: the
+client never imports the server (PRODUCT.md: app -> sync <- server)."""
+
+
+def _run_server_command(argv: list[str]) -> int:
+    command = [sys.executable, "-m", "server", *argv]
+    if os.name == "posix":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, command)  # noqa: S606 - our own interpreter and module
+    return subprocess.run(command, check=False).returncode  # noqa: S603
+
+
 def run() -> NoReturn:
     """The `fleetgate` console script: `main`, then exit without tearing down the heap.
 
     Freeing a compiled 50,000-user policy object by object takes longer than
     deciding 50,000 requests; the operating system reclaims it at once.
     """
-    code = main()
+    argv = sys.argv[1:]
+    code = _run_server_command(argv) if argv[:1] and argv[0] in SERVER_COMMANDS else main()
     try:
         sys.stdout.flush()
         sys.stderr.flush()

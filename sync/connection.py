@@ -138,6 +138,20 @@ class ServerConnection:
             return
         self._dispatch(message)
 
+    def receive_binary(self, now: float) -> None:
+        """The client sent a binary frame: not part of the protocol (text frames only)."""
+        if self.state is State.CLOSED:
+            return
+        if not self._within_rate(now):
+            self._fail(
+                Error(ErrorCode.RATE_LIMITED, "too many messages", fatal=True),
+                CloseCode.RATE_LIMITED,
+            )
+            return
+        self._violation(
+            ProtocolViolation(ErrorCode.MALFORMED, "binary frames are not part of the protocol")
+        )
+
     def _within_rate(self, now: float) -> bool:
         elapsed = max(0.0, now - self._last)
         self._last = now

@@ -492,8 +492,8 @@ def apply_edit(policy: Policy, edit: Edit, now: Instant, undo: Undo | None = Non
     mine = Undo(policy)
     try:
         touched = edit.apply(policy, mine)
-    except EditRefused:
-        mine.revert()  # whatever the edit changed before it found the problem
+    except Exception:
+        mine.revert()  # whatever the edit changed before it found the problem (or failed)
         raise
     affected = set(touched.users)
     if touched.sod_roles and policy.constraints:

@@ -564,8 +564,13 @@ class Engine:
                 touched = touched | self.apply(edit, now, undo=undo)
             yield touched
         finally:
-            undo.revert()
-            self._refresh_touched(touched)
+            self.revert(undo, touched)
+
+    def revert(self, undo: Undo, touched: Touched, version: int | None = None) -> None:
+        """Take back the edits `undo` recorded (which touched `touched`), e.g. when
+        the transaction that was to store them failed; `version` is the one to return to."""
+        undo.revert()
+        self._refresh_touched(touched, version)
 
     def apply(
         self, edit: Edit, now: Instant, version: int | None = None, undo: Undo | None = None

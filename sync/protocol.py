@@ -45,6 +45,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     REVOKED = "revoked"
     WRONG_STATE = "wrong_state"
+    NOT_FOUND = "not_found"
     UNSUPPORTED_PROTOCOL = "unsupported_protocol"
     INTERNAL = "internal"
 

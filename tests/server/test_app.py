@@ -1,0 +1,414 @@
+"""The sync server end to end: real websockets on loopback, a real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from server import audit, store
+from server.app import SyncServer
+from tests.server.conftest import PASSWORD, add_account, make_tenant
+from tests.server.wsclient import Client, mutation
+
+DEMO: dict[str, Any] = {
+    "format": "fleetgate.policy/1",
+    "tenant": "acme",
+    "resource_types": {
+        "role": ["read", "create", "update", "delete", "assign"],
+        "user": ["read", "create", "update", "delete"],
+        "vehicle": ["read", "dispatch"],
+    },
+    "roles": [
+        {"id": "r-admin", "name": "tenant-admin",
+         "grants": [{"resource": "role", "actions": ["*"]},
+                    {"resource": "user", "actions": ["*"]}]},
+        {"id": "r-driver", "name": "driver",
+         "grants": [{"resource": "vehicle", "actions": ["read"]}]},
+        {"id": "r-clerk", "name": "clerk",
+         "grants": [{"resource": "user", "actions": ["read", "update"]},
+                    {"resource": "role", "actions": ["assign"],
+                     "when": {"resource.id": {"eq": "driver"}}}]},
+    ],
+    "users": [
+        {"id": "admin", "roles": [{"role": "tenant-admin"}]},
+        {"id": "ann", "roles": [{"role": "tenant-admin"}]},
+        {"id": "carl", "roles": [{"role": "clerk"}]},
+        {"id": "dora", "attributes": {"depot": "north"}},
+    ],
+}  # fmt: skip
+
+
+def document_for(tenant: str) -> dict[str, Any]:
+    return DEMO | {"tenant": tenant}
+
+
+async def signed_in(
+    server: SyncServer,
+    tenant: str = "acme",
+    user: str = "admin",
+    device: str = "dev-1",
+    client: str = "cli-1",
+    cursor: int = 0,
+) -> tuple[Client, dict[str, Any], list[dict[str, Any]]]:
+    """A client that signed in and said hello: (client, welcome, catch-up messages)."""
+    connection = await Client.connect(server.port)
+    answer = await connection.sign_in(tenant, user, PASSWORD, device)
+    assert answer["type"] == "signed_in", answer
+    welcome, after = await connection.hello(answer["access_token"], device, client, cursor)
+    assert welcome["type"] == "welcome", welcome
+    return connection, welcome, after
+
+
+@pytest.fixture
+async def acme(migrated: str) -> int:
+    tenant_id = await make_tenant(migrated, "acme", document=document_for("acme"))
+    for user in ("ann", "carl"):
+        await add_account(migrated, tenant_id, user)
+    return tenant_id
+
+
+# --- sign-in -------------------------------------------------------------------------------
+
+
+async def test_sign_in_issues_tokens_for_the_tenant_and_device(
+    server: SyncServer, acme: int
+) -> None:
+    connection = await Client.connect(server.port)
+    answer = await connection.sign_in("acme", "admin", PASSWORD, "dev-1")
+    assert answer["type"] == "signed_in"
+    assert (answer["tenant"], answer["user"]) == ("acme", "admin")
+    claims = server.signer.verify(answer["access_token"], 0)
+    assert (claims.tenant_id, claims.device) == (acme, "dev-1")
+    await connection.close()
+
+
+@pytest.mark.parametrize(
+    ("tenant", "user", "password"),
+    [("acme", "admin", "wrong"), ("acme", "nobody", PASSWORD), ("nope", "admin", PASSWORD),
+     ("acme", "dora", PASSWORD)],
+)  # fmt: skip
+async def test_failed_sign_ins_get_one_message_that_reveals_nothing(
+    server: SyncServer, acme: int, tenant: str, user: str, password: str
+) -> None:
+    connection = await Client.connect(server.port)
+    answer = await connection.sign_in(tenant, user, password, "dev-1")
+    assert answer["type"] == "error"
+    assert (answer["code"], answer["message"]) == (
+        "unauthenticated",
+        "wrong tenant, user or password",
+    )
+    assert answer["fatal"] is False
+    await connection.close()
+
+
+async def test_repeated_failed_sign_ins_are_rate_limited_per_user(
+    server: SyncServer, acme: int
+) -> None:
+    connection = await Client.connect(server.port)
+    for _ in range(5):
+        assert (await connection.sign_in("acme", "ann", "bad", "d"))["code"] == "unauthenticated"
+    answer = await connection.sign_in("acme", "ann", PASSWORD, "d")
+    assert answer["code"] == "rate_limited"
+    assert "try again in" in answer["message"]
+    # Another user from elsewhere is not affected by ann's lockout.
+    other = await Client.connect(server.port)
+    assert (await other.sign_in("acme", "carl", PASSWORD, "d2"))["type"] == "signed_in"
+    await connection.close()
+    await other.close()
+
+
+async def test_refresh_token_works_once_and_rotates(server: SyncServer, acme: int) -> None:
+    connection = await Client.connect(server.port)
+    first = await connection.sign_in("acme", "admin", PASSWORD, "dev-1")
+    renewed = await connection.call(
+        {"type": "refresh", "refresh_token": first["refresh_token"], "device": "dev-1"}
+    )
+    assert renewed["type"] == "signed_in"
+    assert renewed["refresh_token"] != first["refresh_token"]
+    again = await connection.call(
+        {"type": "refresh", "refresh_token": first["refresh_token"], "device": "dev-1"}
+    )
+    assert again["code"] == "unauthenticated"
+    other_device = await connection.call(
+        {"type": "refresh", "refresh_token": renewed["refresh_token"], "device": "dev-2"}
+    )
+    assert other_device["code"] == "unauthenticated"
+    await connection.close()
+
+
+# --- hello and catching up ---------------------------------------------------------------
+
+
+async def test_new_client_catches_up_by_snapshot_then_goes_live(
+    server: SyncServer, acme: int
+) -> None:
+    connection, welcome, after = await signed_in(server)
+    assert welcome["catch_up"] == "snapshot"
+    snapshot = [m for m in after if m["type"] == "snapshot"]
+    assert [m["chunk"] for m in snapshot] == list(range(snapshot[0]["chunks"]))
+    users = [u["id"] for m in snapshot for u in m["part"].get("users", [])]
+    assert users == ["admin", "ann", "carl", "dora"]
+    assert after[-1] == {
+        "type": "changes", "from_version": welcome["version"], "to_version": welcome["version"],
+        "changes": [], "more": False,
+    }  # fmt: skip
+    await connection.close()
+
+
+async def test_client_with_a_cursor_gets_exactly_the_changes_it_missed(
+    server: SyncServer, acme: int
+) -> None:
+    writer, welcome, _ = await signed_in(server)
+    base = welcome["version"]
+    result = await writer.push(
+        mutation("cli-1", 1, base, op="create_user", user_id="eve"),
+        mutation("cli-1", 2, base, op="set_user_attribute", user_id="eve", key="depot", value="x"),
+    )
+    assert [r["outcome"] for r in result["results"]] == ["applied", "applied"]
+    reader, welcome2, after = await signed_in(server, user="ann", device="d2", client="c2",
+                                              cursor=base)  # fmt: skip
+    assert welcome2["catch_up"] == "changes"
+    changes = [c for m in after for c in m["changes"]]
+    assert [c["version"] for c in changes] == [base + 1, base + 2]
+    assert changes[0]["edit"]["op"] == "create_user"
+    assert (changes[0]["author"], changes[0]["client"], changes[0]["seq"]) == ("admin", "cli-1", 1)
+    await writer.close()
+    await reader.close()
+
+
+# --- pushes --------------------------------------------------------------------------------
+
+
+async def test_push_is_applied_once_and_a_repeat_gets_the_same_outcome(
+    server: SyncServer, acme: int, migrated: str
+) -> None:
+    connection, welcome, _ = await signed_in(server)
+    base = welcome["version"]
+    first = await connection.push(mutation("cli-1", 1, base, op="create_user", user_id="eve"))
+    again = await connection.push(mutation("cli-1", 1, base, op="create_user", user_id="eve"))
+    assert first["results"] == again["results"]
+    assert first["results"][0] == {"client": "cli-1", "seq": 1, "outcome": "applied",
+                                   "version": base + 1}  # fmt: skip
+    async with await psycopg.AsyncConnection.connect(migrated) as conn:
+        row = await store.tenant_by_id(conn, acme)
+        assert row is not None and row.version == base + 1
+    await connection.close()
+
+
+async def test_each_mutation_gets_exactly_one_outcome_in_order(
+    server: SyncServer, acme: int
+) -> None:
+    connection, welcome, _ = await signed_in(server)
+    base = welcome["version"]
+    result = await connection.push(
+        mutation("cli-1", 1, base, op="create_user", user_id="eve"),
+        mutation("cli-1", 2, base, op="assign_role", user_id="eve", role_id="no-such-role"),
+        mutation("cli-1", 3, base, op="frobnicate"),
+        mutation("cli-1", 4, base + 99, op="create_user", user_id="fay"),
+        mutation("cli-1", 5, base, op="assign_role", user_id="eve", role_id="driver"),
+    )
+    outcomes = [(r["seq"], r["outcome"], r.get("code")) for r in result["results"]]
+    assert outcomes == [
+        (1, "applied", None), (2, "rejected", "not_found"), (3, "rejected", "invalid"),
+        (4, "rejected", "invalid"), (5, "applied", None),
+    ]  # fmt: skip
+    assert "no role with id 'no-such-role'" in result["results"][1]["reason"]
+    await connection.close()
+
+
+async def test_the_server_enforces_the_tenants_policy_on_the_author(
+    server: SyncServer, acme: int
+) -> None:
+    carl, welcome, _ = await signed_in(server, user="carl", device="d-carl", client="c-carl")
+    base = welcome["version"]
+    result = await carl.push(
+        mutation("c-carl", 1, base, op="assign_role", user_id="dora", role_id="driver"),
+        mutation("c-carl", 2, base, op="assign_role", user_id="dora", role_id="tenant-admin"),
+        mutation("c-carl", 3, base, op="delete_role", role_id="driver"),
+    )
+    outcomes = [(r["outcome"], r.get("code")) for r in result["results"]]
+    assert outcomes == [("applied", None), ("rejected", "forbidden"), ("rejected", "forbidden")]
+    assert "carl may not assign_role (role:assign)" in result["results"][1]["reason"]
+    await carl.close()
+
+
+async def test_stale_edit_of_an_entity_someone_else_changed_is_a_conflict(
+    server: SyncServer, acme: int
+) -> None:
+    admin, welcome, _ = await signed_in(server)
+    ann, _, _ = await signed_in(server, user="ann", device="d-ann", client="c-ann")
+    base = welcome["version"]
+    first = await admin.push(
+        mutation("cli-1", 1, base, op="set_user_attribute", user_id="dora", key="depot", value="s")
+    )
+    assert first["results"][0]["outcome"] == "applied"
+    second = await ann.push(
+        mutation("c-ann", 1, base, op="set_user_attribute", user_id="dora", key="depot", value="e"),
+        mutation("c-ann", 2, base, op="set_user_attribute", user_id="carl", key="depot", value="e"),
+    )
+    conflict, other = second["results"]
+    assert (conflict["outcome"], conflict["code"], conflict["version"]) == (
+        "conflict", "stale_base", base + 1)  # fmt: skip
+    assert other["outcome"] == "applied"
+    await admin.close()
+    await ann.close()
+
+
+async def test_committed_changes_reach_every_session_of_the_tenant_only(
+    server: SyncServer, acme: int, migrated: str
+) -> None:
+    other_id = await make_tenant(migrated, "other", document=document_for("other"))
+    assert other_id != acme
+    listeners = [(await signed_in(server, device=f"d{i}", client=f"c{i}"))[0] for i in range(5)]
+    outsider, _, _ = await signed_in(server, tenant="other", device="dx", client="cx")
+    writer, welcome, _ = await signed_in(server, user="ann", device="dw", client="cw")
+    await writer.push(mutation("cw", 1, welcome["version"], op="create_user", user_id="zed"))
+    for listener in listeners:
+        message = await listener.recv_type("changes")
+        assert [c["edit"]["user_id"] for c in message["changes"]] == ["zed"]
+    with pytest.raises(TimeoutError):
+        await outsider.recv(timeout=0.5)
+    for connection in (*listeners, outsider, writer):
+        await connection.close()
+
+
+async def test_a_client_id_of_another_device_is_refused(server: SyncServer, acme: int) -> None:
+    first, _, _ = await signed_in(server, device="d1", client="shared")
+    connection = await Client.connect(server.port)
+    answer = await connection.sign_in("acme", "ann", PASSWORD, "d2")
+    welcome, _ = await connection.hello(answer["access_token"], "d2", "shared")
+    assert (welcome["type"], welcome["code"], welcome["fatal"]) == ("error", "forbidden", True)
+    assert await connection.closed() == 4403
+    await first.close()
+
+
+# --- devices -------------------------------------------------------------------------------
+
+
+async def test_revoked_device_is_told_to_wipe_and_cannot_come_back(
+    server: SyncServer, acme: int, migrated: str
+) -> None:
+    connection, _, _ = await signed_in(server, device="lost-laptop")
+    answer = await (await Client.connect(server.port)).sign_in(
+        "acme", "admin", PASSWORD, "lost-laptop"
+    )
+    async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
+        assert await store.revoke_device(conn, acme, "lost-laptop")
+    wipe = await connection.recv_type("wipe")
+    assert "revoked" in wipe["reason"]
+    assert await connection.closed() == 4409
+    again = await Client.connect(server.port)
+    refused = await again.sign_in("acme", "admin", PASSWORD, "lost-laptop")
+    assert refused["code"] == "revoked"
+    assert (await again.recv())["type"] == "wipe"
+    refresh = await Client.connect(server.port)
+    old = await refresh.call(
+        {"type": "refresh", "refresh_token": answer["refresh_token"], "device": "lost-laptop"}
+    )
+    assert old["code"] == "unauthenticated"
+
+
+# --- imports, audit, health ----------------------------------------------------------------
+
+
+async def test_an_import_tells_live_sessions_to_resync(
+    server: SyncServer, acme: int, migrated: str
+) -> None:
+    connection, _, _ = await signed_in(server)
+    from server.tenants import now_instant, replace_policy
+    from sync.document import parse_policy
+
+    async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
+        policy = parse_policy(document_for("acme"), now=now_instant()[0])
+        await replace_policy(conn, acme, policy, "admin")
+    resync = await connection.recv_type("resync")
+    assert "import" in resync["reason"]
+
+
+async def test_every_change_lands_in_a_verifiable_audit_chain(
+    server: SyncServer, acme: int, migrated: str
+) -> None:
+    connection, welcome, _ = await signed_in(server)
+    base = welcome["version"]
+    await connection.push(*(mutation("cli-1", i, base, op="create_user", user_id=f"u{i}")
+                            for i in range(1, 6)))  # fmt: skip
+    async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
+        verdict = await audit.verify(conn, acme)
+        rows = await audit.rows(conn, acme, kind="change")
+    assert verdict.ok
+    assert [r["payload"]["edit"]["user_id"] for r in rows] == [f"u{i}" for i in range(1, 6)]
+    assert {r["actor"] for r in rows} == {"admin"}
+
+
+async def test_health_readiness_and_metrics_answer_over_plain_http(
+    server: SyncServer, acme: int
+) -> None:
+    connection, welcome, _ = await signed_in(server)
+    await connection.push(mutation("cli-1", 1, welcome["version"], op="create_user", user_id="q"))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+        assert (await http.get("/healthz")).text == "ok\n"
+        assert (await http.get("/readyz")).status_code == 200
+        assert (await http.get("/nowhere")).status_code == 404
+        metrics = (await http.get("/metrics")).text
+    assert 'fleetgate_mutations_total{outcome="applied"} 1' in metrics
+    assert "fleetgate_connections 1" in metrics
+    assert "fleetgate_broadcast_latency_seconds_count 1" in metrics
+    await connection.close()
+
+
+async def test_shutdown_closes_sessions_with_going_away(server: SyncServer, acme: int) -> None:
+    connection, _, _ = await signed_in(server)
+    await server.shutdown()
+    assert await connection.closed() == 1001
+
+
+async def test_a_new_server_on_the_same_database_has_everything(
+    server: SyncServer, acme: int, migrated: str, pool: Any
+) -> None:
+    connection, welcome, _ = await signed_in(server)
+    base = welcome["version"]
+    await connection.push(mutation("cli-1", 1, base, op="create_user", user_id="kept"))
+    await server.shutdown()
+    restarted = SyncServer(pool, migrated, server.signer, passwords=server.passwords,
+                           settings=server.settings)  # fmt: skip
+    await restarted.start()
+    try:
+        again, welcome2, after = await signed_in(restarted, cursor=base)
+        assert welcome2["version"] == base + 1
+        assert [c["edit"]["user_id"] for m in after for c in m["changes"]] == ["kept"]
+        repeat = await again.push(mutation("cli-1", 1, base, op="create_user", user_id="kept"))
+        assert repeat["results"][0]["version"] == base + 1
+        await again.close()
+    finally:
+        await restarted.shutdown()
+
+
+async def test_frames_on_the_wire_are_json_text(server: SyncServer, acme: int) -> None:
+    connection = await Client.connect(server.port)
+    await connection.send({"type": "ping", "ref": "p"})
+    frame = await connection.websocket.recv()
+    assert isinstance(frame, str)
+    assert json.loads(frame) == {"type": "pong", "ref": "p"}
+    await connection.close()
+
+
+async def test_pings_are_answered_while_another_session_pushes(
+    server: SyncServer, acme: int
+) -> None:
+    writer, welcome, _ = await signed_in(server)
+    pinger = await Client.connect(server.port)
+    base = welcome["version"]
+    push = asyncio.create_task(
+        writer.push(
+            *(mutation("cli-1", i, base, op="create_user", user_id=f"p{i}") for i in range(1, 200))
+        )
+    )
+    assert (await pinger.call({"type": "ping"}))["type"] == "pong"
+    assert all(r["outcome"] == "applied" for r in (await push)["results"])
+    await writer.close()
+    await pinger.close()
