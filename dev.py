@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fleetgate's two quick-start commands, plus the benchmark.
 
-    python3 dev.py start    start the product (today: the CLI on the demo tenant)
+    python3 dev.py start    start the product: the sync server, the demo tenant, the CLI, the app
     python3 dev.py test     lint, type-check and run every test
     python3 dev.py bench    run the decision benchmark against pycasbin and cedarpy
 
@@ -48,7 +48,7 @@ def _run(*args: str) -> int:
 
 def start() -> int:
     _ensure_venv("")
-    return _run("-m", "app.demo")
+    return _run("-m", "app.demo", "--serve")
 
 
 def test() -> int:

@@ -336,7 +336,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fleetgate", description="Fleetgate: roles and permissions for fleets.")
+    parser = _Parser(
+        prog="fleetgate",
+        description="Fleetgate: roles and permissions for fleets.",
+        epilog="The sync server's commands: fleetgate server | admin | audit "
+        "(fleetgate server --help).",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     check = commands.add_parser("check", help="decide requests against a policy file")

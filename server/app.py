@@ -57,6 +57,7 @@ from server.tokens import (
 )
 from sync import connection as protocol_state
 from sync.connection import (
+    DecisionsReceived,
     HelloReceived,
     PushReceived,
     RefreshRequested,
@@ -69,6 +70,7 @@ from sync.protocol import (
     CatchUp,
     Changes,
     CloseCode,
+    DecisionsRecorded,
     ErrorCode,
     Outcome,
     PushResult,
@@ -325,6 +327,8 @@ class Session:
                 await self._push(event)
             elif isinstance(event, SnapshotResumeRequested):
                 await self._resume_snapshot(event)
+            elif isinstance(event, DecisionsReceived):
+                await self._record_decisions(event)
         except (psycopg.Error, OSError) as error:
             log("database error", logging.ERROR, session=self.number, error=type(error).__name__)
             ref = getattr(getattr(event, "message", event), "ref", None)
@@ -654,3 +658,11 @@ class Session:
             return
         version, parts = found
         await self._send_parts(message.snapshot, version, parts, message.next_chunk)
+
+    async def _record_decisions(self, event: DecisionsReceived) -> None:
+        """Offline decisions uploaded on sync land in the tenant's audit chain."""
+        message = event.message
+        count = await self.server.tenants.record_decisions(
+            self.tenant_id, self.user, self.device, message.decisions
+        )
+        self.conn.decisions_recorded(DecisionsRecorded(message.ref, count))

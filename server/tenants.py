@@ -35,7 +35,7 @@ from sync.engine import Engine
 from sync.entities import Entity, policy_document, policy_entities
 from sync.instant import Instant, format_instant, instant_from_datetime, parse_instant
 from sync.model import Policy
-from sync.protocol import Change, Mutation, Outcome, Result
+from sync.protocol import Change, Mutation, OfflineDecision, Outcome, Result
 from sync.pushes import (
     PushContext,
     PushDecision,
@@ -257,6 +257,31 @@ class Tenants:
             await store.notify_change(conn, tenant.id, version, time.time())
         if entries:
             await audit.append_many(conn, tenant.id, entries)
+
+    async def record_decisions(
+        self, tenant_id: int, user: str, device: str, decisions: Sequence[OfflineDecision]
+    ) -> int:
+        """Append decisions a replica made offline to the audit chain; how many."""
+        if not decisions:
+            return 0
+        _, at = now_instant()
+        entries = [
+            AuditEntry(
+                "decision.offline", user, device,
+                {"request": dict(d.request), "allowed": d.allowed, "reason": d.reason,
+                 "decided_at": d.at, "policy_version": d.policy_version},
+                at,
+            )
+            for d in decisions
+        ]  # fmt: skip
+        async with self.pool.connection() as conn, conn.transaction():
+            await audit.append_many(conn, tenant_id, entries)
+            await webhooks.enqueue(
+                conn, tenant_id, "decisions.recorded",
+                {"user": user, "device": device, "count": len(entries),
+                 "denied": sum(not d.allowed for d in decisions)},
+            )  # fmt: skip
+        return len(entries)
 
     async def snapshot_document(self, tenant_id: int) -> tuple[int, dict[str, Any]]:
         """The tenant's policy as a format-1 document (role ids kept), and its version."""

@@ -25,6 +25,7 @@ from sync.protocol import (
     PROTOCOL_VERSION,
     Changes,
     CloseCode,
+    DecisionsRecorded,
     Direction,
     Error,
     ErrorCode,
@@ -37,6 +38,7 @@ from sync.protocol import (
     ProtocolViolation,
     Push,
     PushResult,
+    RecordDecisions,
     Refresh,
     Resync,
     SignedIn,
@@ -96,13 +98,21 @@ class SnapshotResumeRequested:
     message: SnapshotResume
 
 
-Event = SignInRequested | RefreshRequested | HelloReceived | PushReceived | SnapshotResumeRequested
+@dataclass(frozen=True, slots=True)
+class DecisionsReceived:
+    message: RecordDecisions
+
+
+Event = (
+    SignInRequested | RefreshRequested | HelloReceived | PushReceived | SnapshotResumeRequested
+    | DecisionsReceived
+)  # fmt: skip
 
 _ALLOWED: dict[State, frozenset[type]] = {
     State.OPEN: frozenset({SignIn, Refresh, Hello, Ping}),
     State.AUTHENTICATING: frozenset({Ping}),
-    State.SYNCING: frozenset({Push, SnapshotResume, Ping, Refresh}),
-    State.LIVE: frozenset({Push, SnapshotResume, Ping, Refresh}),
+    State.SYNCING: frozenset({Push, SnapshotResume, RecordDecisions, Ping, Refresh}),
+    State.LIVE: frozenset({Push, SnapshotResume, RecordDecisions, Ping, Refresh}),
     State.CLOSED: frozenset(),
 }
 
@@ -195,6 +205,8 @@ class ServerConnection:
             self._events.append(PushReceived(message.ref, message.mutations))
         elif isinstance(message, SnapshotResume):
             self._events.append(SnapshotResumeRequested(message))
+        elif isinstance(message, RecordDecisions):
+            self._events.append(DecisionsReceived(message))
 
     def _violation(self, violation: ProtocolViolation) -> None:
         self._violations += 1
@@ -274,6 +286,10 @@ class ServerConnection:
     def push_result(self, result: PushResult) -> None:
         self._expect(State.SYNCING, State.LIVE)
         self._send(result)
+
+    def decisions_recorded(self, answer: DecisionsRecorded) -> None:
+        self._expect(State.SYNCING, State.LIVE)
+        self._send(answer)
 
     def resync(self, reason: str) -> None:
         """The client fell too far behind: tell it, and close so it reconnects."""

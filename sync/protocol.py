@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Any, NoReturn
 
 from sync.document import reject_json_constant
+from sync.instant import check_instant
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20
@@ -152,6 +153,24 @@ class SnapshotResume:
 
 
 @dataclass(frozen=True, slots=True)
+class OfflineDecision:
+    """A decision a replica made while offline, uploaded for the audit log."""
+
+    request: Mapping[str, Any]
+    allowed: bool
+    reason: str
+    at: str
+    """RFC 3339: when the replica decided."""
+    policy_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDecisions:
+    ref: str
+    decisions: tuple[OfflineDecision, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     ref: str
 
@@ -235,6 +254,12 @@ class Wipe:
 
 
 @dataclass(frozen=True, slots=True)
+class DecisionsRecorded:
+    ref: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Pong:
     ref: str
 
@@ -248,8 +273,9 @@ class Error:
 
 
 Message = (
-    SignIn | Refresh | Hello | Push | SnapshotResume | Ping
-    | SignedIn | Welcome | Changes | Snapshot | PushResult | Resync | Wipe | Pong | Error
+    SignIn | Refresh | Hello | Push | SnapshotResume | RecordDecisions | Ping
+    | SignedIn | Welcome | Changes | Snapshot | PushResult | DecisionsRecorded | Resync | Wipe
+    | Pong | Error
 )  # fmt: skip
 
 
@@ -351,6 +377,24 @@ _CHANGE: dict[str, Check] = {
     "seq": _integer,
     "at": _ID,
 }
+
+
+def _instant(value: Any, where: str) -> str:
+    text = _ID(value, where)
+    try:
+        check_instant(text)
+    except ValueError:
+        _fail(where, "must be an RFC 3339 date-time")
+    return str(text)
+
+
+_DECISION: dict[str, Check] = {
+    "request": _object,
+    "allowed": _boolean,
+    "reason": _TEXT,
+    "at": _instant,
+    "policy_version": _integer,
+}
 _RESULT: dict[str, Check] = {
     "client": _ID,
     "seq": _integer,
@@ -373,6 +417,8 @@ _SCHEMAS: dict[str, tuple[type, Direction, dict[str, Check]]] = {
         "ref": _ID, "mutations": _list_of(Mutation, _MUTATION, MAX_BATCH)}),
     "snapshot_resume": (SnapshotResume, Direction.TO_SERVER, {
         "snapshot": _ID, "next_chunk": _integer}),
+    "record_decisions": (RecordDecisions, Direction.TO_SERVER, {
+        "ref": _ID, "decisions": _list_of(OfflineDecision, _DECISION, MAX_BATCH)}),
     "ping": (Ping, Direction.TO_SERVER, {"ref": _ID}),
     "signed_in": (SignedIn, Direction.TO_CLIENT, {
         "ref": _ID, "access_token": _TOKEN, "access_expires": _ID,
@@ -387,6 +433,8 @@ _SCHEMAS: dict[str, tuple[type, Direction, dict[str, Check]]] = {
         "part": _object}),
     "push_result": (PushResult, Direction.TO_CLIENT, {
         "ref": _ID, "results": _list_of(Result, _RESULT, MAX_BATCH)}),
+    "decisions_recorded": (DecisionsRecorded, Direction.TO_CLIENT, {
+        "ref": _ID, "count": _integer}),
     "resync": (Resync, Direction.TO_CLIENT, {"reason": _TEXT}),
     "wipe": (Wipe, Direction.TO_CLIENT, {"reason": _TEXT}),
     "pong": (Pong, Direction.TO_CLIENT, {"ref": _ID}),

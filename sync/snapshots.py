@@ -23,17 +23,24 @@ def snapshot_parts(
     head = {k: v for k, v in document.items() if k not in ("roles", "users")}
     parts: list[dict[str, Any]] = []
     current: dict[str, Any] = dict(head)
-    size = len(json.dumps(head, ensure_ascii=False))
+    size = _size(head)
     for kind in ("roles", "users"):
         for entity in document.get(kind, ()):
-            entity_size = len(json.dumps(entity, ensure_ascii=False)) + 1
+            # The entity, its comma, and the list's key if it opens the list here.
+            entity_size = _size(entity) + 1 + (0 if kind in current else len(kind) + 5)
             if size + entity_size > part_bytes and (current.get("roles") or current.get("users")):
                 parts.append(current)
                 current, size = {}, 2
+                entity_size = _size(entity) + len(kind) + 6
             current.setdefault(kind, []).append(entity)
             size += entity_size
     parts.append(current)
     return parts
+
+
+def _size(value: Any) -> int:
+    """Bytes of `value` as the protocol encodes it (compact JSON, UTF-8)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 def join_snapshot_parts(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

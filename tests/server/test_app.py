@@ -412,3 +412,28 @@ async def test_pings_are_answered_while_another_session_pushes(
     assert all(r["outcome"] == "applied" for r in (await push)["results"])
     await writer.close()
     await pinger.close()
+
+
+async def test_offline_decisions_uploaded_land_in_the_audit_chain(
+    server: SyncServer, acme: int, migrated: str
+) -> None:
+    connection, welcome, _ = await signed_in(server, device="laptop")
+    decision = {
+        "request": {"user": "dora", "action": "read", "resource": {"type": "vehicle"}},
+        "allowed": False, "reason": "no grant matches vehicle read",
+        "at": "2026-11-20T06:00:00Z", "policy_version": welcome["version"],
+    }  # fmt: skip
+    answer = await connection.call({"type": "record_decisions", "decisions": [decision] * 3})
+    assert (answer["type"], answer["count"]) == ("decisions_recorded", 3)
+    bad = await connection.call({"type": "record_decisions", "decisions": [decision | {"at": "x"}]})
+    assert (bad["code"], bad["message"]) == (
+        "malformed",
+        "decisions[0].at: must be an RFC 3339 date-time",
+    )
+    async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
+        rows = await audit.rows(conn, acme, kind="decision.offline")
+        assert (await audit.verify(conn, acme)).ok
+    assert len(rows) == 3
+    assert (rows[0]["actor"], rows[0]["device"]) == ("admin", "laptop")
+    assert rows[0]["payload"]["decided_at"] == "2026-11-20T06:00:00Z"
+    await connection.close()
