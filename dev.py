@@ -4,6 +4,7 @@
     python3 dev.py start    start the product: the sync server, the demo tenant, the CLI, the app
     python3 dev.py test     lint, type-check and run every test
     python3 dev.py bench    run the decision benchmark against pycasbin and cedarpy
+    python3 dev.py bench-server   run the sync server benchmark (500 websocket clients)
 
 Each creates (once) a virtualenv in .venv beside this file and installs the
 project into it, so a fresh machine needs only Python 3.11+ and the package
@@ -70,7 +71,12 @@ def bench() -> int:
     return _run("-m", "bench.decisions", *sys.argv[2:])
 
 
-COMMANDS = {"start": start, "test": test, "bench": bench}
+def bench_server() -> int:
+    _ensure_venv("dev,bench")
+    return _run("-m", "bench.sync_server", *sys.argv[2:])
+
+
+COMMANDS = {"start": start, "test": test, "bench": bench, "bench-server": bench_server}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -73,6 +73,7 @@ from sync.protocol import (
     DecisionsRecorded,
     ErrorCode,
     Outcome,
+    ProtocolBug,
     PushResult,
     SignedIn,
     Snapshot,
@@ -277,6 +278,26 @@ class Session:
     async def run(self) -> None:
         pump = asyncio.create_task(self._pump())
         try:
+            await self._read()
+        except Exception as error:  # noqa: BLE001 - a bug here must end one session, not the server
+            log("session failed", logging.ERROR, session=self.number,
+                error=type(error).__name__)  # fmt: skip
+            if self.conn.state is not State.CLOSED:
+                self.conn.refuse(ErrorCode.INTERNAL, "the server failed; reconnect",
+                                 close=CloseCode.INTERNAL_ERROR)  # fmt: skip
+                with contextlib.suppress(ConnectionClosed, ProtocolBug):
+                    await self.flush()
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+            if self._closing is not None:
+                with contextlib.suppress(ConnectionClosed):
+                    await self._closing
+            await self.websocket.close(self.conn.close_code or CloseCode.NORMAL)
+
+    async def _read(self) -> None:
+        try:
             async for frame in self.websocket:
                 now = time.monotonic()
                 if isinstance(frame, str):
@@ -293,14 +314,6 @@ class Session:
                     break
         except ConnectionClosed:
             pass
-        finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
-            if self._closing is not None:
-                with contextlib.suppress(ConnectionClosed):
-                    await self._closing
-            await self.websocket.close(self.conn.close_code or CloseCode.NORMAL)
 
     async def flush(self) -> None:
         """Write what the connection has queued, in order; close if it says so."""
@@ -392,13 +405,7 @@ class Session:
 
     async def _device_usable(self, tenant_id: int, device: str, user: str, ref: str) -> bool:
         async with self.server.pool.connection() as conn:
-            try:
-                revoked = await store.touch_device(conn, tenant_id, device, user)
-            except store.DeviceTaken:
-                self._refuse_counted(
-                    ErrorCode.FORBIDDEN, "this device is registered to another user", ref=ref
-                )
-                return False
+            revoked = await store.touch_device(conn, tenant_id, device, user)
         if revoked:
             self._refuse_counted(ErrorCode.REVOKED, "this device was revoked", ref=ref)
             self.conn.wipe("this device was revoked by an administrator")

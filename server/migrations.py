@@ -92,6 +92,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (tenant_id, user_id)
         );
 
+        -- A device may be shared; user_id is whoever signed in on it last.
         CREATE TABLE devices (
             tenant_id  bigint NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
             device     text   NOT NULL,

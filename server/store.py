@@ -405,28 +405,24 @@ async def accounts(conn: psycopg.AsyncConnection, tenant_id: int) -> list[Accoun
     return [AccountRow(*row) for row in await cursor.fetchall()]
 
 
-class DeviceTaken(Exception):
-    """The device id is registered to another user of the tenant."""
-
-
 async def touch_device(
     conn: psycopg.AsyncConnection, tenant_id: int, device: str, user: str
 ) -> bool:
-    """Register or refresh the device; True when it has been revoked.
+    """Register the device or note its latest user; True when it has been revoked.
 
-    Raises DeviceTaken when the device belongs to another user.
+    A device may be shared (an office workstation): it records who used it
+    last. Replicas are bound to one device and user (`claim_client`).
     """
     cursor = await conn.execute(
         "INSERT INTO devices (tenant_id, device, user_id) VALUES (%s, %s, %s)"
-        " ON CONFLICT (tenant_id, device) DO UPDATE SET last_seen = now()"
-        " RETURNING user_id, revoked_at IS NOT NULL",
+        " ON CONFLICT (tenant_id, device)"
+        " DO UPDATE SET last_seen = now(), user_id = excluded.user_id"
+        " RETURNING revoked_at IS NOT NULL",
         (tenant_id, device, user),
     )
     row = await cursor.fetchone()
     assert row is not None
-    if row[0] != user:
-        raise DeviceTaken(f"device {device!r} belongs to another user")
-    return bool(row[1])
+    return bool(row[0])
 
 
 async def device_revoked(conn: psycopg.AsyncConnection, tenant_id: int, device: str) -> bool:

@@ -80,6 +80,10 @@ class Tenant:
         return self.engine.version or 0
 
 
+def _compile(name: str, entities: Sequence[Entity], version: int) -> Engine:
+    return Engine(policy_from_entities(name, entities, now_instant()[0]), version)
+
+
 def policy_from_entities(name: str, entities: Sequence[Entity], now: Instant) -> Policy:
     return parse_policy(policy_document(name, entities), now=now)
 
@@ -109,8 +113,9 @@ class Tenants:
         if row is None:
             raise LookupError(f"no tenant with id {tenant_id}")
         version, entities = await store.load_entities(conn, tenant_id)
-        policy = await asyncio.to_thread(policy_from_entities, row.name, entities, now_instant()[0])
-        tenant = Tenant(tenant_id, row.name, Engine(policy, version), row.horizon)
+        # Validating and compiling a large policy takes a while: off the event loop.
+        engine = await asyncio.to_thread(_compile, row.name, entities, version)
+        tenant = Tenant(tenant_id, row.name, engine, row.horizon)
         tenant.last_touch = await store.last_touches(conn, tenant_id, row.horizon)
         return tenant
 
@@ -286,8 +291,9 @@ class Tenants:
     async def snapshot_document(self, tenant_id: int) -> tuple[int, dict[str, Any]]:
         """The tenant's policy as a format-1 document (role ids kept), and its version."""
         tenant = await self.current(tenant_id)
-        async with tenant.lock:
-            return tenant.version, export_policy(tenant.engine.policy)
+        async with tenant.lock:  # no edit can change the policy while it is exported
+            document = await asyncio.to_thread(export_policy, tenant.engine.policy)
+            return tenant.version, document
 
     def forget(self, tenant_id: int) -> None:
         """Drop the tenant's engine; it is loaded again on next use."""

@@ -437,3 +437,21 @@ async def test_offline_decisions_uploaded_land_in_the_audit_chain(
     assert (rows[0]["actor"], rows[0]["device"]) == ("admin", "laptop")
     assert rows[0]["payload"]["decided_at"] == "2026-11-20T06:00:00Z"
     await connection.close()
+
+
+async def test_a_bug_in_one_session_ends_that_session_only(
+    server: SyncServer, acme: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bystander, _, _ = await signed_in(server, device="d2", client="c2")
+    victim, welcome, _ = await signed_in(server)
+
+    async def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("server.app.Session._push", broken)
+    await victim.send({"type": "push", "ref": "x", "mutations": []})
+    error = await victim.recv()
+    assert (error["code"], error["fatal"]) == ("internal", True)
+    assert await victim.closed() == 1011
+    assert (await bystander.call({"type": "ping"}))["type"] == "pong"
+    await bystander.close()
