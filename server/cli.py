@@ -6,6 +6,7 @@
     fleetgate admin export NAME
     fleetgate admin users NAME
     fleetgate admin revoke-device NAME DEVICE_ID
+    fleetgate admin compact NAME [--keep N]
     fleetgate admin add-webhook NAME URL --event EVENT [--event ...]
     fleetgate admin webhooks NAME
     fleetgate admin remove-webhook NAME ID
@@ -300,6 +301,13 @@ async def _admin(args: argparse.Namespace, url: str) -> int:
                 await webhooks.enqueue(conn, row.id, "device.revoked", payload)
             print(f"revoked device {args.device!r}: its tokens no longer work")
             return EXIT_OK
+        if command == "compact":
+            if args.keep < 0:
+                raise BadInput("--keep is a number of changes, 0 or more")
+            horizon = await store.compact(conn, row.id, args.keep)
+            print(f"the change log of {args.name!r} starts after version {horizon}; "
+                  "clients behind it catch up by snapshot")  # fmt: skip
+            return EXIT_OK
         if command == "add-webhook":
             try:
                 hook = await webhooks.register(conn, row.id, args.url, args.event)
@@ -373,6 +381,9 @@ def parser() -> argparse.ArgumentParser:
     revoke = admin.add_parser("revoke-device", parents=[database], help="revoke a device")
     revoke.add_argument("name")
     revoke.add_argument("device")
+    compact = admin.add_parser("compact", parents=[database], help="drop old changes")
+    compact.add_argument("name")
+    compact.add_argument("--keep", type=int, default=10_000, help="changes to keep (10,000)")
     hook = admin.add_parser("add-webhook", parents=[database], help="register a webhook")
     hook.add_argument("name")
     hook.add_argument("url")

@@ -271,17 +271,22 @@ async def changes_after(
     return [ChangeRow(*row) for row in await cursor.fetchall()]
 
 
-async def last_change_touching(
-    conn: psycopg.AsyncConnection, tenant_id: int, after: int, keys: Sequence[str]
-) -> int | None:
-    """The newest version above `after` whose change touched one of the entity `keys`."""
-    cursor = await conn.execute(
-        "SELECT max(version) FROM change_log"
-        " WHERE tenant_id = %s AND version > %s AND after ?| %s::text[]",
-        (tenant_id, after, list(keys)),
-    )
-    row = await cursor.fetchone()
-    return int(row[0]) if row and row[0] is not None else None
+async def compact(conn: psycopg.AsyncConnection, tenant_id: int, keep: int) -> int:
+    """Drop all but the last `keep` changes of the tenant's log; the new horizon.
+
+    Clients behind the horizon catch up by snapshot. The audit log keeps every
+    change regardless. Runs in its own transaction, under the tenant's lock.
+    """
+    async with conn.transaction():
+        row = await lock_tenant(conn, tenant_id)
+        horizon = max(row.horizon, row.version - keep)
+        if horizon > row.horizon:
+            await conn.execute(
+                "DELETE FROM change_log WHERE tenant_id = %s AND version <= %s",
+                (tenant_id, horizon),
+            )
+            await set_version(conn, tenant_id, row.version, horizon=horizon)
+    return horizon
 
 
 # --- clients and their mutations (exactly once) ----------------------------------------

@@ -156,8 +156,10 @@ class Tenants:
         tenant = await self.get(tenant_id)
         async with tenant.lock, self.pool.connection() as conn:
             row = await store.tenant_by_id(conn, tenant_id)
-            if row is not None and row.version != tenant.version:
-                await self.catch_up(conn, tenant, row.version)
+            if row is not None:
+                if row.version != tenant.version:
+                    await self.catch_up(conn, tenant, row.version)
+                tenant.horizon = row.horizon  # compaction moves it without a new version
         return tenant
 
     async def push(

@@ -21,8 +21,8 @@ Rules of this module, per mutation, in order:
    version.
 7. Conflict, until the merge rules of the sync issue: if an entity the edit
    changed was changed by *another* client after `base_version`, or the
-   policy was replaced (import) after it, the edit is taken back and the
-   outcome is `conflict`, naming that version.
+   policy was replaced (import) or its history compacted after it, the edit is
+   taken back and the outcome is `conflict`, naming that version.
 8. Otherwise it is `applied` with the next version.
 
 Every outcome except 1 and 2 is new and must be stored, so a repeat of the
@@ -54,7 +54,8 @@ class PushContext:
     stored: Mapping[int, Result]
     """Stored outcomes of this client's seqs that appear in the batch."""
     horizon: int
-    """The policy was last replaced (imported) at this version."""
+    """The policy was last replaced (imported), or its history compacted, at this
+    version: what came before is unknown, so an edit made before it conflicts."""
     last_touch: Mapping[str, tuple[int, str]]
     """Entity key -> (version, client) of the last change to it."""
     now: Instant
@@ -191,10 +192,16 @@ def _decide_one(
     conflict = _conflict(context, mutation, after, touches)
     if conflict is not None:
         engine.revert(mine, touched, version)
-        reason = (
-            f"changed at version {conflict} by someone else since version "
-            f"{mutation.base_version}, which this edit was made against"
-        )
+        if mutation.base_version < context.horizon:
+            reason = (
+                f"made against version {mutation.base_version}, before the policy was "
+                f"replaced or its history compacted at version {context.horizon}"
+            )
+        else:
+            reason = (
+                f"changed at version {conflict} by someone else since version "
+                f"{mutation.base_version}, which this edit was made against"
+            )
         result = Result(
             mutation.client, mutation.seq, Outcome.CONFLICT, conflict, "stale_base", reason
         )

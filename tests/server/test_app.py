@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import httpx
@@ -455,3 +456,58 @@ async def test_a_bug_in_one_session_ends_that_session_only(
     assert await victim.closed() == 1011
     assert (await bystander.call({"type": "ping"}))["type"] == "pong"
     await bystander.close()
+
+
+async def test_after_compaction_old_cursors_get_a_snapshot_and_old_edits_conflict(
+    server: SyncServer, acme: int, migrated: str
+) -> None:
+    writer, welcome, _ = await signed_in(server)
+    base = welcome["version"]
+    for seq in range(1, 6):
+        await writer.push(
+            mutation("cli-1", seq, base + seq - 1, op="create_user", user_id=f"c{seq}")
+        )
+    async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
+        assert await store.compact(conn, acme, keep=2) == base + 3
+        assert [r.version for r in await store.changes_after(conn, acme, 0, 100)] == [
+            base + 4, base + 5]  # fmt: skip
+    late, welcome2, after = await signed_in(server, device="d2", client="c2", cursor=base + 1)
+    assert welcome2["catch_up"] == "snapshot"
+    recent, welcome3, _ = await signed_in(server, device="d3", client="c3", cursor=base + 3)
+    assert welcome3["catch_up"] == "changes"
+    stale = await late.push(mutation("c2", 1, base + 1, op="create_user", user_id="old"))
+    assert (stale["results"][0]["outcome"], stale["results"][0]["code"]) == (
+        "conflict", "stale_base")  # fmt: skip
+    assert "compacted at version" in stale["results"][0]["reason"]
+    for connection in (writer, late, recent):
+        await connection.close()
+
+
+async def test_a_committed_change_is_delivered_to_a_webhook_signed(
+    server: SyncServer, acme: int, migrated: str, pool: Any
+) -> None:
+    from server import webhooks
+    from tests.server.test_webhooks import Receiver
+
+    endpoint = Receiver()
+    await endpoint.start()
+    try:
+        async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
+            hook = await webhooks.register(conn, acme, endpoint.url("/fg"), ["change.committed"])
+        connection, welcome, _ = await signed_in(server)
+        await connection.push(
+            mutation("cli-1", 1, welcome["version"], op="create_user", user_id="hooked"),
+            mutation("cli-1", 2, welcome["version"], op="delete_role", role_id="nope"),
+        )
+        async with httpx.AsyncClient() as http:
+            assert await webhooks.Deliverer(pool, http).deliver_due() == 1
+        (request,) = endpoint.requests
+        body = json.loads(request.body)
+        assert body["event"] == "change.committed"
+        assert body["payload"]["edit"]["user_id"] == "hooked"
+        assert webhooks.verify_signature(
+            hook.secret, request.headers["fleetgate-signature"], request.body, time.time()
+        )
+        await connection.close()
+    finally:
+        await endpoint.stop()

@@ -157,3 +157,13 @@ def test_unknown_tenant_and_bad_usage_exit_2(migrated: str) -> None:
     usage = fleetgate(migrated, "admin", "frobnicate")
     assert usage.returncode == 2
     assert "invalid choice" in usage.stderr
+
+
+def test_compact_moves_the_horizon_and_refuses_a_negative_keep(acme: str) -> None:
+    compacted = fleetgate(acme, "admin", "compact", "acme-logistics", "--keep", "0")
+    assert (compacted.returncode, compacted.stdout) == (0, (
+        "the change log of 'acme-logistics' starts after version 2; "
+        "clients behind it catch up by snapshot\n"))  # fmt: skip
+    negative = fleetgate(acme, "admin", "compact", "acme-logistics", "--keep", "-1")
+    assert (negative.returncode, negative.stderr) == (
+        2, "fleetgate: --keep is a number of changes, 0 or more\n")  # fmt: skip
