@@ -174,6 +174,8 @@ class SyncServer:
             max_size=2 * MAX_MESSAGE_BYTES,
             compression=None,
             server_header=None,
+            # A peer that does not answer our close frame is dropped after this.
+            close_timeout=2.0,
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.hub.listening.wait(), 5.0)
@@ -270,6 +272,7 @@ class Session:
         self.live = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self._closing: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
         address = websocket.remote_address
         self.address = str(address[0]) if address else "unknown"
 
@@ -291,9 +294,10 @@ class Session:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
-            if self._closing is not None:
-                with contextlib.suppress(ConnectionClosed):
-                    await self._closing
+            for task in (self._closing, self._closer):
+                if task is not None:
+                    with contextlib.suppress(ConnectionClosed):
+                        await task
             await self.websocket.close(self.conn.close_code or CloseCode.NORMAL)
 
     async def _read(self) -> None:
@@ -310,8 +314,9 @@ class Session:
                     )
                     await self._handle(event)
                 await self.flush()
-                if self.conn.state is State.CLOSED:
-                    break
+                # Once closed, frames still arriving are read and dropped (the
+                # connection ignores them) so the close handshake is not stuck
+                # behind a full receive queue; the loop ends when it completes.
         except ConnectionClosed:
             pass
 
@@ -321,9 +326,9 @@ class Session:
             for frame in self.conn.outgoing():
                 with contextlib.suppress(ConnectionClosed):
                     await self.websocket.send(frame, text=True)
-        if self.conn.close_code is not None:
+        if self.conn.close_code is not None and self._closer is None:
             self._count_error_frames()
-            await self.websocket.close(self.conn.close_code)
+            self._closer = asyncio.create_task(self.websocket.close(self.conn.close_code))
 
     def _count_error_frames(self) -> None:
         self.server.metrics.count("fleetgate_rejections_total", "code", str(self.conn.close_code))
@@ -430,7 +435,7 @@ class Session:
     async def _refresh(self, event: RefreshRequested) -> None:
         message = event.message
         server = self.server
-        if server.limiter.blocked(tenant="", user="", address=self.address, now=time.time()):
+        if server.limiter.address_blocked(self.address, time.time()):
             self._refuse_counted(
                 ErrorCode.RATE_LIMITED, "too many failed attempts", ref=message.ref
             )
@@ -440,7 +445,7 @@ class Session:
                 conn, refresh_token_hash(message.refresh_token), message.device
             )
         if grant is None:
-            server.limiter.failed(tenant="", user="", address=self.address, now=time.time())
+            server.limiter.address_failed(self.address, time.time())
             self._refuse_counted(
                 ErrorCode.UNAUTHENTICATED,
                 "the refresh token is not valid (unknown, used, expired or revoked)",
@@ -479,17 +484,6 @@ class Session:
                 close=CloseCode.FORBIDDEN,
             )  # fmt: skip
             return
-        async with server.pool.connection() as conn:
-            if await store.device_revoked(conn, claims.tenant_id, claims.device):
-                self.conn.wipe("this device was revoked by an administrator")
-                return
-            try:
-                await store.claim_client(
-                    conn, claims.tenant_id, message.client, claims.device, claims.user
-                )
-            except store.ClientTaken as error:
-                self._refuse_counted(ErrorCode.FORBIDDEN, str(error), close=CloseCode.FORBIDDEN)
-                return
         try:
             tenant = await server.tenants.current(claims.tenant_id)
         except LookupError:
@@ -504,6 +498,17 @@ class Session:
                 close=CloseCode.FORBIDDEN,
             )  # fmt: skip
             return
+        async with server.pool.connection() as conn:
+            if await store.touch_device(conn, claims.tenant_id, claims.device, claims.user):
+                self.conn.wipe("this device was revoked by an administrator")
+                return
+            try:
+                await store.claim_client(
+                    conn, claims.tenant_id, message.client, claims.device, claims.user
+                )
+            except store.ClientTaken as error:
+                self._refuse_counted(ErrorCode.FORBIDDEN, str(error), close=CloseCode.FORBIDDEN)
+                return
         self.tenant_id, self.tenant, self.user = claims.tenant_id, claims.tenant, claims.user
         self.device, self.client = claims.device, message.client
         version = tenant.version

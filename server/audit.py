@@ -185,7 +185,8 @@ async def append_many(
             hashes.append(digest)
             prev_hash = digest
 
-        await cursor.execute(
+        # Binary: text arrays of JSON would otherwise be escaped character by character.
+        await conn.cursor(binary=True).execute(
             _INSERT,
             (
                 tenant_id,

@@ -46,6 +46,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             version   bigint NOT NULL,
             PRIMARY KEY (tenant_id, kind, id)
         );
+        -- New entities go last: max(position) per kind is an index lookup.
+        CREATE INDEX entities_order ON entities (tenant_id, kind, position);
 
         -- Every committed change, with the entities it changed before and after.
         CREATE TABLE change_log (

@@ -192,20 +192,29 @@ async def replace_entities(
 
 
 async def write_entities(
-    conn: psycopg.AsyncConnection, tenant_id: int, entities: Iterable[Entity], version: int
+    conn: psycopg.AsyncConnection,
+    tenant_id: int,
+    entities: Iterable[tuple[Entity, bool]],
+    version: int,
 ) -> None:
     """Store each entity's new document (None deletes it), in the caller's transaction.
 
-    A new entity goes after the others of its kind, as a new key goes last in
-    the policy's dictionaries, so loading keeps the policy's order.
+    Each entity comes with whether it existed before: an existing one is
+    updated in place (keeping its position); a new one goes after the others
+    of its kind, as a new key goes last in the policy's dictionaries, so
+    loading keeps the policy's order.
     """
-    upserts: list[tuple[Any, ...]] = []
+    updates: list[tuple[Any, ...]] = []
+    inserts: list[tuple[Any, ...]] = []
     deletes: list[tuple[Any, ...]] = []
-    for entity in entities:
+    for entity, existed in entities:
         if entity.document is None:
-            deletes.append((tenant_id, entity.kind, entity.id))
+            if existed:
+                deletes.append((tenant_id, entity.kind, entity.id))
+        elif existed:
+            updates.append((Jsonb(entity.document), version, tenant_id, entity.kind, entity.id))
         else:
-            upserts.append(
+            inserts.append(
                 (tenant_id, entity.kind, entity.id, Jsonb(entity.document), version,
                  tenant_id, entity.kind)
             )  # fmt: skip
@@ -214,14 +223,18 @@ async def write_entities(
             await cursor.executemany(
                 "DELETE FROM entities WHERE tenant_id = %s AND kind = %s AND id = %s", deletes
             )
-        if upserts:
+        if updates:
+            await cursor.executemany(
+                "UPDATE entities SET document = %s, version = %s"
+                " WHERE tenant_id = %s AND kind = %s AND id = %s",
+                updates,
+            )
+        if inserts:
             await cursor.executemany(
                 "INSERT INTO entities (tenant_id, kind, id, document, version, position)"
                 " SELECT %s, %s, %s, %s, %s, coalesce(max(position), 0) + 1"
-                " FROM entities WHERE tenant_id = %s AND kind = %s"
-                " ON CONFLICT (tenant_id, kind, id)"
-                " DO UPDATE SET document = excluded.document, version = excluded.version",
-                upserts,
+                " FROM entities WHERE tenant_id = %s AND kind = %s",
+                inserts,
             )
 
 
@@ -428,15 +441,6 @@ async def touch_device(
     row = await cursor.fetchone()
     assert row is not None
     return bool(row[0])
-
-
-async def device_revoked(conn: psycopg.AsyncConnection, tenant_id: int, device: str) -> bool:
-    cursor = await conn.execute(
-        "SELECT revoked_at IS NOT NULL FROM devices WHERE tenant_id = %s AND device = %s",
-        (tenant_id, device),
-    )
-    row = await cursor.fetchone()
-    return bool(row and row[0])
 
 
 async def revoke_device(conn: psycopg.AsyncConnection, tenant_id: int, device: str) -> bool:

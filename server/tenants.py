@@ -234,19 +234,24 @@ class Tenants:
             [(r.seq, outcome_document(r)) for r in decision.new_outcomes],
         )
         entries: list[AuditEntry] = []
+        events: list[tuple[str, dict[str, Any]]] = []
         for result in decision.new_outcomes:
             if result.outcome is not Outcome.APPLIED:
                 payload = {"client": result.client, "seq": result.seq} | outcome_document(result)
                 entries.append(AuditEntry("mutation." + result.outcome.value, author.user,
                                           author.device, payload, at))  # fmt: skip
-                await webhooks.enqueue(conn, tenant.id, "push.rejected", payload)
+                events.append(("push.rejected", payload))
         if commits:
             final: dict[str, Entity] = {}
+            existed: dict[str, bool] = {}
             for commit in commits:
-                for entity in commit.after:
-                    final[entity.key] = entity
+                for before, after in zip(commit.before, commit.after, strict=True):
+                    existed.setdefault(after.key, before.document is not None)
+                    final[after.key] = after
             version = commits[-1].version
-            await store.write_entities(conn, tenant.id, final.values(), version)
+            await store.write_entities(
+                conn, tenant.id, [(e, existed[key]) for key, e in final.items()], version
+            )
             rows = [
                 store.ChangeRow(
                     c.version, c.edit,
@@ -260,10 +265,11 @@ class Tenants:
             for change in rows:
                 payload = _change_payload(change)
                 entries.append(AuditEntry("change", author.user, author.device, payload, at))
-                await webhooks.enqueue(conn, tenant.id, "change.committed", payload)
+                events.append(("change.committed", payload))
             await store.notify_change(conn, tenant.id, version, time.time())
         if entries:
             await audit.append_many(conn, tenant.id, entries)
+        await webhooks.enqueue_many(conn, tenant.id, events)
 
     async def record_decisions(
         self, tenant_id: int, user: str, device: str, decisions: Sequence[OfflineDecision]

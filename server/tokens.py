@@ -432,6 +432,14 @@ class FailureLimiter:
         self._users.record((tenant, user), now)
         self._addresses.record(address, now)
 
+    def address_blocked(self, address: str, now: float) -> float:
+        """Like `blocked`, for attempts that name no user (a refresh token)."""
+        return self._addresses.wait(address, now)
+
+    def address_failed(self, address: str, now: float) -> None:
+        """Record one failure that names no user against the address only."""
+        self._addresses.record(address, now)
+
     def succeeded(self, *, tenant: str, user: str) -> None:
         """Forget the user's failures (the address's remain)."""
         self._users.forget((tenant, user))

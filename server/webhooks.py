@@ -174,28 +174,52 @@ async def webhooks(conn: psycopg.AsyncConnection[Any], tenant_id: int) -> list[W
 async def enqueue(
     conn: psycopg.AsyncConnection[Any], tenant_id: int, event: str, payload: Mapping[str, Any]
 ) -> int:
-    """Queue a delivery of `event` to each of the tenant's webhooks subscribed to
-    it, in the caller's transaction; return how many were queued.
+    """Queue `event` for the tenant's webhooks: `enqueue_many` with one event."""
+    return await enqueue_many(conn, tenant_id, [(event, payload)])
 
-    The body is `{"event", "event_id", "tenant_id", "payload"}`, `event_id` a
-    fresh uuid4 hex shared by every webhook's copy. One statement, whether or
-    not the tenant has webhooks. Raises ValueError for an event not in EVENTS
-    or a payload that is not plain JSON.
+
+async def enqueue_many(
+    conn: psycopg.AsyncConnection[Any],
+    tenant_id: int,
+    events: Sequence[tuple[str, Mapping[str, Any]]],
+) -> int:
+    """Queue a delivery of each `(event, payload)` to each of the tenant's
+    webhooks subscribed to it, in the caller's transaction; return how many
+    were queued.
+
+    A body is `{"event", "event_id", "tenant_id", "payload"}`, `event_id` a
+    fresh uuid4 hex shared by every webhook's copy of that event. One
+    statement for the whole list, whether or not the tenant has webhooks (a
+    push queues one per committed change). Raises ValueError for an event not
+    in EVENTS or a payload that is not plain JSON.
     """
-    if event not in EVENTS:
-        raise ValueError(f"{event!r} is not a webhook event; they are {', '.join(EVENTS)}")
-    message = {"event": event, "event_id": uuid.uuid4().hex, "tenant_id": tenant_id}
-    body = json.dumps(
-        {**message, "payload": payload}, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-    cursor = await conn.cursor().execute(
+    if not events:
+        return 0
+    names: list[str] = []
+    bodies: list[str] = []
+    for event, payload in events:
+        if event not in EVENTS:
+            raise ValueError(f"{event!r} is not a webhook event; they are {', '.join(EVENTS)}")
+        message = {"event": event, "event_id": uuid.uuid4().hex, "tenant_id": tenant_id}
+        names.append(event)
+        bodies.append(
+            json.dumps(
+                {**message, "payload": payload},
+                separators=(",", ":"),
+                ensure_ascii=False,
+                allow_nan=False,
+            )
+        )
+    cursor = await conn.cursor(binary=True).execute(
         """
         INSERT INTO webhook_deliveries (webhook_id, tenant_id, event, body)
-        SELECT id, tenant_id, %s::text, %s::text FROM webhooks
-        WHERE tenant_id = %s AND removed_at IS NULL
-            AND (%s::text = ANY (events) OR %s::text = ANY (events))
+        SELECT w.id, w.tenant_id, e.event, e.body
+        FROM webhooks w, unnest(%s::text[], %s::text[]) WITH ORDINALITY AS e (event, body, n)
+        WHERE w.tenant_id = %s AND w.removed_at IS NULL
+            AND (e.event = ANY (w.events) OR %s::text = ANY (w.events))
+        ORDER BY e.n, w.id
         """,
-        (event, body, tenant_id, event, ALL_EVENTS),
+        (names, bodies, tenant_id, ALL_EVENTS),
     )
     return cursor.rowcount
 

@@ -15,6 +15,8 @@ Rules of this module:
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -464,20 +466,50 @@ def _build(kind: type, schema: dict[str, Check], document: Any, where: str) -> A
     return kind(**values)
 
 
-def _depth_within(value: Any, limit: int) -> bool:
+# NUL and lone surrogates (a \ud800 escape without its pair) are refused in
+# every string: Postgres text and jsonb cannot hold NUL, and a lone surrogate
+# cannot be encoded as UTF-8 to answer or store. A message that could never be
+# stored must not reach a queue it would block.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_UNSTORABLE_TEXT = "a string contains a NUL character or an unpaired surrogate"
+
+
+def _shape_problem(value: Any, limit: int) -> ProtocolViolation | None:
+    """Nesting deeper than `limit`, or a string no store can hold (`_UNSTORABLE`)."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > limit:
-            return False
-        if type(item) is dict:
-            stack.extend((v, depth + 1) for v in item.values())
-        elif type(item) is list:
+            return ProtocolViolation(ErrorCode.TOO_DEEP, f"nests deeper than {limit}")
+        kind = type(item)
+        if kind is str:
+            if _UNSTORABLE.search(item):
+                return ProtocolViolation(ErrorCode.MALFORMED, _UNSTORABLE_TEXT)
+        elif kind is dict:
+            for key, child in item.items():
+                if _UNSTORABLE.search(key):
+                    return ProtocolViolation(ErrorCode.MALFORMED, _UNSTORABLE_TEXT)
+                stack.append((child, depth + 1))
+        elif kind is list:
             stack.extend((v, depth + 1) for v in item)
-    return True
+    return None
 
 
 # --- codec -------------------------------------------------------------------------------
+
+
+def _size(data: bytes | str) -> int:
+    """Bytes of the frame: a text frame's characters take up to 4 bytes each in UTF-8."""
+    if isinstance(data, bytes) or len(data) * 4 <= MAX_MESSAGE_BYTES:
+        return len(data)
+    return len(data.encode("utf-8", "surrogatepass"))
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:32]} is out of range")
+    return value
 
 
 def decode(data: bytes | str, direction: Direction) -> Message:
@@ -486,10 +518,10 @@ def decode(data: bytes | str, direction: Direction) -> Message:
     Raises ProtocolViolation (with the message's `ref` when it could be read)
     for anything the protocol does not allow.
     """
-    if len(data) > MAX_MESSAGE_BYTES:
+    if _size(data) > MAX_MESSAGE_BYTES:
         raise ProtocolViolation(ErrorCode.TOO_LARGE, f"message over {MAX_MESSAGE_BYTES:,} bytes")
     try:
-        document = json.loads(data, parse_constant=reject_json_constant)
+        document = json.loads(data, parse_constant=reject_json_constant, parse_float=_finite)
     except RecursionError:
         raise ProtocolViolation(ErrorCode.TOO_DEEP, "message nests too deeply") from None
     except (ValueError, UnicodeDecodeError) as error:
@@ -497,9 +529,11 @@ def decode(data: bytes | str, direction: Direction) -> Message:
     if type(document) is not dict:
         raise ProtocolViolation(ErrorCode.MALFORMED, "a message is a JSON object")
     ref = document.get("ref")
-    ref = ref if type(ref) is str and len(ref) <= MAX_ID else None
-    if not _depth_within(document, MAX_DEPTH):
-        raise ProtocolViolation(ErrorCode.TOO_DEEP, f"nests deeper than {MAX_DEPTH}", ref)
+    ref = ref if type(ref) is str and len(ref) <= MAX_ID and not _UNSTORABLE.search(ref) else None
+    problem = _shape_problem(document, MAX_DEPTH)
+    if problem is not None:
+        problem.ref = ref
+        raise problem
     kind = document.get("type")
     schema = _SCHEMAS.get(kind) if type(kind) is str else None
     if schema is None or schema[1] is not direction:
