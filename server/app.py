@@ -78,6 +78,7 @@ from sync.protocol import (
     SignedIn,
     Snapshot,
     Welcome,
+    encode,
 )
 from sync.snapshots import snapshot_parts
 
@@ -101,27 +102,56 @@ class Settings:
     """How long shutdown waits for pushes in flight."""
 
 
+@dataclass(frozen=True, slots=True)
+class CutSnapshot:
+    """A tenant's policy at `version`, cut into `snapshot` messages and encoded once."""
+
+    id: str
+    tenant_id: int
+    version: int
+    messages: tuple[Snapshot, ...]
+    frames: tuple[bytes, ...]
+
+
+def cut_snapshot(tenant_id: int, version: int, document: dict[str, Any]) -> CutSnapshot:
+    parts = snapshot_parts(document)
+    snapshot_id = f"s{version}-{secrets.token_hex(8)}"
+    messages = tuple(
+        Snapshot(snapshot_id, version, number, len(parts), part)
+        for number, part in enumerate(parts)
+    )
+    return CutSnapshot(snapshot_id, tenant_id, version, messages, tuple(map(encode, messages)))
+
+
 @dataclass
 class Snapshots:
-    """Snapshots this process has cut, for `snapshot_resume`, least recent dropped."""
+    """Snapshots this process has cut, for `snapshot_resume` and for every new
+    client of the same version; the least recently used are dropped."""
 
-    kept: OrderedDict[str, tuple[int, int, list[dict[str, Any]]]] = field(
-        default_factory=OrderedDict
-    )
+    kept: OrderedDict[str, CutSnapshot] = field(default_factory=OrderedDict)
+    latest: dict[int, str] = field(default_factory=dict)
+    cutting: dict[int, asyncio.Lock] = field(default_factory=dict)
 
-    def add(self, tenant_id: int, version: int, parts: list[dict[str, Any]]) -> str:
-        snapshot_id = f"s{version}-{secrets.token_hex(8)}"
-        self.kept[snapshot_id] = (tenant_id, version, parts)
+    def add(self, snapshot: CutSnapshot) -> None:
+        self.kept[snapshot.id] = snapshot
+        self.latest[snapshot.tenant_id] = snapshot.id
         while len(self.kept) > SNAPSHOTS_KEPT:
-            self.kept.popitem(last=False)
-        return snapshot_id
+            dropped = self.kept.popitem(last=False)[1]
+            if self.latest.get(dropped.tenant_id) == dropped.id:
+                del self.latest[dropped.tenant_id]
 
-    def get(self, snapshot_id: str, tenant_id: int) -> tuple[int, list[dict[str, Any]]] | None:
-        entry = self.kept.get(snapshot_id)
-        if entry is None or entry[0] != tenant_id:  # another tenant's id is simply unknown
+    def get(self, snapshot_id: str, tenant_id: int) -> CutSnapshot | None:
+        snapshot = self.kept.get(snapshot_id)
+        if snapshot is None or snapshot.tenant_id != tenant_id:  # another tenant's: unknown
             return None
         self.kept.move_to_end(snapshot_id)
-        return entry[1], entry[2]
+        return snapshot
+
+    def current(self, tenant_id: int, version: int) -> CutSnapshot | None:
+        """The tenant's snapshot at `version`, if one was cut."""
+        snapshot_id = self.latest.get(tenant_id)
+        snapshot = self.get(snapshot_id, tenant_id) if snapshot_id else None
+        return snapshot if snapshot is not None and snapshot.version == version else None
 
 
 class SyncServer:
@@ -536,19 +566,22 @@ class Session:
         self.live.set()
 
     async def _send_snapshot(self) -> int:
-        version, document = await self.server.tenants.snapshot_document(self.tenant_id)
-        parts = await asyncio.to_thread(snapshot_parts, document)
-        snapshot_id = self.server.snapshots.add(self.tenant_id, version, parts)
-        await self._send_parts(snapshot_id, version, parts, 0)
-        return version
+        snapshots = self.server.snapshots
+        async with snapshots.cutting.setdefault(self.tenant_id, asyncio.Lock()):
+            tenant = await self.server.tenants.current(self.tenant_id)
+            snapshot = snapshots.current(self.tenant_id, tenant.version)
+            if snapshot is None:  # cut once per version, then shared by every new client
+                version, document = await self.server.tenants.snapshot_document(self.tenant_id)
+                snapshot = await asyncio.to_thread(cut_snapshot, self.tenant_id, version, document)
+                snapshots.add(snapshot)
+        await self._send_parts(snapshot, 0)
+        return snapshot.version
 
-    async def _send_parts(
-        self, snapshot_id: str, version: int, parts: list[dict[str, Any]], start: int
-    ) -> None:
-        for number in range(start, len(parts)):
+    async def _send_parts(self, snapshot: CutSnapshot, start: int) -> None:
+        for message, frame in zip(snapshot.messages[start:], snapshot.frames[start:], strict=True):
             if self.conn.state is State.CLOSED:
                 return
-            self.conn.snapshot(Snapshot(snapshot_id, version, number, len(parts), parts[number]))
+            self.conn.snapshot(message, frame)
             await self.flush()
 
     async def _catch_up(self, *, final: bool, up_to: int | None = None) -> bool:
@@ -619,8 +652,11 @@ class Session:
                 self._resync("the policy was replaced by an import; catch up again")
                 await self.flush()
                 return
-            start, self.cursor = self.cursor, fresh[-1].version
-            self.conn.changes(Changes(start, self.cursor, fresh, False))
+            if batch.from_version == self.cursor:  # the usual case: the frame made once
+                self.conn.changes(batch.message, batch.frame)
+            else:
+                self.conn.changes(Changes(self.cursor, fresh[-1].version, fresh, False))
+            self.cursor = fresh[-1].version
             await self.flush()
             if batch.committed_at != UNKNOWN_COMMIT_TIME:
                 self.server.metrics.latency.observe(time.time() - batch.committed_at)
@@ -662,14 +698,13 @@ class Session:
     async def _resume_snapshot(self, event: SnapshotResumeRequested) -> None:
         message = event.message
         found = self.server.snapshots.get(message.snapshot, self.tenant_id)
-        if found is None or message.next_chunk >= len(found[1]):
+        if found is None or message.next_chunk >= len(found.messages):
             self._refuse_counted(
                 ErrorCode.NOT_FOUND,
                 "no such snapshot chunk on this server: send hello again to start over",
             )
             return
-        version, parts = found
-        await self._send_parts(message.snapshot, version, parts, message.next_chunk)
+        await self._send_parts(found, message.next_chunk)
 
     async def _record_decisions(self, event: DecisionsReceived) -> None:
         """Offline decisions uploaded on sync land in the tenant's audit chain."""

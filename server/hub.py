@@ -34,7 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 from server import store
 from server.logs import log
 from server.tenants import change_message
-from sync.protocol import Change
+from sync.protocol import Change, Changes, encode
 
 FETCH_LIMIT = 2000
 UNKNOWN_COMMIT_TIME = 0.0
@@ -43,12 +43,21 @@ UNKNOWN_COMMIT_TIME = 0.0
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Changes `from_version` < version <= `to_version` of one tenant."""
+    """Changes `from_version` < version <= `to_version` of one tenant, with the
+    `changes` message and its frame, made once for every session it goes to."""
 
     from_version: int
     to_version: int
     changes: tuple[Change, ...]
     committed_at: float
+    message: Changes
+    frame: bytes
+
+    @classmethod
+    def of(cls, from_version: int, changes: tuple[Change, ...], committed_at: float) -> Batch:
+        message = Changes(from_version, changes[-1].version, changes, False)
+        return cls(from_version, message.to_version, changes, committed_at, message,
+                   encode(message))  # fmt: skip
 
 
 class Listener(Protocol):
@@ -120,7 +129,7 @@ class Hub:
                 have = [change_message(row) for row in rows]
                 if not have:
                     return
-            batch = Batch(sent, have[-1].version, tuple(have), committed_at)
+            batch = Batch.of(sent, tuple(have), committed_at)
             self._sent[tenant_id] = batch.to_version
             for session in list(self._sessions.get(tenant_id, ())):
                 session.deliver(batch)

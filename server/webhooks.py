@@ -190,16 +190,23 @@ async def enqueue_many(
     A body is `{"event", "event_id", "tenant_id", "payload"}`, `event_id` a
     fresh uuid4 hex shared by every webhook's copy of that event. One
     statement for the whole list, whether or not the tenant has webhooks (a
-    push queues one per committed change). Raises ValueError for an event not
+    push queues one per committed change), and nothing is serialised for a
+    tenant without webhooks. Raises ValueError for an event not
     in EVENTS or a payload that is not plain JSON.
     """
     if not events:
         return 0
+    for event, _ in events:
+        if event not in EVENTS:
+            raise ValueError(f"{event!r} is not a webhook event; they are {', '.join(EVENTS)}")
+    hooked = await conn.execute(
+        "SELECT 1 FROM webhooks WHERE tenant_id = %s AND removed_at IS NULL LIMIT 1", (tenant_id,)
+    )
+    if await hooked.fetchone() is None:  # the usual case: nothing to serialise
+        return 0
     names: list[str] = []
     bodies: list[str] = []
     for event, payload in events:
-        if event not in EVENTS:
-            raise ValueError(f"{event!r} is not a webhook event; they are {', '.join(EVENTS)}")
         message = {"event": event, "event_id": uuid.uuid4().hex, "tenant_id": tenant_id}
         names.append(event)
         bodies.append(

@@ -272,16 +272,21 @@ class ServerConnection:
         else:
             self._send(error)
 
-    def changes(self, batch: Changes) -> None:
-        """Changes the client has not seen; the last catch-up batch (more=false) makes it live."""
+    def changes(self, batch: Changes, encoded: bytes | None = None) -> None:
+        """Changes the client has not seen; the last catch-up batch (more=false) makes it live.
+
+        `encoded` is `encode(batch)` when the server already made it: one
+        batch fanned out to many sessions is encoded once.
+        """
         self._expect(State.SYNCING, State.LIVE)
-        self._send(batch)
+        self._outgoing.append(encoded if encoded is not None else encode(batch))
         if not batch.more:
             self.state = State.LIVE
 
-    def snapshot(self, chunk: Snapshot) -> None:
+    def snapshot(self, chunk: Snapshot, encoded: bytes | None = None) -> None:
+        """One chunk of a snapshot (`encoded` as for `changes`)."""
         self._expect(State.SYNCING, State.LIVE)
-        self._send(chunk)
+        self._outgoing.append(encoded if encoded is not None else encode(chunk))
 
     def push_result(self, result: PushResult) -> None:
         self._expect(State.SYNCING, State.LIVE)

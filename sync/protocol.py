@@ -555,19 +555,24 @@ def to_document(message: Message) -> dict[str, Any]:
     return {"type": kind, **_plain(message)}
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _plain(value: Any) -> Any:
     # Only optional fields can hold None (every schema says so): left out.
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or kind is dict:
+        return value  # the common leaves, and edit/part documents (already plain JSON)
     if isinstance(value, StrEnum):
         return value.value
-    if isinstance(value, tuple):
+    if kind is tuple:
         return [_plain(v) for v in value]
-    if hasattr(value, "__dataclass_fields__"):
-        return {
-            f.name: _plain(item)
-            for f in fields(value)
-            if (item := getattr(value, f.name)) is not None
-        }
-    return value
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        if not hasattr(value, "__dataclass_fields__"):
+            return value
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(value))
+    return {name: _plain(item) for name in names if (item := getattr(value, name)) is not None}
 
 
 def encode(message: Message) -> bytes:

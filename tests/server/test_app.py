@@ -511,3 +511,52 @@ async def test_a_committed_change_is_delivered_to_a_webhook_signed(
         await connection.close()
     finally:
         await endpoint.stop()
+
+
+async def test_new_clients_of_one_version_share_one_snapshot_which_can_be_resumed(
+    server: SyncServer, acme: int
+) -> None:
+    first, _, after = await signed_in(server)
+    second, _, after2 = await signed_in(server, device="d2", client="c2")
+    chunk = next(m for m in after if m["type"] == "snapshot")
+    assert chunk == next(m for m in after2 if m["type"] == "snapshot")
+    await first.send({"type": "snapshot_resume", "snapshot": chunk["snapshot"], "next_chunk": 0})
+    assert await first.recv_type("snapshot") == chunk
+    await first.send(
+        {"type": "snapshot_resume", "snapshot": chunk["snapshot"], "next_chunk": chunk["chunks"]}
+    )
+    beyond = await first.recv_type("error")
+    assert (beyond["code"], beyond["fatal"]) == ("not_found", False)
+    writer_push = await second.push(
+        mutation("c2", 1, chunk["version"], op="create_user", user_id="next")
+    )
+    assert writer_push["results"][0]["outcome"] == "applied"
+    third, welcome3, after3 = await signed_in(server, device="d3", client="c3")
+    fresh = next(m for m in after3 if m["type"] == "snapshot")
+    assert (fresh["version"], fresh["snapshot"] != chunk["snapshot"]) == (welcome3["version"], True)
+    for connection in (first, second, third):
+        await connection.close()
+
+
+async def test_stored_entities_load_back_as_the_same_policy_in_the_same_order(
+    server: SyncServer, acme: int, migrated: str
+) -> None:
+    from server.cli import export_document
+    from sync.document import export_policy
+
+    connection, welcome, _ = await signed_in(server)
+    base = welcome["version"]
+    await connection.push(
+        mutation("cli-1", 1, base, op="create_user", user_id="x1"),
+        mutation("cli-1", 2, base, op="create_role", role_id="r-new", name="new"),
+        mutation("cli-1", 3, base, op="create_user", user_id="x2"),
+        mutation("cli-1", 4, base, op="delete_user", user_id="carl"),
+        mutation("cli-1", 5, base, op="assign_role", user_id="x1", role_id="new"),
+        mutation("cli-1", 6, base, op="rename_role", role_id="r-driver", name="chauffeur"),
+    )
+    stored = json.loads(await export_document(migrated, "acme"))
+    tenant = await server.tenants.current(acme)
+    assert stored == export_policy(tenant.engine.policy)
+    assert [u["id"] for u in stored["users"]] == ["admin", "ann", "dora", "x1", "x2"]
+    assert [r["name"] for r in stored["roles"]] == ["tenant-admin", "chauffeur", "clerk", "new"]
+    await connection.close()
