@@ -78,6 +78,7 @@ from sync.protocol import (
     SignedIn,
     Snapshot,
     Welcome,
+    change_pages,
     encode,
 )
 from sync.snapshots import snapshot_parts
@@ -594,13 +595,15 @@ class Session:
             if any(row.edit.get("op") == REPLACE_POLICY for row in rows):
                 self._resync("the policy was replaced by an import; catch up again")
                 return False
-            more = len(rows) == CHANGES_PAGE
             if not rows and not final:
                 return True
+            # The first page that fits one message; the rest is read again.
+            pages = change_pages([change_message(row) for row in rows]) or [()]
+            changes = pages[0]
+            more = len(pages) > 1 or len(rows) == CHANGES_PAGE
             start = self.cursor
-            if rows:
-                self.cursor = rows[-1].version
-            changes = tuple(change_message(row) for row in rows)
+            if changes:
+                self.cursor = changes[-1].version
             self.conn.changes(Changes(start, self.cursor, changes, more or not final))
             await self.flush()
             if not more:

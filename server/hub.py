@@ -34,7 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 from server import store
 from server.logs import log
 from server.tenants import change_message
-from sync.protocol import Change, Changes, encode
+from sync.protocol import Change, Changes, change_pages, encode
 
 FETCH_LIMIT = 2000
 UNKNOWN_COMMIT_TIME = 0.0
@@ -129,10 +129,11 @@ class Hub:
                 have = [change_message(row) for row in rows]
                 if not have:
                     return
-            batch = Batch.of(sent, tuple(have), committed_at)
-            self._sent[tenant_id] = batch.to_version
-            for session in list(self._sessions.get(tenant_id, ())):
-                session.deliver(batch)
+            for page in change_pages(have):  # each batch must fit one message
+                batch = Batch.of(sent, page, committed_at)
+                sent = self._sent[tenant_id] = batch.to_version
+                for session in list(self._sessions.get(tenant_id, ())):
+                    session.deliver(batch)
         if batch.to_version < version:  # more than one page behind
             await self.advance(tenant_id, version, committed_at)
 

@@ -21,6 +21,8 @@ Rules of this module:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sync.decision import Decision
 from sync.edits import (
     AddInheritance,
@@ -77,13 +79,26 @@ def permission_requests(policy: Policy, edit: Edit, author: str) -> list[Request
     return [_role_request(policy, author, action, getattr(edit, "role_id", ""), None)]
 
 
-def authorize(engine: Engine, edit: Edit, author: str, now: Instant) -> Decision | None:
-    """None when `author` may make `edit`; otherwise the first denying decision.
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """Why an author may not make an edit: the request that was denied, and its decision."""
+
+    request: Request
+    decision: Decision
+
+    @property
+    def permission(self) -> str:
+        """`role:assign on 'tenant-admin'`: what the author lacks."""
+        return f"{self.request.resource_type}:{self.request.action} on {self.request.resource_id!r}"
+
+
+def authorize(engine: Engine, edit: Edit, author: str, now: Instant) -> Denied | None:
+    """None when `author` may make `edit`; otherwise the first request denied.
 
     `now` is the time the permission is decided at (expiring assignments).
     """
     for request in permission_requests(engine.policy, edit, author):
         decision = engine.decide(request, now)
         if not decision.allowed:
-            return decision
+            return Denied(request, decision)
     return None

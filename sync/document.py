@@ -94,7 +94,7 @@ def reject_json_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # A key given twice is refused: a reviewer would read one value and the
     # engine use the other (a `when` written twice, say).
     result = dict(pairs)
@@ -122,9 +122,7 @@ def parse_text(text: str | bytes, *, yaml_syntax: bool = False) -> Any:
     try:
         if yaml_syntax:
             return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
-        return json.loads(
-            text, object_pairs_hook=_unique_pairs, parse_constant=reject_json_constant
-        )
+        return json.loads(text, object_pairs_hook=unique_pairs, parse_constant=reject_json_constant)
     except json.JSONDecodeError as error:
         where = f"line {error.lineno} column {error.colno}"
         raise PolicyInvalid([Problem("", f"not valid JSON at {where}: {error.msg}")]) from None

@@ -14,6 +14,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,10 @@ CONSTRAINTS = "constraints"
 KINDS = (SETTINGS, ROLE, USER)
 
 Document = dict[str, Any]
+
+MAX_ENTITY_BYTES = 64 * 1024
+"""An entity's document as compact JSON may not exceed this: a role or a user
+must fit, many times over, in one sync message (a snapshot part, a change)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,3 +183,15 @@ def _user_with_names(user: Document, name: Any) -> Document:
         for a in user["roles"]
     ]
     return user | {"roles": roles}
+
+
+def entity_bytes(document: Any) -> int:
+    return len(json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def oversized(entities: Iterable[Entity]) -> Entity | None:
+    """The first entity whose document is over `MAX_ENTITY_BYTES`, if any."""
+    for entity in entities:
+        if entity.document is not None and entity_bytes(entity.document) > MAX_ENTITY_BYTES:
+            return entity
+    return None

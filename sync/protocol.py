@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, NoReturn
 
-from sync.document import reject_json_constant
+from sync.document import reject_json_constant, unique_pairs
 from sync.instant import check_instant
 
 PROTOCOL_VERSION = 1
@@ -67,10 +67,23 @@ class CloseCode:
     RATE_LIMITED = 4429
 
 
+MAX_ERROR_TEXT = 1024
+"""Characters of an error's message: what it quotes of the peer's input is cut."""
+
+
+def quoted(value: Any, limit: int = 64) -> str:
+    """`value` for an error message: its repr, cut to `limit` characters of the value."""
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit]) + "…"
+    return repr(value)
+
+
 class ProtocolViolation(Exception):
     """The peer sent something wrong: `code` and a message for the `error` reply."""
 
     def __init__(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        if len(message) > MAX_ERROR_TEXT:
+            message = message[: MAX_ERROR_TEXT - 1] + "…"
         super().__init__(message)
         self.code = code
         self.message = message
@@ -462,7 +475,7 @@ def _build(kind: type, schema: dict[str, Check], document: Any, where: str) -> A
         values[name] = check(value, f"{where}.{name}" if where else name)
     extra = document.keys() - schema.keys() - {"type"}
     if extra:
-        _fail(where or "message", f"unknown field {sorted(extra)[0]!r}")
+        _fail(where or "message", f"unknown field {quoted(sorted(extra)[0])}")
     return kind(**values)
 
 
@@ -521,7 +534,12 @@ def decode(data: bytes | str, direction: Direction) -> Message:
     if _size(data) > MAX_MESSAGE_BYTES:
         raise ProtocolViolation(ErrorCode.TOO_LARGE, f"message over {MAX_MESSAGE_BYTES:,} bytes")
     try:
-        document = json.loads(data, parse_constant=reject_json_constant, parse_float=_finite)
+        document = json.loads(
+            data,
+            object_pairs_hook=unique_pairs,
+            parse_constant=reject_json_constant,
+            parse_float=_finite,
+        )
     except RecursionError:
         raise ProtocolViolation(ErrorCode.TOO_DEEP, "message nests too deeply") from None
     except (ValueError, UnicodeDecodeError) as error:
@@ -537,7 +555,7 @@ def decode(data: bytes | str, direction: Direction) -> Message:
     kind = document.get("type")
     schema = _SCHEMAS.get(kind) if type(kind) is str else None
     if schema is None or schema[1] is not direction:
-        raise ProtocolViolation(ErrorCode.UNKNOWN_TYPE, f"no message type {kind!r} here", ref)
+        raise ProtocolViolation(ErrorCode.UNKNOWN_TYPE, f"no message type {quoted(kind)} here", ref)
     cls, _direction, checks = schema
     try:
         message: Message = _build(cls, checks, document, "")
@@ -581,6 +599,32 @@ def encode(message: Message) -> bytes:
     if len(data) > MAX_MESSAGE_BYTES:
         raise ProtocolBug(f"{type(message).__name__} of {len(data):,} bytes is over the limit")
     return data
+
+
+MAX_PAGE_BYTES = 768 * 1024
+"""What the changes of one `changes` message may take, leaving room for the rest."""
+
+
+def change_pages(
+    changes: Sequence[Change], limit: int = MAX_PAGE_BYTES
+) -> list[tuple[Change, ...]]:
+    """`changes` cut into runs that each fit one `changes` message (at least one
+    change per run: a single change always fits, since an edit came in a message)."""
+    pages: list[tuple[Change, ...]] = []
+    page: list[Change] = []
+    size = 0
+    for change in changes:
+        change_size = len(
+            json.dumps(_plain(change), ensure_ascii=False, separators=(",", ":")).encode()
+        )
+        if page and size + change_size > limit:
+            pages.append(tuple(page))
+            page, size = [], 0
+        page.append(change)
+        size += change_size + 1
+    if page:
+        pages.append(tuple(page))
+    return pages
 
 
 def error_for(violation: ProtocolViolation, *, fatal: bool = False) -> Error:

@@ -17,8 +17,9 @@ Rules of this module, per mutation, in order:
 5. The author must hold the permission the edit needs, decided by the
    tenant's own policy as it is now (`forbidden`; sync/authority.py).
 6. The edit is applied; a refusal (not found, cycle, constraint...) rejects it
-   with its code. An edit that changes nothing is `applied` at the current
-   version.
+   with its code, and so does leaving an entity over `MAX_ENTITY_BYTES`
+   (`invalid`: every entity must fit a message). An edit that changes nothing
+   is `applied` at the current version.
 7. Conflict, until the merge rules of the sync issue: if an entity the edit
    changed was changed by *another* client after `base_version`, or the
    policy was replaced (import) or its history compacted after it, the edit is
@@ -38,7 +39,7 @@ from typing import Any
 from sync.authority import authorize
 from sync.edits import EditRefused, Touched, Undo, edit_from_document
 from sync.engine import Engine
-from sync.entities import Entity, changed_entities
+from sync.entities import MAX_ENTITY_BYTES, Entity, changed_entities, oversized
 from sync.instant import Instant
 from sync.protocol import Mutation, Outcome, Result
 
@@ -107,8 +108,17 @@ def outcome_from_document(client: str, seq: int, document: Mapping[str, Any]) ->
     )
 
 
+MAX_REASON = 1024
+"""Characters of a reason: 500 results of a push stay well under a message's limit
+however much of a hostile edit a reason quotes."""
+
+
+def _cap(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
+
+
 def _rejected(mutation: Mutation, code: str, reason: str) -> Result:
-    return Result(mutation.client, mutation.seq, Outcome.REJECTED, code=code, reason=reason)
+    return Result(mutation.client, mutation.seq, Outcome.REJECTED, code=code, reason=_cap(reason))
 
 
 def execute_push(
@@ -170,8 +180,10 @@ def _decide_one(
         return _rejected(mutation, "invalid", reason), None
     denied = authorize(engine, edit, context.author, context.now)
     if denied is not None:
-        needed = ":".join(edit.permission_needed())
-        reason = f"{context.author} may not {edit.op} ({needed}): {denied.reason}"
+        reason = (
+            f"{context.author} may not {edit.op} (needs {denied.permission}): "
+            f"{denied.decision.reason}"
+        )
         return _rejected(mutation, "forbidden", reason), None
     mine = Undo(engine.policy)
     try:
@@ -185,6 +197,14 @@ def _decide_one(
         engine.refresh(resource_types=True, version=version)
         return _rejected(mutation, "internal", f"the server failed on this edit: {error}"), None
     before, after = changed_entities(mine)
+    too_big = oversized(after)
+    if too_big is not None:
+        engine.revert(mine, touched, version)
+        reason = (
+            f"{too_big.kind} {too_big.id!r} would take more than "
+            f"{MAX_ENTITY_BYTES // 1024} KiB; split it"
+        )
+        return _rejected(mutation, "invalid", reason), None
     if not after:
         engine.version = version
         applied = Result(mutation.client, mutation.seq, Outcome.APPLIED, version)
@@ -203,7 +223,7 @@ def _decide_one(
                 f"{mutation.base_version}, which this edit was made against"
             )
         result = Result(
-            mutation.client, mutation.seq, Outcome.CONFLICT, conflict, "stale_base", reason
+            mutation.client, mutation.seq, Outcome.CONFLICT, conflict, "stale_base", _cap(reason)
         )
         return result, None
     assert decision.undo is not None
