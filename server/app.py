@@ -648,18 +648,16 @@ class Session:
             gap = batch.from_version > self.cursor  # fill it from the log
             if gap and not await self._catch_up(final=False, up_to=batch.from_version):
                 return
-            fresh = tuple(c for c in batch.changes if c.version > self.cursor)
-            if not fresh:
-                continue
-            if any(c.edit.get("op") == REPLACE_POLICY for c in fresh):
+            if batch.replaces_policy:
                 self._resync("the policy was replaced by an import; catch up again")
                 await self.flush()
                 return
             if batch.from_version == self.cursor:  # the usual case: the frame made once
                 self.conn.changes(batch.message, batch.frame)
             else:
+                fresh = tuple(c for c in batch.changes if c.version > self.cursor)
                 self.conn.changes(Changes(self.cursor, fresh[-1].version, fresh, False))
-            self.cursor = fresh[-1].version
+            self.cursor = batch.to_version
             await self.flush()
             if batch.committed_at != UNKNOWN_COMMIT_TIME:
                 self.server.metrics.latency.observe(time.time() - batch.committed_at)

@@ -54,8 +54,8 @@ _PAGE_ROWS = 5000  # rows per page while verifying: memory stays flat on long lo
 _INSERT = """
     INSERT INTO audit (tenant_id, seq, at, kind, actor, device, payload, prev_hash, hash)
     SELECT %s, u.* FROM unnest(
-        %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-        %s::bytea[], %s::bytea[]) AS u
+        %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+        %b::bytea[], %b::bytea[]) AS u
 """
 _ROWS_AFTER = """
     SELECT seq, at, kind, actor, device, payload, prev_hash, hash FROM audit

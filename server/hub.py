@@ -33,7 +33,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from server import store
 from server.logs import log
-from server.tenants import change_message
+from server.tenants import REPLACE_POLICY, change_message
 from sync.protocol import Change, Changes, change_pages, encode
 
 FETCH_LIMIT = 2000
@@ -52,12 +52,15 @@ class Batch:
     committed_at: float
     message: Changes
     frame: bytes
+    replaces_policy: bool
+    """An import is among the changes: sessions are told to resync instead."""
 
     @classmethod
     def of(cls, from_version: int, changes: tuple[Change, ...], committed_at: float) -> Batch:
         message = Changes(from_version, changes[-1].version, changes, False)
+        replaces = any(c.edit.get("op") == REPLACE_POLICY for c in changes)
         return cls(from_version, message.to_version, changes, committed_at, message,
-                   encode(message))  # fmt: skip
+                   encode(message), replaces)  # fmt: skip
 
 
 class Listener(Protocol):

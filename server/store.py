@@ -199,7 +199,7 @@ def _json(value: Any) -> str:
 # hundreds of mutations costs a few round trips, not one per row.
 _UPDATE_ENTITIES = """
     UPDATE entities e SET document = u.document::jsonb, version = %s
-    FROM unnest(%s::text[], %s::text[], %s::text[]) AS u (kind, id, document)
+    FROM unnest(%b::text[], %b::text[], %b::text[]) AS u (kind, id, document)
     WHERE e.tenant_id = %s AND e.kind = u.kind AND e.id = u.id
 """
 _INSERT_ENTITIES = """
@@ -208,11 +208,11 @@ _INSERT_ENTITIES = """
         coalesce((SELECT max(position) FROM entities
                   WHERE tenant_id = %s AND kind = u.kind), 0)
         + row_number() OVER (PARTITION BY u.kind ORDER BY u.n)
-    FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS u (kind, id, document, n)
+    FROM unnest(%b::text[], %b::text[], %b::text[]) WITH ORDINALITY AS u (kind, id, document, n)
 """
 _DELETE_ENTITIES = """
     DELETE FROM entities WHERE tenant_id = %s
-    AND (kind, id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+    AND (kind, id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))
 """
 
 
@@ -276,8 +276,8 @@ async def append_changes(
         " (tenant_id, version, edit, before, after, author, device, client, seq, at)"
         " SELECT %s, u.version, u.edit::jsonb, u.before::jsonb, u.after::jsonb,"
         "   u.author, u.device, u.client, u.seq, u.at"
-        " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],"
-        "   %s::text[], %s::text[], %s::bigint[], %s::text[])"
+        " FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[],"
+        "   %b::text[], %b::text[], %b::bigint[], %b::text[])"
         "   AS u (version, edit, before, after, author, device, client, seq, at)",
         (
             tenant_id,
@@ -381,7 +381,7 @@ async def record_outcomes(
     await conn.cursor(binary=True).execute(
         "INSERT INTO client_mutations (tenant_id, client, seq, outcome)"
         " SELECT %s, %s, u.seq, u.outcome::jsonb"
-        " FROM unnest(%s::bigint[], %s::text[]) AS u (seq, outcome)",
+        " FROM unnest(%b::bigint[], %b::text[]) AS u (seq, outcome)",
         (tenant_id, client, [seq for seq, _ in outcomes], [_json(o) for _, o in outcomes]),
     )
     await conn.execute(

@@ -221,7 +221,7 @@ async def enqueue_many(
         """
         INSERT INTO webhook_deliveries (webhook_id, tenant_id, event, body)
         SELECT w.id, w.tenant_id, e.event, e.body
-        FROM webhooks w, unnest(%s::text[], %s::text[]) WITH ORDINALITY AS e (event, body, n)
+        FROM webhooks w, unnest(%b::text[], %b::text[]) WITH ORDINALITY AS e (event, body, n)
         WHERE w.tenant_id = %s AND w.removed_at IS NULL
             AND (e.event = ANY (w.events) OR %s::text = ANY (w.events))
         ORDER BY e.n, w.id
