@@ -673,7 +673,7 @@ class Session:
             )  # fmt: skip
             return
         server.pushes_in_flight += 1
-        try:
+        try:  # until the result is written: shutdown waits for it
             author = Author(self.user, self.device, self.client)
             try:
                 results, changes, committed_at = await server.tenants.push(
@@ -682,17 +682,17 @@ class Session:
             except store.ClientTaken as error:
                 self._refuse_counted(ErrorCode.FORBIDDEN, str(error), ref=event.ref)
                 return
+            server.metrics.count("fleetgate_pushes_total")
+            for result in results:
+                server.metrics.count("fleetgate_mutations_total", "outcome", result.outcome.value)
+                if result.outcome is Outcome.CONFLICT:
+                    server.metrics.count("fleetgate_conflicts_total")
+            self.conn.push_result(PushResult(event.ref, tuple(results)))
+            await self.flush()
         finally:
             server.pushes_in_flight -= 1
             if not server.pushes_in_flight:
                 server.pushes_done.set()
-        server.metrics.count("fleetgate_pushes_total")
-        for result in results:
-            server.metrics.count("fleetgate_mutations_total", "outcome", result.outcome.value)
-            if result.outcome is Outcome.CONFLICT:
-                server.metrics.count("fleetgate_conflicts_total")
-        self.conn.push_result(PushResult(event.ref, tuple(results)))
-        await self.flush()
         if changes:
             await server.hub.advance(self.tenant_id, changes[-1].version, committed_at, changes)
 

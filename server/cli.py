@@ -46,6 +46,7 @@ from server.store import SchemaTooNew, migrate
 from server.tenants import now_instant, policy_from_entities, replace_policy
 from server.tokens import Passwords, TokenSigner, new_signing_key, signing_key_from_env
 from sync.document import PolicyInvalid, dump_policy, load_policy_file, parse_policy
+from sync.entities import MAX_ENTITY_BYTES, oversized, policy_entities
 from sync.instant import instant_from_datetime
 
 EXIT_OK = 0
@@ -244,6 +245,12 @@ async def import_policy(url: str, name: str, path: str) -> tuple[int, list[str]]
         raise BadInput(f"{path}: {error.strerror or error}") from None
     if policy.tenant != name:
         raise BadInput(f"{path} is the policy of tenant {policy.tenant!r}, not {name!r}")
+    too_big = oversized(policy_entities(policy))
+    if too_big is not None:
+        raise BadInput(
+            f"{path}: {too_big.kind} {too_big.id!r} takes more than "
+            f"{MAX_ENTITY_BYTES // 1024} KiB; every role and user must fit a sync message"
+        )
     conn = await _connect(url)
     try:
         row = await _tenant(conn, name)

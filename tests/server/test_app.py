@@ -563,3 +563,22 @@ async def test_stored_entities_load_back_as_the_same_policy_in_the_same_order(
     assert [u["id"] for u in stored["users"]] == ["admin", "ann", "dora", "x1", "x2"]
     assert [r["name"] for r in stored["roles"]] == ["tenant-admin", "chauffeur", "clerk", "new"]
     await connection.close()
+
+
+async def test_shutdown_lets_a_push_in_flight_commit_and_answer_first(
+    server: SyncServer, acme: int, migrated: str
+) -> None:
+    connection, welcome, _ = await signed_in(server)
+    base = welcome["version"]
+    await connection.send({"type": "push", "ref": "last", "mutations": [
+        mutation("cli-1", i, base, op="create_user", user_id=f"s{i}") for i in range(1, 301)
+    ]})  # fmt: skip
+    while not server.pushes_in_flight:
+        await asyncio.sleep(0.001)
+    await server.shutdown()
+    result = await connection.recv_type("push_result")
+    assert [r["version"] for r in result["results"]] == list(range(base + 1, base + 301))
+    assert await connection.closed() == 1001
+    async with await psycopg.AsyncConnection.connect(migrated) as conn:
+        row = await store.tenant_by_id(conn, acme)
+    assert row is not None and row.version == base + 300

@@ -167,3 +167,33 @@ def test_compact_moves_the_horizon_and_refuses_a_negative_keep(acme: str) -> Non
     negative = fleetgate(acme, "admin", "compact", "acme-logistics", "--keep", "-1")
     assert (negative.returncode, negative.stderr) == (
         2, "fleetgate: --keep is a number of changes, 0 or more\n")  # fmt: skip
+
+
+def test_import_refuses_a_user_too_large_to_sync(migrated: str, tmp_path: Path) -> None:
+    fleetgate(migrated, "admin", "create-tenant", "t", "--admin", "a", stdin="pw\n")
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({
+        "format": "fleetgate.policy/1", "tenant": "t", "resource_types": {"doc": ["read"]},
+        "roles": [], "users": [{"id": "a", "attributes": {"notes": "x" * 70_000}}],
+    }))  # fmt: skip
+    refused = fleetgate(migrated, "admin", "import", "t", str(big))
+    assert (refused.returncode, refused.stderr) == (2, (
+        f"fleetgate: {big}: user 'a' takes more than 64 KiB; "
+        "every role and user must fit a sync message\n"))  # fmt: skip
+
+
+def test_without_a_database_url_the_embedded_postgres_keeps_the_data(tmp_path: Path) -> None:
+    data = tmp_path / "server-data"
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "server", *args, "--data-dir", str(data)], input=stdin,
+            capture_output=True, text=True, cwd=ROOT, timeout=180, check=False,
+        )  # fmt: skip
+
+    created = run("admin", "create-tenant", "t", "--admin", "ann", stdin="pw\n")
+    assert created.returncode == 0, created.stderr
+    # Each command started the embedded server and stopped it on exit; the next finds the data.
+    listed = run("admin", "users", "t")
+    assert (listed.returncode, listed.stdout) == (0, "ann\tdevices=0\trevoked=0\n")
+    assert listed.stderr == ""
