@@ -133,13 +133,7 @@ class ServerConnection:
 
     def receive(self, frame: bytes | str, now: float) -> None:
         """Take one frame the client sent at `now`."""
-        if self.state is State.CLOSED:
-            return
-        if not self._within_rate(now):
-            self._fail(
-                Error(ErrorCode.RATE_LIMITED, "too many messages", fatal=True),
-                CloseCode.RATE_LIMITED,
-            )
+        if not self._admitted(now):
             return
         try:
             message = decode(frame, Direction.TO_SERVER)
@@ -150,17 +144,22 @@ class ServerConnection:
 
     def receive_binary(self, now: float) -> None:
         """The client sent a binary frame: not part of the protocol (text frames only)."""
+        if self._admitted(now):
+            self._violation(
+                ProtocolViolation(ErrorCode.MALFORMED, "binary frames are not part of the protocol")
+            )
+
+    def _admitted(self, now: float) -> bool:
+        """False when closed, or when the frame is over the rate (which closes)."""
         if self.state is State.CLOSED:
-            return
+            return False
         if not self._within_rate(now):
             self._fail(
                 Error(ErrorCode.RATE_LIMITED, "too many messages", fatal=True),
                 CloseCode.RATE_LIMITED,
             )
-            return
-        self._violation(
-            ProtocolViolation(ErrorCode.MALFORMED, "binary frames are not part of the protocol")
-        )
+            return False
+        return True
 
     def _within_rate(self, now: float) -> bool:
         elapsed = max(0.0, now - self._last)

@@ -69,6 +69,36 @@ async def aconn(migrated: str) -> AsyncIterator[psycopg.AsyncConnection]:
         await connection.close()
 
 
+ACME_POLICY: dict[str, Any] = {
+    "format": "fleetgate.policy/1",
+    "tenant": "acme",
+    "resource_types": {
+        "role": ["read", "create", "update", "delete", "assign"],
+        "user": ["read", "create", "update", "delete"],
+        "vehicle": ["read", "dispatch"],
+    },
+    "roles": [
+        {"id": "r-admin", "name": "tenant-admin",
+         "grants": [{"resource": "role", "actions": ["*"]},
+                    {"resource": "user", "actions": ["*"]}]},
+        {"id": "r-driver", "name": "driver",
+         "grants": [{"resource": "vehicle", "actions": ["read"]}]},
+        {"id": "r-clerk", "name": "clerk",
+         "grants": [{"resource": "user", "actions": ["read", "update"]},
+                    {"resource": "role", "actions": ["assign"],
+                     "when": {"resource.id": {"eq": "driver"}}}]},
+    ],
+    "users": [
+        {"id": "admin", "roles": [{"role": "tenant-admin"}]},
+        {"id": "ann", "roles": [{"role": "tenant-admin"}]},
+        {"id": "carl", "roles": [{"role": "clerk"}]},
+        {"id": "dora", "attributes": {"depot": "north"}},
+    ],
+}  # fmt: skip
+"""A small tenant for server tests: an admin role, a clerk who may assign only
+`driver`, and a user with no role."""
+
+
 TEST_KEY = b"fleetgate-test-signing-key-32-bytes!!"
 PASSWORD = "correct horse battery"
 

@@ -13,39 +13,12 @@ import pytest
 
 from server import audit, store
 from server.app import SyncServer
-from tests.server.conftest import PASSWORD, add_account, make_tenant
+from tests.server.conftest import ACME_POLICY, PASSWORD, add_account, make_tenant
 from tests.server.wsclient import Client, mutation
-
-DEMO: dict[str, Any] = {
-    "format": "fleetgate.policy/1",
-    "tenant": "acme",
-    "resource_types": {
-        "role": ["read", "create", "update", "delete", "assign"],
-        "user": ["read", "create", "update", "delete"],
-        "vehicle": ["read", "dispatch"],
-    },
-    "roles": [
-        {"id": "r-admin", "name": "tenant-admin",
-         "grants": [{"resource": "role", "actions": ["*"]},
-                    {"resource": "user", "actions": ["*"]}]},
-        {"id": "r-driver", "name": "driver",
-         "grants": [{"resource": "vehicle", "actions": ["read"]}]},
-        {"id": "r-clerk", "name": "clerk",
-         "grants": [{"resource": "user", "actions": ["read", "update"]},
-                    {"resource": "role", "actions": ["assign"],
-                     "when": {"resource.id": {"eq": "driver"}}}]},
-    ],
-    "users": [
-        {"id": "admin", "roles": [{"role": "tenant-admin"}]},
-        {"id": "ann", "roles": [{"role": "tenant-admin"}]},
-        {"id": "carl", "roles": [{"role": "clerk"}]},
-        {"id": "dora", "attributes": {"depot": "north"}},
-    ],
-}  # fmt: skip
 
 
 def document_for(tenant: str) -> dict[str, Any]:
-    return DEMO | {"tenant": tenant}
+    return ACME_POLICY | {"tenant": tenant}
 
 
 async def signed_in(

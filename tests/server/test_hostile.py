@@ -55,37 +55,20 @@ from server import store
 from server.app import SyncServer
 from server.tokens import TokenSigner
 from sync.protocol import MAX_INT, MAX_MESSAGE_BYTES
-from tests.server.conftest import PASSWORD, TEST_KEY, add_account, make_tenant
+from tests.server.conftest import ACME_POLICY, PASSWORD, TEST_KEY, add_account, make_tenant
 from tests.server.wsclient import Client, mutation
 
-ACME: dict[str, Any] = {
-    "format": "fleetgate.policy/1",
-    "tenant": "acme",
-    "resource_types": {
-        "role": ["read", "create", "update", "delete", "assign"],
-        "user": ["read", "create", "update", "delete"],
-        "vehicle": ["read", "dispatch"],
-    },
+ACME: dict[str, Any] = ACME_POLICY | {
     "roles": [
-        {"id": "r-admin", "name": "tenant-admin",
-         "grants": [{"resource": "role", "actions": ["*"]},
-                    {"resource": "user", "actions": ["*"]}]},
-        {"id": "r-driver", "name": "driver",
-         "grants": [{"resource": "vehicle", "actions": ["read"]}]},
-        {"id": "r-clerk", "name": "clerk",
-         "grants": [{"resource": "user", "actions": ["read", "update"]},
-                    {"resource": "role", "actions": ["assign"],
-                     "when": {"resource.id": {"eq": "driver"}}}]},
+        *ACME_POLICY["roles"],
         {"id": "r-maker", "name": "role-maker",
          "grants": [{"resource": "role", "actions": ["read", "create", "update"]},
                     {"resource": "user", "actions": ["read"]}]},
     ],
     "users": [
-        {"id": "admin", "roles": [{"role": "tenant-admin"}]},
-        {"id": "ann", "roles": [{"role": "tenant-admin"}]},
-        {"id": "carl", "roles": [{"role": "clerk"}]},
+        *ACME_POLICY["users"][:3],
         {"id": "mia", "roles": [{"role": "role-maker"}]},
-        {"id": "dora", "attributes": {"depot": "north"}},
+        *ACME_POLICY["users"][3:],
     ],
 }  # fmt: skip
 
