@@ -555,3 +555,48 @@ async def test_shutdown_lets_a_push_in_flight_commit_and_answer_first(
     async with await psycopg.AsyncConnection.connect(migrated) as conn:
         row = await store.tenant_by_id(conn, acme)
     assert row is not None and row.version == base + 300
+
+
+async def test_every_message_of_a_session_reads_and_writes_its_own_tenant_only(
+    server: SyncServer, acme: int, migrated: str
+) -> None:
+    other = await make_tenant(migrated, "other", document=document_for("other"))
+    b, b_welcome, _ = await signed_in(server, tenant="other", device="db", client="cb")
+    await b.push(mutation("cb", 1, b_welcome["version"], op="create_user", user_id="only-b"))
+    # hello (snapshot and changes) of tenant A sees none of B's changes.
+    a, a_welcome, after = await signed_in(server, device="da", client="ca")
+    users = [u["id"] for m in after if m["type"] == "snapshot" for u in m["part"].get("users", [])]
+    assert "only-b" not in users
+    assert a_welcome["tenant"] == "acme"
+    assert all(not m.get("changes") for m in after if m["type"] == "changes")
+    # push: A's edits land in A; B's version is unchanged.
+    await a.push(mutation("ca", 1, a_welcome["version"], op="create_user", user_id="only-a"))
+    # record_decisions: into A's audit chain only.
+    decision = {
+        "request": {"user": "x", "action": "read", "resource": {"type": "vehicle"}},
+        "allowed": True,
+        "reason": "r",
+        "at": "2026-11-01T00:00:00Z",
+        "policy_version": 1,
+    }
+    assert (await a.call({"type": "record_decisions", "decisions": [decision]}))["count"] == 1
+    async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
+        assert len(await audit.rows(conn, acme, kind="decision.offline")) == 1
+        assert await audit.rows(conn, other, kind="decision.offline") == []
+        b_row = await store.tenant_by_id(conn, other)
+        b_users = [row.after for row in await store.changes_after(conn, other, 0, 100)]
+    assert b_row is not None and b_row.version == b_welcome["version"] + 1
+    assert not any("user:only-a" in after for after in b_users)
+    # refresh: the new tokens are for A.
+    signed = await (await Client.connect(server.port)).sign_in("acme", "admin", PASSWORD, "da")
+    renewed = await a.call(
+        {"type": "refresh", "refresh_token": signed["refresh_token"], "device": "da"}
+    )
+    assert (renewed["type"], renewed["tenant"]) == ("signed_in", "acme")
+    # B's live session got B's change only, never A's.
+    seen = await b.recv_type("changes")
+    assert [c["edit"]["user_id"] for c in seen["changes"]] == ["only-b"]
+    with pytest.raises(TimeoutError):
+        await b.recv_type("changes", timeout=0.5)
+    await a.close()
+    await b.close()
