@@ -124,8 +124,11 @@ async def _signing_key(conn: psycopg.AsyncConnection) -> bytes:
 
 async def serve(url: str, host: str, port: int, *, poll_interval: float = 2.0) -> None:
     pool = AsyncConnectionPool(
-        url, min_size=2, max_size=16, open=False, kwargs={"autocommit": True}
-    )
+        url, min_size=2, max_size=16, open=False, kwargs={"autocommit": True},
+        # After a database restart, pooled connections are dead: checked on
+        # checkout, so a push gets a live one instead of an error.
+        check=AsyncConnectionPool.check_connection,
+    )  # fmt: skip
     await pool.open(wait=True, timeout=30)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

