@@ -5,6 +5,7 @@
     fleetgate admin import NAME POLICY.json
     fleetgate admin export NAME
     fleetgate admin users NAME
+    fleetgate admin devices NAME
     fleetgate admin revoke-device NAME DEVICE_ID
     fleetgate admin compact NAME [--keep N]
     fleetgate admin add-webhook NAME URL --event EVENT [--event ...]
@@ -300,6 +301,13 @@ async def _admin(args: argparse.Namespace, url: str) -> int:
                 print(f"{account.user}\tdevices={account.devices}"
                       f"\trevoked={account.revoked_devices}")  # fmt: skip
             return EXIT_OK
+        if command == "devices":
+            for device in await store.devices(conn, row.id):
+                revoked = device.revoked_at
+                state = f"revoked {_utc(revoked)}" if revoked else "active"
+                print(f"{device.device}\tuser={device.user}"
+                      f"\tlast_seen={_utc(device.last_seen)}\t{state}")  # fmt: skip
+            return EXIT_OK
         if command == "revoke-device":
             if not await store.revoke_device(conn, row.id, args.device):
                 raise BadInput(f"tenant {args.name!r} has no device {args.device!r}")
@@ -338,6 +346,10 @@ async def _admin(args: argparse.Namespace, url: str) -> int:
     finally:
         await conn.close()
     raise BadInput(f"unknown admin command {command!r}")
+
+
+def _utc(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 async def _audit_verify(url: str, name: str) -> int:
@@ -386,6 +398,7 @@ def parser() -> argparse.ArgumentParser:
     imported.add_argument("name")
     imported.add_argument("policy")
     for name, text in (("export", "print a tenant's policy"), ("users", "list accounts"),
+                       ("devices", "list devices, the user last seen on each"),
                        ("webhooks", "list webhooks")):  # fmt: skip
         admin.add_parser(name, parents=[database], help=text).add_argument("name")
     revoke = admin.add_parser("revoke-device", parents=[database], help="revoke a device")

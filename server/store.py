@@ -107,11 +107,6 @@ async def tenant_by_id(conn: psycopg.AsyncConnection, tenant_id: int) -> TenantR
     return TenantRow(*row) if row else None
 
 
-async def tenant_names(conn: psycopg.AsyncConnection) -> list[str]:
-    cursor = await conn.execute("SELECT name FROM tenants ORDER BY name")
-    return [row[0] for row in await cursor.fetchall()]
-
-
 async def insert_tenant(conn: psycopg.AsyncConnection, name: str) -> int:
     """A new tenant at version 0, in the caller's transaction. Raises TenantExists."""
     try:

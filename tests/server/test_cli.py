@@ -99,8 +99,14 @@ def test_users_and_revoke_device(acme: str) -> None:
         conn.execute(
             "INSERT INTO devices (tenant_id, device, user_id) VALUES (1, 'dev-9', 'dreed')"
         )
+    listed = fleetgate(acme, "admin", "devices", "acme-logistics")
+    assert listed.returncode == 0
+    assert listed.stdout.startswith("dev-9\tuser=dreed\tlast_seen=20")
+    assert listed.stdout.endswith("\tactive\n")
     revoked = fleetgate(acme, "admin", "revoke-device", "acme-logistics", "dev-9")
     assert revoked.returncode == 0, revoked.stderr
+    assert fleetgate(acme, "admin", "devices", "acme-logistics").stdout.endswith("Z\n")
+    assert "\trevoked 20" in fleetgate(acme, "admin", "devices", "acme-logistics").stdout
     users = fleetgate(acme, "admin", "users", "acme-logistics")
     assert users.stdout == "dreed\tdevices=0\trevoked=1\n"
 
