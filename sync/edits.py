@@ -71,28 +71,45 @@ class Undo:
         self.policy = policy
         self.saved: list[tuple[dict[str, Any], str, Any]] = []
         self.constraints = policy.constraints
+        self.orders: dict[int, list[str]] = {}
+        """Key order of each table before its first deletion: a key put back
+        after a deletion would otherwise move to the end."""
 
     def put(self, table: dict[str, Any], key: str, value: Any) -> None:
         self.saved.append((table, key, table.get(key, _MISSING)))
         if value is _MISSING:
+            self.orders.setdefault(id(table), list(table))
             del table[key]
         else:
             table[key] = value
 
     def revert(self) -> None:
-        """Put the policy back as it was when this Undo was made."""
+        """Put the policy back as it was when this Undo was made, in the same order."""
+        tables: dict[int, dict[str, Any]] = {}
         for table, key, old in reversed(self.saved):
+            tables[id(table)] = table
             if old is _MISSING:
                 table.pop(key, None)
             else:
                 table[key] = old
+        for table_id, order in self.orders.items():
+            table = tables.get(table_id)
+            if table is not None:
+                values = dict(table)
+                table.clear()
+                table.update((key, values.pop(key)) for key in order if key in values)
+                table.update(values)
         self.saved.clear()
+        self.orders.clear()
         self.policy.constraints = self.constraints
 
     def absorb(self, later: Undo) -> None:
         """Take over what a later Undo of the same policy would put back."""
         self.saved.extend(later.saved)
+        for table_id, order in later.orders.items():
+            self.orders.setdefault(table_id, order)  # the earlier order is the one to restore
         later.saved = []
+        later.orders = {}
 
 
 def _role(policy: Policy, role_id: str) -> Role:

@@ -462,7 +462,7 @@ class Engine:
         allowed: list[tuple[str, Decision]] = []
         attrs = resource_attrs or {}
         ctx = context or {}
-        for user_id in self._users:
+        for user_id in self.policy.users:  # the policy's order, however entries were refreshed
             request = Request(user_id, action, resource_type, resource_id, attrs, ctx, time)
             decision = self.decide(request, now)
             if decision.allowed:
@@ -539,7 +539,10 @@ class Engine:
     def holders(self, role_ids: set[str]) -> list[str]:
         """Ids of users holding any of `role_ids` (directly or through inheritance)."""
         found: list[str] = []
-        for user_id, entry in self._users.items():
+        for user_id in self.policy.users:
+            entry = self._users.get(user_id)
+            if entry is None:
+                continue
             if entry.combo.roles & role_ids or any(
                 link.owner in role_ids for _, links in entry.expiring for link in links
             ):
