@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -88,17 +89,28 @@ def policy_from_entities(name: str, entities: Sequence[Entity], now: Instant) ->
     return parse_policy(policy_document(name, entities), now=now)
 
 
-class Tenants:
-    """The tenants this process has loaded; tenants are loaded on first use."""
+MAX_LOADED = 256
+"""Tenants whose engines a process keeps; the least recently used idle ones go first."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+
+class Tenants:
+    """The tenants this process has loaded; tenants are loaded on first use.
+
+    At most `max_loaded` engines are kept: the least recently used tenant that
+    is not being written is dropped, and loaded again from the database when
+    it is next used (the database is the truth, so nothing is lost).
+    """
+
+    def __init__(self, pool: AsyncConnectionPool, max_loaded: int = MAX_LOADED) -> None:
         self.pool = pool
-        self._loaded: dict[int, Tenant] = {}
+        self.max_loaded = max_loaded
+        self._loaded: OrderedDict[int, Tenant] = OrderedDict()
         self._loading = asyncio.Lock()
 
     async def get(self, tenant_id: int) -> Tenant:
         tenant = self._loaded.get(tenant_id)
         if tenant is not None:
+            self._loaded.move_to_end(tenant_id)
             return tenant
         async with self._loading:
             tenant = self._loaded.get(tenant_id)
@@ -106,7 +118,16 @@ class Tenants:
                 async with self.pool.connection() as conn:
                     tenant = await self._load(conn, tenant_id)
                 self._loaded[tenant_id] = tenant
+                self._evict()
         return tenant
+
+    def _evict(self) -> None:
+        idle = [t for t in self._loaded.values() if not t.lock.locked()]
+        while len(self._loaded) > self.max_loaded and idle:
+            self._loaded.pop(idle.pop(0).id, None)
+
+    def loaded(self) -> int:
+        return len(self._loaded)
 
     async def _load(self, conn: psycopg.AsyncConnection, tenant_id: int) -> Tenant:
         row = await store.tenant_by_id(conn, tenant_id)

@@ -600,3 +600,23 @@ async def test_every_message_of_a_session_reads_and_writes_its_own_tenant_only(
         await b.recv_type("changes", timeout=0.5)
     await a.close()
     await b.close()
+
+
+async def test_a_process_keeps_a_bounded_number_of_tenant_engines(
+    server: SyncServer, acme: int, migrated: str
+) -> None:
+    await make_tenant(migrated, "other", document=document_for("other"))
+    server.tenants.max_loaded = 1
+    a, a_welcome, _ = await signed_in(server, device="da", client="ca")
+    b, b_welcome, _ = await signed_in(server, tenant="other", device="db", client="cb")
+    for seq in range(1, 4):  # each push loads its tenant again from the database
+        for client, name, welcome in ((a, "ca", a_welcome), (b, "cb", b_welcome)):
+            base = welcome["version"] + seq - 1
+            result = await client.push(
+                mutation(name, seq, base, op="create_user", user_id=f"u{seq}")
+            )
+            assert result["results"][0] == {"client": name, "seq": seq, "outcome": "applied",
+                                            "version": base + 1}  # fmt: skip
+            assert server.tenants.loaded() == 1
+    await a.close()
+    await b.close()
