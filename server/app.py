@@ -115,6 +115,7 @@ class CutSnapshot:
 
 
 def cut_snapshot(tenant_id: int, version: int, document: dict[str, Any]) -> CutSnapshot:
+    """The tenant's policy document at `version`, cut into encoded `snapshot` messages."""
     parts = snapshot_parts(document)
     snapshot_id = f"s{version}-{secrets.token_hex(8)}"
     messages = tuple(
@@ -310,6 +311,7 @@ class Session:
     # --- the read loop -------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Read, feed, act and write until the connection ends; a failure ends this session only."""
         pump = asyncio.create_task(self._pump())
         try:
             await self._read()

@@ -124,6 +124,7 @@ async def _signing_key(conn: psycopg.AsyncConnection) -> bytes:
 
 
 async def serve(url: str, host: str, port: int, *, poll_interval: float = 2.0) -> None:
+    """Serve on `url`'s database until SIGTERM or SIGINT, then shut down gracefully."""
     pool = AsyncConnectionPool(
         url, min_size=2, max_size=16, open=False, kwargs={"autocommit": True},
         # After a database restart, pooled connections are dead: checked on
@@ -240,6 +241,10 @@ async def create_tenant(
 
 
 async def import_policy(url: str, name: str, path: str) -> tuple[int, list[str]]:
+    """Replace the tenant's policy with the file's; the new version and the accounts it lacks.
+
+    Raises BadInput naming every problem of the file, or a tenant mismatch.
+    """
     now, _ = now_instant()
     try:
         policy = load_policy_file(path, now=now)
@@ -266,6 +271,7 @@ async def import_policy(url: str, name: str, path: str) -> tuple[int, list[str]]
 
 
 async def export_document(url: str, name: str) -> str:
+    """The tenant's stored policy as format-1 JSON text. Raises BadInput for an unknown tenant."""
     conn = await _connect(url)
     try:
         row = await _tenant(conn, name)
@@ -377,6 +383,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
+    """The argument parser of `fleetgate server | admin | audit`."""
     database = _Parser(add_help=False)
     database.add_argument("--data-dir", help="where the embedded Postgres keeps its data")
     database.add_argument("--database-url", help="use this Postgres instead of the embedded one")
@@ -426,6 +433,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status (module docstring)."""
     args = parser().parse_args(argv)
     try:
         url = database_url(args)

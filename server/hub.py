@@ -57,6 +57,7 @@ class Batch:
 
     @classmethod
     def of(cls, from_version: int, changes: tuple[Change, ...], committed_at: float) -> Batch:
+        """A batch of `changes` after `from_version`, with its message encoded once."""
         message = Changes(from_version, changes[-1].version, changes, False)
         replaces = any(c.edit.get("op") == REPLACE_POLICY for c in changes)
         return cls(from_version, message.to_version, changes, committed_at, message,
@@ -94,6 +95,7 @@ class Hub:
         self._sent.setdefault(session.tenant_id, version)
 
     def leave(self, session: Listener) -> None:
+        """Stop fanning out to `session` (it closed)."""
         sessions = self._sessions.get(session.tenant_id)
         if sessions is not None:
             sessions.discard(session)

@@ -43,4 +43,5 @@ def configure(level: int = logging.INFO) -> None:
 
 
 def log(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Write one log line: `event` and plain `fields` (never a secret)."""
     _logger.log(level, event, extra={"fields": fields})

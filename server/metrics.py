@@ -52,9 +52,11 @@ class Metrics:
         self.latency = Histogram()
 
     def count(self, name: str, label: str = "", value: str = "", amount: float = 1.0) -> None:
+        """Add `amount` to a counter, with one optional label."""
         self.counters[(name, label, value)] += amount
 
     def render(self) -> str:
+        """Every series in the Prometheus text format."""
         lines: list[str] = []
         for name, (kind, text) in self.HELP.items():
             lines.append(f"# HELP {name} {text}")

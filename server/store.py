@@ -92,6 +92,7 @@ class TenantRow:
 
 
 async def tenant_by_name(conn: psycopg.AsyncConnection, name: str) -> TenantRow | None:
+    """The tenant of that name, or None."""
     cursor = await conn.execute(
         "SELECT id, name, version, horizon FROM tenants WHERE name = %s", (name,)
     )
@@ -100,6 +101,7 @@ async def tenant_by_name(conn: psycopg.AsyncConnection, name: str) -> TenantRow 
 
 
 async def tenant_by_id(conn: psycopg.AsyncConnection, tenant_id: int) -> TenantRow | None:
+    """The tenant with that id, or None."""
     cursor = await conn.execute(
         "SELECT id, name, version, horizon FROM tenants WHERE id = %s", (tenant_id,)
     )
@@ -354,6 +356,7 @@ async def claim_client(
 async def stored_outcomes(
     conn: psycopg.AsyncConnection, tenant_id: int, client: str, seqs: Sequence[int]
 ) -> dict[int, dict[str, Any]]:
+    """The stored outcome documents of the client's `seqs` that have one."""
     if not seqs:
         return {}
     cursor = await conn.execute(
@@ -404,6 +407,7 @@ DEVICES_CHANNEL = "fleetgate_devices"
 async def set_password(
     conn: psycopg.AsyncConnection, tenant_id: int, user: str, password_hash: str
 ) -> None:
+    """Create the account or replace its password hash (argon2id, made by the caller)."""
     await conn.execute(
         "INSERT INTO accounts (tenant_id, user_id, password_hash) VALUES (%s, %s, %s)"
         " ON CONFLICT (tenant_id, user_id) DO UPDATE SET password_hash = excluded.password_hash",
@@ -412,6 +416,7 @@ async def set_password(
 
 
 async def password_hash(conn: psycopg.AsyncConnection, tenant_id: int, user: str) -> str | None:
+    """The account's password hash, or None when the tenant has no such account."""
     cursor = await conn.execute(
         "SELECT password_hash FROM accounts WHERE tenant_id = %s AND user_id = %s",
         (tenant_id, user),
@@ -429,6 +434,7 @@ class AccountRow:
 
 
 async def accounts(conn: psycopg.AsyncConnection, tenant_id: int) -> list[AccountRow]:
+    """The tenant's accounts with how many of their devices are active and revoked."""
     cursor = await conn.execute(
         "SELECT a.user_id, a.created_at,"
         " count(d.device) FILTER (WHERE d.revoked_at IS NULL),"
@@ -493,6 +499,7 @@ async def store_refresh_token(
     device: str,
     expires_at: datetime,
 ) -> None:
+    """Keep a refresh token's SHA-256 (never the token) until `expires_at`."""
     await conn.execute(
         "INSERT INTO refresh_tokens (token_hash, tenant_id, user_id, device, expires_at)"
         " VALUES (%s, %s, %s, %s, %s)",
@@ -548,6 +555,7 @@ class DeviceRow:
 
 
 async def devices(conn: psycopg.AsyncConnection, tenant_id: int) -> list[DeviceRow]:
+    """The tenant's devices, each with its latest user."""
     cursor = await conn.execute(
         "SELECT device, user_id, first_seen, last_seen, revoked_at FROM devices"
         " WHERE tenant_id = %s ORDER BY user_id, device",

@@ -86,6 +86,7 @@ def _compile(name: str, entities: Sequence[Entity], version: int) -> Engine:
 
 
 def policy_from_entities(name: str, entities: Sequence[Entity], now: Instant) -> Policy:
+    """The validated policy of a tenant's stored entities; raises PolicyInvalid."""
     return parse_policy(policy_document(name, entities), now=now)
 
 
@@ -108,6 +109,7 @@ class Tenants:
         self._loading = asyncio.Lock()
 
     async def get(self, tenant_id: int) -> Tenant:
+        """The tenant's engine in this process, loaded (and compiled) on first use."""
         tenant = self._loaded.get(tenant_id)
         if tenant is not None:
             self._loaded.move_to_end(tenant_id)
@@ -341,6 +343,7 @@ def _change_payload(change: store.ChangeRow) -> dict[str, Any]:
 
 
 def change_message(row: store.ChangeRow) -> Change:
+    """The protocol's `change` for a change-log row."""
     return Change(row.version, row.edit, row.author, row.device, row.client, row.seq, row.at)
 
 

@@ -55,6 +55,7 @@ def _rules(rules: tuple[Rule, ...]) -> list[Document]:
 
 
 def role_document(role: Role) -> Document:
+    """A role's entity document (roles it inherits by id)."""
     document: Document = {"id": role.id, "name": role.name}
     if role.description:
         document["description"] = role.description
@@ -68,6 +69,7 @@ def role_document(role: Role) -> Document:
 
 
 def user_document(user: User) -> Document:
+    """A user's entity document: attributes, assignments (role ids) and own rules."""
     document: Document = {"id": user.id}
     if user.name is not None:
         document["name"] = user.name
@@ -186,6 +188,7 @@ def _user_with_names(user: Document, name: Any) -> Document:
 
 
 def entity_bytes(document: Any) -> int:
+    """Bytes of an entity document as compact UTF-8 JSON."""
     return len(json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode())
 
 

@@ -98,6 +98,7 @@ def outcome_document(result: Result) -> dict[str, Any]:
 
 
 def outcome_from_document(client: str, seq: int, document: Mapping[str, Any]) -> Result:
+    """The result a stored outcome document stands for, for `client` and `seq`."""
     return Result(
         client,
         seq,
