@@ -73,6 +73,8 @@ def bench() -> int:
 
 def bench_server() -> int:
     _ensure_venv("dev,bench")
+    if (code := _run("-m", "bench.pushes")) != 0:
+        return code
     return _run("-m", "bench.sync_server", *sys.argv[2:])
 
 
