@@ -43,6 +43,7 @@ from psycopg_pool import AsyncConnectionPool
 from server import audit, store, webhooks
 from server.app import Settings, SyncServer
 from server.logs import configure, log
+from server.sealing import SecretBox
 from server.store import SchemaTooNew, migrate
 from server.tenants import now_instant, policy_from_entities, replace_policy
 from server.tokens import Passwords, TokenSigner, new_signing_key, signing_key_from_env
@@ -146,7 +147,7 @@ async def serve(url: str, host: str, port: int, *, poll_interval: float = 2.0) -
         )  # fmt: skip
         await server.start()
         print(f"fleetgate server listening on ws://{host}:{server.port}/sync", flush=True)
-        deliveries = asyncio.create_task(_deliver_webhooks(pool, server, stop))
+        deliveries = asyncio.create_task(_deliver_webhooks(pool, server, SecretBox(key), stop))
         await stop.wait()
         await server.shutdown()
         await deliveries
@@ -154,12 +155,14 @@ async def serve(url: str, host: str, port: int, *, poll_interval: float = 2.0) -
         await pool.close()
 
 
-async def _deliver_webhooks(pool: AsyncConnectionPool, server: Any, stop: asyncio.Event) -> None:
+async def _deliver_webhooks(
+    pool: AsyncConnectionPool, server: Any, box: SecretBox, stop: asyncio.Event
+) -> None:
     def counted(result: str) -> None:
         server.metrics.count("fleetgate_webhook_deliveries_total", "result", result)
 
     async with httpx.AsyncClient(follow_redirects=False) as http:
-        await webhooks.Deliverer(pool, http, on_result=counted).run(stop)
+        await webhooks.Deliverer(pool, http, box=box, on_result=counted).run(stop)
 
 
 # --- fleetgate admin ... and audit verify ------------------------------------------------
@@ -334,7 +337,8 @@ async def _admin(args: argparse.Namespace, url: str) -> int:
             return EXIT_OK
         if command == "add-webhook":
             try:
-                hook = await webhooks.register(conn, row.id, args.url, args.event)
+                box = SecretBox(await _signing_key(conn))
+                hook = await webhooks.register(conn, row.id, args.url, args.event, box=box)
             except webhooks.WebhookInvalid as error:
                 raise BadInput(str(error)) from None
             print(f"webhook {hook.id}: {hook.url} for {', '.join(hook.events)}")

@@ -152,7 +152,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             tenant_id  bigint NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
             url        text   NOT NULL CHECK (length(url) BETWEEN 1 AND 2048),
             events     text[] NOT NULL,
-            secret     text   NOT NULL,
+            -- The signing secret, sealed (server/sealing.py): never in clear.
+            sealed_secret text NOT NULL,
             created_at timestamptz NOT NULL DEFAULT now(),
             removed_at timestamptz
         );

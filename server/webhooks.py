@@ -48,6 +48,8 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
+from server.sealing import SecretBox, SecretUnreadable
+
 EVENTS = ("change.committed", "push.rejected", "device.revoked", "decisions.recorded")
 """What a webhook can subscribe to; "*" subscribes to all of them."""
 
@@ -69,7 +71,7 @@ _CLAIM = """
     SET next_attempt_at = now() + %s * interval '1 second'
     FROM due, webhooks AS w
     WHERE d.id = due.id AND w.id = d.webhook_id
-    RETURNING d.id, d.webhook_id, d.event, d.body, d.attempts, w.url, w.secret
+    RETURNING d.id, d.webhook_id, d.event, d.body, d.attempts, w.url, w.sealed_secret, w.tenant_id
 """
 _RECORD_DELIVERED = """
     UPDATE webhook_deliveries
@@ -100,18 +102,25 @@ class Webhook:
     secret: str = field(repr=False)
 
 
+def _context(tenant_id: int) -> str:
+    return f"webhook-secret:{tenant_id}"
+
+
 async def register(
     conn: psycopg.AsyncConnection[Any],
     tenant_id: int,
     url: str,
     events: Sequence[str],
     secret: str | None = None,
+    *,
+    box: SecretBox,
 ) -> Webhook:
     """Add a webhook for the tenant's `events` (names from EVENTS, or "*").
 
     Without a `secret` one is generated; the receiver needs it to check
-    signatures. Raises WebhookInvalid for a URL that is not http(s) with a host
-    or is too long, for no or unknown events and for an empty secret;
+    signatures. It is stored sealed by `box` (server/sealing.py), never in
+    clear. Raises WebhookInvalid for a URL that is not http(s) with a host or
+    is too long, for no or unknown events and for an empty secret;
     LookupError when there is no such tenant.
     """
     _check_url(url)
@@ -122,9 +131,9 @@ async def register(
         raise WebhookInvalid("the webhook secret must not be empty")
     try:
         cursor = await conn.cursor(row_factory=tuple_row).execute(
-            "INSERT INTO webhooks (tenant_id, url, events, secret)"
+            "INSERT INTO webhooks (tenant_id, url, events, sealed_secret)"
             " VALUES (%s, %s, %s, %s) RETURNING id",
-            (tenant_id, url, list(subscribed), secret),
+            (tenant_id, url, list(subscribed), box.seal(secret, _context(tenant_id))),
         )
     except psycopg.errors.ForeignKeyViolation as error:
         raise LookupError(f"there is no tenant {tenant_id}") from error
@@ -158,16 +167,22 @@ async def remove(conn: psycopg.AsyncConnection[Any], tenant_id: int, webhook_id:
     return row is not None and row[0] == 1
 
 
-async def webhooks(conn: psycopg.AsyncConnection[Any], tenant_id: int) -> list[Webhook]:
-    """The tenant's active webhooks, oldest first."""
+async def webhooks(
+    conn: psycopg.AsyncConnection[Any], tenant_id: int, *, box: SecretBox | None = None
+) -> list[Webhook]:
+    """The tenant's active webhooks, oldest first, with their secrets opened by
+    `box` (without one, secrets are left empty: listing needs no key).
+
+    Raises SecretUnreadable when a secret was sealed under another key.
+    """
     cursor = await conn.cursor(row_factory=tuple_row).execute(
-        "SELECT id, tenant_id, url, events, secret FROM webhooks"
+        "SELECT id, tenant_id, url, events, sealed_secret FROM webhooks"
         " WHERE tenant_id = %s AND removed_at IS NULL ORDER BY id",
         (tenant_id,),
     )
     return [
-        Webhook(id, tenant, url, tuple(events), secret)
-        for id, tenant, url, events, secret in await cursor.fetchall()
+        Webhook(id, tenant, url, tuple(events), box.open(sealed, _context(tenant)) if box else "")
+        for id, tenant, url, events, sealed in await cursor.fetchall()
     ]
 
 
@@ -303,7 +318,8 @@ class _Claimed:
     body: str
     attempts: int  # before this one
     url: str = field(repr=False)
-    secret: str = field(repr=False)
+    sealed_secret: str = field(repr=False)
+    tenant_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +346,7 @@ class Deliverer:
         pool: AsyncConnectionPool[Any],
         http: httpx.AsyncClient,
         *,
+        box: SecretBox,
         clock: Callable[[], float] = time.time,
         max_attempts: int = 8,
         base_delay: float = 1.0,
@@ -344,6 +361,7 @@ class Deliverer:
             )
         self._pool = pool
         self._http = http
+        self._box = box
         self._clock = clock
         self._max_attempts = max_attempts
         self._base_delay = base_delay
@@ -390,11 +408,15 @@ class Deliverer:
 
     async def _post(self, delivery: _Claimed) -> _Answer:
         body = delivery.body.encode()
+        try:
+            secret = self._box.open(delivery.sealed_secret, _context(delivery.tenant_id))
+        except SecretUnreadable:
+            return _Answer(None, "the webhook's secret does not open with this server's key")
         headers = {
             "Content-Type": "application/json",
             "Fleetgate-Event": delivery.event,
             "Fleetgate-Delivery": str(delivery.id),
-            "Fleetgate-Signature": signature(delivery.secret, int(self._clock()), body),
+            "Fleetgate-Signature": signature(secret, int(self._clock()), body),
         }
         try:
             # httpx's timeout bounds each read; this bounds the whole request,

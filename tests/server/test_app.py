@@ -463,20 +463,22 @@ async def test_a_committed_change_is_delivered_to_a_webhook_signed(
     server: SyncServer, acme: int, migrated: str, pool: Any
 ) -> None:
     from server import webhooks
-    from tests.server.test_webhooks import Receiver
+    from tests.server.test_webhooks import BOX, Receiver
 
     endpoint = Receiver()
     await endpoint.start()
     try:
         async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
-            hook = await webhooks.register(conn, acme, endpoint.url("/fg"), ["change.committed"])
+            hook = await webhooks.register(
+                conn, acme, endpoint.url("/fg"), ["change.committed"], box=BOX
+            )
         connection, welcome, _ = await signed_in(server)
         await connection.push(
             mutation("cli-1", 1, welcome["version"], op="create_user", user_id="hooked"),
             mutation("cli-1", 2, welcome["version"], op="delete_role", role_id="nope"),
         )
         async with httpx.AsyncClient() as http:
-            assert await webhooks.Deliverer(pool, http).deliver_due() == 1
+            assert await webhooks.Deliverer(pool, http, box=BOX).deliver_due() == 1
         (request,) = endpoint.requests
         body = json.loads(request.body)
         assert body["event"] == "change.committed"

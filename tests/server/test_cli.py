@@ -134,6 +134,11 @@ def test_webhooks_are_registered_listed_and_removed(acme: str) -> None:
                       "--event", "change.committed")  # fmt: skip
     assert added.returncode == 0, added.stderr
     assert added.stdout.startswith("webhook 1: https://hooks.example/fg for change.committed\n")
+    secret = added.stdout.rsplit("signing secret (shown once): ", 1)[1].strip()
+    with psycopg.connect(acme) as conn:
+        (stored,) = conn.execute("SELECT sealed_secret FROM webhooks").fetchone() or ("",)
+    assert len(secret) >= 40
+    assert secret not in stored  # sealed, never in clear
     listed = fleetgate(acme, "admin", "webhooks", "acme-logistics")
     assert listed.stdout == "1\thttps://hooks.example/fg\tchange.committed\n"
     removed = fleetgate(acme, "admin", "remove-webhook", "acme-logistics", "1")

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from server.sealing import SecretBox
 from server.webhooks import (
     Deliverer,
     WebhookInvalid,
@@ -29,6 +30,7 @@ from server.webhooks import (
 )
 
 NOW = 1_750_000_000.0
+BOX = SecretBox(b"webhook-tests-sealing-key-32-bytes!!")
 HANG = None  # an answer that never comes
 
 
@@ -172,8 +174,8 @@ async def test_register_refuses_what_it_cannot_deliver(
 ) -> None:
     tenant = await _tenant(aconn)
     with pytest.raises(WebhookInvalid, match=re.escape(message)):
-        await register(aconn, tenant, url, events, secret)
-    assert await webhooks(aconn, tenant) == []
+        await register(aconn, tenant, url, events, secret, box=BOX)
+    assert await webhooks(aconn, tenant, box=BOX) == []
 
 
 async def test_register_generates_a_secret_and_lists_the_webhook(
@@ -181,25 +183,29 @@ async def test_register_generates_a_secret_and_lists_the_webhook(
 ) -> None:
     tenant = await _tenant(aconn)
     longest = "https://example.com/" + "a" * 2028
-    hook = await register(aconn, tenant, longest, ["device.revoked", "*", "device.revoked"])
+    hook = await register(
+        aconn, tenant, longest, ["device.revoked", "*", "device.revoked"], box=BOX
+    )
     assert hook.events == ("device.revoked", "*")
     assert len(hook.secret) >= 40
     assert hook.secret not in repr(hook)
-    chosen = await register(aconn, tenant, "http://127.0.0.1:9/x", ["push.rejected"], "s3cret")
+    chosen = await register(
+        aconn, tenant, "http://127.0.0.1:9/x", ["push.rejected"], "s3cret", box=BOX
+    )
     assert chosen.secret == "s3cret"
-    assert await webhooks(aconn, tenant) == [hook, chosen]
+    assert await webhooks(aconn, tenant, box=BOX) == [hook, chosen]
     with pytest.raises(LookupError, match="no tenant 999"):
-        await register(aconn, 999, "https://example.com/", ["*"])
+        await register(aconn, 999, "https://example.com/", ["*"], box=BOX)
 
 
 async def test_enqueue_queues_one_delivery_per_subscribed_webhook_of_the_tenant(
     aconn: psycopg.AsyncConnection[Any],
 ) -> None:
     acme, globex = await _tenant(aconn, "acme"), await _tenant(aconn, "globex")
-    committed = await register(aconn, acme, "https://a.example/1", ["change.committed"])
-    everything = await register(aconn, acme, "https://a.example/2", ["*"])
-    await register(aconn, acme, "https://a.example/3", ["device.revoked"])
-    await register(aconn, globex, "https://g.example/", ["*"])
+    committed = await register(aconn, acme, "https://a.example/1", ["change.committed"], box=BOX)
+    everything = await register(aconn, acme, "https://a.example/2", ["*"], box=BOX)
+    await register(aconn, acme, "https://a.example/3", ["device.revoked"], box=BOX)
+    await register(aconn, globex, "https://g.example/", ["*"], box=BOX)
 
     assert await enqueue(aconn, acme, "change.committed", {"version": 7}) == 2
     queued = await _deliveries(aconn)
@@ -220,7 +226,7 @@ async def test_enqueue_is_part_of_the_callers_transaction(
     aconn: psycopg.AsyncConnection[Any],
 ) -> None:
     tenant = await _tenant(aconn)
-    await register(aconn, tenant, "https://a.example/", ["*"])
+    await register(aconn, tenant, "https://a.example/", ["*"], box=BOX)
     async with aconn.transaction(force_rollback=True):
         assert await enqueue(aconn, tenant, "device.revoked", {"device": "d1"}) == 1
     assert await _deliveries(aconn) == []
@@ -239,10 +245,10 @@ async def test_a_delivery_arrives_signed_and_a_tampered_body_fails_the_signature
     receiver: Receiver,
 ) -> None:
     tenant = await _tenant(aconn)
-    hook = await register(aconn, tenant, receiver.url("/hook"), ["change.committed"])
+    hook = await register(aconn, tenant, receiver.url("/hook"), ["change.committed"], box=BOX)
     await enqueue(aconn, tenant, "change.committed", {"version": 3, "by": "zoë"})
     results: list[str] = []
-    deliverer = Deliverer(pool, http, clock=lambda: NOW, on_result=results.append)
+    deliverer = Deliverer(pool, http, box=BOX, clock=lambda: NOW, on_result=results.append)
 
     assert await deliverer.deliver_due() == 1
     (request,) = receiver.requests
@@ -286,12 +292,12 @@ async def test_a_failed_delivery_is_retried_later_until_the_endpoint_recovers(
     receiver: Receiver,
 ) -> None:
     tenant = await _tenant(aconn)
-    await register(aconn, tenant, receiver.url("/flaky"), ["*"])
+    await register(aconn, tenant, receiver.url("/flaky"), ["*"], box=BOX)
     await enqueue(aconn, tenant, "push.rejected", {"reason": "conflict"})
     (queued,) = await _deliveries(aconn)
     receiver.answers["/flaky"] = 500
     results: list[str] = []
-    deliverer = Deliverer(pool, http, base_delay=0.01, on_result=results.append)
+    deliverer = Deliverer(pool, http, box=BOX, base_delay=0.01, on_result=results.append)
 
     assert await deliverer.deliver_due() == 1
     (retrying,) = await _deliveries(aconn)
@@ -320,11 +326,13 @@ async def test_a_delivery_is_marked_failed_after_max_attempts(
     receiver: Receiver,
 ) -> None:
     tenant = await _tenant(aconn)
-    await register(aconn, tenant, receiver.url("/broken"), ["*"])
+    await register(aconn, tenant, receiver.url("/broken"), ["*"], box=BOX)
     await enqueue(aconn, tenant, "device.revoked", {"device": "d1"})
     receiver.answers["/broken"] = 503
     results: list[str] = []
-    deliverer = Deliverer(pool, http, max_attempts=3, base_delay=0.01, on_result=results.append)
+    deliverer = Deliverer(
+        pool, http, box=BOX, max_attempts=3, base_delay=0.01, on_result=results.append
+    )
 
     async def failed() -> bool:
         return (await _deliveries(aconn))[0]["failed_at"] is not None
@@ -345,11 +353,11 @@ async def test_a_hanging_endpoint_times_out_without_holding_up_the_rest_of_the_b
     receiver: Receiver,
 ) -> None:
     tenant = await _tenant(aconn)
-    hanging = await register(aconn, tenant, receiver.url("/hang"), ["*"])
-    healthy = await register(aconn, tenant, receiver.url("/ok"), ["*"])
+    hanging = await register(aconn, tenant, receiver.url("/hang"), ["*"], box=BOX)
+    healthy = await register(aconn, tenant, receiver.url("/ok"), ["*"], box=BOX)
     await enqueue(aconn, tenant, "change.committed", {"version": 1})
     receiver.answers["/hang"] = HANG
-    deliverer = Deliverer(pool, http, timeout=0.2)
+    deliverer = Deliverer(pool, http, box=BOX, timeout=0.2)
 
     started = time.monotonic()
     assert await deliverer.deliver_due() == 2
@@ -370,9 +378,9 @@ async def test_an_unreachable_endpoint_is_retried_with_a_short_error(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     tenant = await _tenant(aconn)
-    await register(aconn, tenant, f"http://127.0.0.1:{port}/", ["*"])
+    await register(aconn, tenant, f"http://127.0.0.1:{port}/", ["*"], box=BOX)
     await enqueue(aconn, tenant, "push.rejected", {})
-    assert await Deliverer(pool, http).deliver_due() == 1
+    assert await Deliverer(pool, http, box=BOX).deliver_due() == 1
     (row,) = await _deliveries(aconn)
     assert (row["attempts"], row["last_status"]) == (1, None)
     assert row["last_error"] == "request failed: ConnectError"
@@ -385,17 +393,17 @@ async def test_a_removed_webhook_gets_nothing_more(
     receiver: Receiver,
 ) -> None:
     acme, globex = await _tenant(aconn, "acme"), await _tenant(aconn, "globex")
-    hook = await register(aconn, acme, receiver.url("/gone"), ["*"])
+    hook = await register(aconn, acme, receiver.url("/gone"), ["*"], box=BOX)
     await enqueue(aconn, acme, "change.committed", {"version": 1})
 
     assert not await remove(aconn, globex, hook.id)
-    assert await webhooks(aconn, acme) == [hook]
+    assert await webhooks(aconn, acme, box=BOX) == [hook]
     assert await remove(aconn, acme, hook.id)
     assert not await remove(aconn, acme, hook.id)
-    assert await webhooks(aconn, acme) == []
+    assert await webhooks(aconn, acme, box=BOX) == []
     assert await enqueue(aconn, acme, "change.committed", {"version": 2}) == 0
 
-    assert await Deliverer(pool, http).deliver_due() == 0
+    assert await Deliverer(pool, http, box=BOX).deliver_due() == 0
     assert receiver.requests == []
     (given_up,) = await _deliveries(aconn)
     assert given_up["failed_at"] is not None
@@ -411,12 +419,12 @@ async def test_two_deliverers_on_two_pools_never_send_the_same_delivery_twice(
 ) -> None:
     tenant = await _tenant(aconn)
     for path in ("/a", "/b", "/c"):
-        await register(aconn, tenant, receiver.url(path), ["*"])
+        await register(aconn, tenant, receiver.url(path), ["*"], box=BOX)
     for version in range(10):
         await enqueue(aconn, tenant, "change.committed", {"version": version})
     async with AsyncConnectionPool(migrated, open=False, min_size=1, max_size=4) as other_pool:
-        first = Deliverer(pool, http, batch=4)
-        second = Deliverer(other_pool, http, batch=4)
+        first = Deliverer(pool, http, box=BOX, batch=4)
+        second = Deliverer(other_pool, http, box=BOX, batch=4)
         attempted = [0, 0]
         while True:
             counts = await asyncio.gather(first.deliver_due(), second.deliver_due())
@@ -441,7 +449,7 @@ async def test_run_survives_a_failing_round_and_stops_when_told(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     tenant = await _tenant(aconn)
-    hook = await register(aconn, tenant, receiver.url("/run"), ["*"])
+    hook = await register(aconn, tenant, receiver.url("/run"), ["*"], box=BOX)
     await enqueue(aconn, tenant, "decisions.recorded", {"count": 1})
     results: list[str] = []
 
@@ -451,7 +459,7 @@ async def test_run_survives_a_failing_round_and_stops_when_told(
             raise RuntimeError("the metrics backend is down")
 
     stop = asyncio.Event()
-    deliverer = Deliverer(pool, http, on_result=count)
+    deliverer = Deliverer(pool, http, box=BOX, on_result=count)
     with caplog.at_level(logging.ERROR, logger="fleetgate.webhooks"):
         running = asyncio.create_task(deliverer.run(stop, interval=0.01))
         for _ in range(200):
@@ -471,3 +479,25 @@ async def test_run_survives_a_failing_round_and_stops_when_told(
     assert "a webhook delivery round failed" in caplog.text
     assert hook.secret not in caplog.text
     assert '"count"' not in caplog.text
+
+
+async def test_secrets_are_stored_sealed_and_bound_to_their_tenant(aconn: Any) -> None:
+    cursor = await aconn.execute("INSERT INTO tenants (name) VALUES ('a'), ('b') RETURNING id")
+    first, second = [row[0] for row in await cursor.fetchall()]
+    hook = await register(aconn, first, "https://a.example/", ["*"], "the-secret", box=BOX)
+    (stored,) = await (await aconn.execute("SELECT sealed_secret FROM webhooks")).fetchone()
+    assert "the-secret" not in stored and stored.startswith("fgs1:")
+    # Copied to another tenant's webhook, the sealed secret does not open.
+    await aconn.execute(
+        "INSERT INTO webhooks (tenant_id, url, events, sealed_secret)"
+        " VALUES (%s, 'https://b.example/', '{*}', %s)",
+        (second, stored),
+    )
+    from server.sealing import SecretUnreadable
+
+    with pytest.raises(SecretUnreadable):
+        await webhooks(aconn, second, box=BOX)
+    with pytest.raises(SecretUnreadable):
+        await webhooks(aconn, first, box=SecretBox(b"another-key-of-thirty-two-bytes!!"))
+    assert await webhooks(aconn, first, box=BOX) == [hook]
+    assert [h.url for h in await webhooks(aconn, first)] == ["https://a.example/"]  # no key needed
