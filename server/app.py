@@ -405,9 +405,20 @@ class Session:
     async def _sign_in(self, event: SignInRequested) -> None:
         message = event.message
         server = self.server
-        wait = server.limiter.blocked(
+        limiter = server.limiter
+        # Failures count in this process (cheap, first) and in the database, so
+        # the limits hold however many server processes share it.
+        user_key, address_key = f"user:{message.tenant}:{message.user}", f"address:{self.address}"
+        wait = limiter.blocked(
             tenant=message.tenant, user=message.user, address=self.address, now=time.time()
         )
+        if not wait:
+            async with server.pool.connection() as conn:
+                wait = await store.failure_wait(
+                    conn,
+                    [(user_key, limiter.per_user), (address_key, limiter.per_address)],
+                    limiter.window,
+                )
         if wait:
             server.metrics.count("fleetgate_sign_ins_total", "result", "limited")
             self._refuse_counted(
@@ -424,16 +435,20 @@ class Session:
             tenant = await server.tenants.current(row.id)
             good = message.user in tenant.engine.policy.users
         if not good or row is None:
-            server.limiter.failed(
+            limiter.failed(
                 tenant=message.tenant, user=message.user, address=self.address, now=time.time()
             )
+            async with server.pool.connection() as conn:
+                await store.record_failure(conn, [user_key, address_key], limiter.window)
             server.metrics.count("fleetgate_sign_ins_total", "result", "failed")
             log("sign-in failed", session=self.number, tenant=message.tenant, user=message.user)
             self._refuse_counted(
                 ErrorCode.UNAUTHENTICATED, GENERIC_SIGN_IN_FAILURE, ref=message.ref
             )
             return
-        server.limiter.succeeded(tenant=message.tenant, user=message.user)
+        limiter.succeeded(tenant=message.tenant, user=message.user)
+        async with server.pool.connection() as conn:
+            await store.forget_failures(conn, user_key)
         if not await self._device_usable(row.id, message.device, message.user, message.ref):
             return
         server.metrics.count("fleetgate_sign_ins_total", "result", "ok")

@@ -118,6 +118,15 @@ MIGRATIONS: tuple[Migration, ...] = (
                 ON DELETE CASCADE
         );
 
+        -- Failed sign-ins of the last window, per user and per address, so the
+        -- limit holds across every server process (server/app.py).
+        CREATE TABLE sign_in_failures (
+            key text        NOT NULL,
+            at  timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX sign_in_failures_by_key ON sign_in_failures (key, at);
+        CREATE INDEX sign_in_failures_by_time ON sign_in_failures (at);
+
         -- The key access tokens are signed with, shared by every server process
         -- on this database (FLEETGATE_TOKEN_KEY overrides it).
         CREATE TABLE signing_keys (

@@ -407,6 +407,9 @@ class FailureLimiter:
         block further attempts. Raises ValueError for non-positive values."""
         if min(per_user, per_address, max_keys) < 1 or window <= 0:
             raise ValueError("limits, window and max_keys must be positive")
+        self.per_user = per_user
+        self.per_address = per_address
+        self.window = window
         self._users: _FailureWindow[tuple[str, str]] = _FailureWindow(
             limit=per_user, window=window, max_keys=max_keys
         )

@@ -622,3 +622,28 @@ async def test_a_process_keeps_a_bounded_number_of_tenant_engines(
             assert server.tenants.loaded() == 1
     await a.close()
     await b.close()
+
+
+async def test_failed_sign_ins_are_limited_across_server_processes(
+    server: SyncServer, acme: int, migrated: str, pool: Any
+) -> None:
+    other = SyncServer(pool, migrated, server.signer, passwords=server.passwords,
+                       settings=server.settings)  # fmt: skip
+    await other.start()
+    try:
+        for target in (server, other, server, other, server):  # 5 failures, split
+            connection = await Client.connect(target.port)
+            answer = await connection.sign_in("acme", "ann", "wrong", "d")
+            assert answer["code"] == "unauthenticated"
+            await connection.close()
+        # Neither process saw 5 failures itself; together they did.
+        connection = await Client.connect(other.port)
+        limited = await connection.sign_in("acme", "ann", PASSWORD, "d")
+        assert limited["code"] == "rate_limited"
+        local = other.limiter.blocked(
+            tenant="acme", user="ann", address="127.0.0.1", now=time.time()
+        )
+        assert local == 0
+        await connection.close()
+    finally:
+        await other.shutdown()
