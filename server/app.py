@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
+import json
 import logging
 import math
-import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -117,7 +118,12 @@ class CutSnapshot:
 def cut_snapshot(tenant_id: int, version: int, document: dict[str, Any]) -> CutSnapshot:
     """The tenant's policy document at `version`, cut into encoded `snapshot` messages."""
     parts = snapshot_parts(document)
-    snapshot_id = f"s{version}-{secrets.token_hex(8)}"
+    # Named by its content: every process cuts the same snapshot of a version
+    # with the same id, so a client can resume it on whichever process it reaches.
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(json.dumps(part, sort_keys=True, separators=(",", ":")).encode())
+    snapshot_id = f"s{version}-{digest.hexdigest()[:24]}"
     messages = tuple(
         Snapshot(snapshot_id, version, number, len(parts), part)
         for number, part in enumerate(parts)
@@ -130,12 +136,12 @@ class Snapshots:
     """Snapshots this process has cut, for `snapshot_resume` and for every new
     client of the same version; the least recently used are dropped."""
 
-    kept: OrderedDict[str, CutSnapshot] = field(default_factory=OrderedDict)
+    kept: OrderedDict[tuple[int, str], CutSnapshot] = field(default_factory=OrderedDict)
     latest: dict[int, str] = field(default_factory=dict)
     cutting: dict[int, asyncio.Lock] = field(default_factory=dict)
 
     def add(self, snapshot: CutSnapshot) -> None:
-        self.kept[snapshot.id] = snapshot
+        self.kept[(snapshot.tenant_id, snapshot.id)] = snapshot
         self.latest[snapshot.tenant_id] = snapshot.id
         while len(self.kept) > SNAPSHOTS_KEPT:
             dropped = self.kept.popitem(last=False)[1]
@@ -143,10 +149,10 @@ class Snapshots:
                 del self.latest[dropped.tenant_id]
 
     def get(self, snapshot_id: str, tenant_id: int) -> CutSnapshot | None:
-        snapshot = self.kept.get(snapshot_id)
-        if snapshot is None or snapshot.tenant_id != tenant_id:  # another tenant's: unknown
-            return None
-        self.kept.move_to_end(snapshot_id)
+        """The tenant's snapshot of that id (another tenant's is simply unknown)."""
+        snapshot = self.kept.get((tenant_id, snapshot_id))
+        if snapshot is not None:
+            self.kept.move_to_end((tenant_id, snapshot_id))
         return snapshot
 
     def current(self, tenant_id: int, version: int) -> CutSnapshot | None:
@@ -584,16 +590,21 @@ class Session:
         self.live.set()
 
     async def _send_snapshot(self) -> int:
+        snapshot = await self._current_snapshot()
+        await self._send_parts(snapshot, 0)
+        return snapshot.version
+
+    async def _current_snapshot(self) -> CutSnapshot:
+        """The snapshot of the tenant's current version: cut once, shared by every client."""
         snapshots = self.server.snapshots
         async with snapshots.cutting.setdefault(self.tenant_id, asyncio.Lock()):
             tenant = await self.server.tenants.current(self.tenant_id)
             snapshot = snapshots.current(self.tenant_id, tenant.version)
-            if snapshot is None:  # cut once per version, then shared by every new client
+            if snapshot is None:
                 version, document = await self.server.tenants.snapshot_document(self.tenant_id)
                 snapshot = await asyncio.to_thread(cut_snapshot, self.tenant_id, version, document)
                 snapshots.add(snapshot)
-        await self._send_parts(snapshot, 0)
-        return snapshot.version
+        return snapshot
 
     async def _send_parts(self, snapshot: CutSnapshot, start: int) -> None:
         for message, frame in zip(snapshot.messages[start:], snapshot.frames[start:], strict=True):
@@ -716,10 +727,14 @@ class Session:
     async def _resume_snapshot(self, event: SnapshotResumeRequested) -> None:
         message = event.message
         found = self.server.snapshots.get(message.snapshot, self.tenant_id)
+        if found is None and message.snapshot.startswith("s"):
+            # Cut by another process (or dropped here): the same version cuts the same id.
+            current = await self._current_snapshot()
+            found = current if current.id == message.snapshot else None
         if found is None or message.next_chunk >= len(found.messages):
             self._refuse_counted(
                 ErrorCode.NOT_FOUND,
-                "no such snapshot chunk on this server: send hello again to start over",
+                "no such snapshot chunk (the tenant has moved on): send hello again",
             )
             return
         await self._send_parts(found, message.next_chunk)

@@ -647,3 +647,32 @@ async def test_failed_sign_ins_are_limited_across_server_processes(
         await connection.close()
     finally:
         await other.shutdown()
+
+
+async def test_a_snapshot_can_be_resumed_on_another_server_process(
+    server: SyncServer, acme: int, migrated: str, pool: Any
+) -> None:
+    other = SyncServer(pool, migrated, server.signer, passwords=server.passwords,
+                       settings=server.settings)  # fmt: skip
+    await other.start()
+    try:
+        first, welcome, after = await signed_in(server)
+        chunk = next(m for m in after if m["type"] == "snapshot")
+        await first.close()  # the connection drops mid-snapshot
+        # Reconnected to another process: it never cut this snapshot, and resumes it.
+        again, _, _ = await signed_in(other, cursor=welcome["version"])
+        await again.send(
+            {"type": "snapshot_resume", "snapshot": chunk["snapshot"], "next_chunk": 0}
+        )
+        assert await again.recv_type("snapshot") == chunk
+        # A snapshot of a version the tenant has left, never cut here, is gone.
+        await again.push(mutation("cli-1", 1, welcome["version"], op="create_user", user_id="n"))
+        other.snapshots.kept.clear()
+        other.snapshots.latest.clear()
+        await again.send(
+            {"type": "snapshot_resume", "snapshot": chunk["snapshot"], "next_chunk": 0}
+        )
+        assert (await again.recv_type("error"))["code"] == "not_found"
+        await again.close()
+    finally:
+        await other.shutdown()
