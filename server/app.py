@@ -734,7 +734,7 @@ class Session:
         if found is None or message.next_chunk >= len(found.messages):
             self._refuse_counted(
                 ErrorCode.NOT_FOUND,
-                "no such snapshot chunk (the tenant has moved on): send hello again",
+                "no such snapshot chunk here (the tenant may have moved on): send hello again",
             )
             return
         await self._send_parts(found, message.next_chunk)

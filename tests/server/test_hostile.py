@@ -1172,7 +1172,7 @@ async def test_resuming_another_tenants_snapshot_is_not_found(
     resume = {"type": "snapshot_resume", "snapshot": snapshot_id, "next_chunk": 0}
     await session.send(resume)
     assert await session.recv() == error(
-        "not_found", "no such snapshot chunk on this server: send hello again to start over"
+        "not_found", "no such snapshot chunk here (the tenant may have moved on): send hello again"
     )
     await assert_alive(session)
     # The id is good for the tenant that owns it.
