@@ -162,15 +162,15 @@ async def append_many(
     payloads = [canonical_payload(entry.payload) for entry in entries]
     async with _transaction(conn):
         cursor = conn.cursor(row_factory=tuple_row)
-        await cursor.execute("SELECT 1 FROM tenants WHERE id = %s FOR UPDATE", (tenant_id,))
-        if await cursor.fetchone() is None:
-            raise LookupError(f"there is no tenant {tenant_id}")
+        # The chain's head is kept with the tenant (and locked with it): the
+        # next row follows it, and verify can tell a log cut short.
         await cursor.execute(
-            "SELECT seq, hash FROM audit WHERE tenant_id = %s ORDER BY seq DESC LIMIT 1",
-            (tenant_id,),
+            "SELECT audit_seq, audit_head FROM tenants WHERE id = %s FOR UPDATE", (tenant_id,)
         )
-        last = await cursor.fetchone()
-        seq, prev_hash = (last[0], last[1]) if last else (0, ZERO_HASH)
+        head = await cursor.fetchone()
+        if head is None:
+            raise LookupError(f"there is no tenant {tenant_id}")
+        seq, prev_hash = int(head[0]), bytes(head[1]) if head[1] is not None else ZERO_HASH
 
         seqs: list[int] = []
         prev_hashes: list[bytes] = []
@@ -200,6 +200,10 @@ async def append_many(
                 hashes,
             ),
         )
+        await conn.execute(
+            "UPDATE tenants SET audit_seq = %s, audit_head = %s WHERE id = %s",
+            (seq, prev_hash, tenant_id),
+        )
     return seqs
 
 
@@ -209,6 +213,9 @@ async def verify(conn: psycopg.AsyncConnection[Any], tenant_id: int) -> AuditVer
     Reads keyset pages of a few thousand rows, never the whole log at once.
     """
     cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute("SELECT audit_seq, audit_head FROM tenants WHERE id = %s", (tenant_id,))
+    kept = await cursor.fetchone()
+    head_seq, head_hash = (int(kept[0]), kept[1]) if kept else (0, None)
     intact = 0
     prev_hash = ZERO_HASH
     while True:
@@ -229,9 +236,18 @@ async def verify(conn: psycopg.AsyncConnection[Any], tenant_id: int) -> AuditVer
             digest = row_hash(tenant_id, seq, at, kind, actor, device, payload, prev_hash)
             if stored_hash != digest:
                 return AuditVerdict(intact, seq, f"row {seq}: its content does not match its hash")
+            if seq == head_seq and head_hash is not None and bytes(head_hash) != digest:
+                return AuditVerdict(
+                    intact, seq, f"row {seq}: does not match the chain head kept with the tenant"
+                )
             intact = seq
             prev_hash = digest
         if len(page) < _PAGE_ROWS:
+            if intact < head_seq:  # rows appended later than the head was read are fine
+                return AuditVerdict(
+                    intact, intact + 1,
+                    f"the log ends at row {intact}, but the chain head says {head_seq}",
+                )  # fmt: skip
             return AuditVerdict(intact)
 
 

@@ -33,6 +33,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         -- (and every cursor after an import) get a snapshot.
         ALTER TABLE tenants ADD COLUMN horizon bigint NOT NULL DEFAULT 0
             CHECK (horizon >= 0 AND horizon <= version);
+        -- The audit chain's last row and hash (server/audit.py): a log cut
+        -- short no longer verifies.
+        ALTER TABLE tenants ADD COLUMN audit_seq bigint NOT NULL DEFAULT 0,
+            ADD COLUMN audit_head bytea;
 
         -- The tenant's current policy, one row per entity (sync/entities.py):
         -- kind 'settings' (resource_types, constraints), 'role' or 'user'.

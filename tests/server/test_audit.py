@@ -11,7 +11,15 @@ import psycopg
 import pytest
 
 from server import audit
-from server.audit import AuditEntry, AuditVerdict, append, append_many, rows, verify
+from server.audit import (
+    AuditEntry,
+    AuditVerdict,
+    append,
+    append_many,
+    row_hash,
+    rows,
+    verify,
+)
 
 AT = "2025-03-01T12:00:00Z"
 
@@ -242,6 +250,36 @@ async def test_a_deleted_first_row_is_reported_missing(
     await _without_triggers(aconn)
     await aconn.execute("DELETE FROM audit WHERE tenant_id = %s AND seq = 1", (tenant,))
     assert await verify(aconn, tenant) == AuditVerdict(0, 1, "row 1 is missing")
+
+
+async def test_rows_cut_off_the_end_are_reported_against_the_kept_head(
+    aconn: psycopg.AsyncConnection[Any],
+) -> None:
+    tenant = await _tenant(aconn)
+    await append_many(aconn, tenant, _entries(6))
+    await _without_triggers(aconn)
+    await aconn.execute("DELETE FROM audit WHERE tenant_id = %s AND seq > 4", (tenant,))
+    assert await verify(aconn, tenant) == AuditVerdict(
+        4, 5, "the log ends at row 4, but the chain head says 6"
+    )
+
+
+async def test_a_last_row_rewritten_with_its_own_hash_differs_from_the_kept_head(
+    aconn: psycopg.AsyncConnection[Any],
+) -> None:
+    tenant = await _tenant(aconn)
+    await append_many(aconn, tenant, _entries(3))
+    await _without_triggers(aconn)
+    (at, kind, actor, device, prev) = await (await aconn.execute(
+        "SELECT at, kind, actor, device, prev_hash FROM audit WHERE tenant_id = %s AND seq = 3",
+        (tenant,))).fetchone()  # fmt: skip
+    forged = row_hash(tenant, 3, at, kind, actor, device, '{"forged":true}', prev)
+    await aconn.execute(
+        "UPDATE audit SET payload = '{\"forged\":true}', hash = %s"
+        " WHERE tenant_id = %s AND seq = 3", (forged, tenant))  # fmt: skip
+    assert await verify(aconn, tenant) == AuditVerdict(
+        2, 3, "row 3: does not match the chain head kept with the tenant"
+    )
 
 
 async def test_verify_follows_the_chain_across_pages(
