@@ -87,6 +87,12 @@ _RECORD_FAILED_ATTEMPT = """
 """
 
 
+KEEP_DAYS = 30.0
+"""How long the record of a delivery that ended is kept."""
+PRUNE_EVERY = 3600.0
+"""Seconds between two prunes by a running Deliverer."""
+
+
 class WebhookInvalid(ValueError):
     """A webhook registration was refused; the message says why."""
 
@@ -388,8 +394,12 @@ class Deliverer:
         """Deliver until `stop` is set, polling every `interval` seconds (at once
         again after a full batch). A failing round is logged and retried, so a
         database hiccup never ends the loop."""
+        pruned_at = 0.0
         while not stop.is_set():
             try:
+                if self._clock() - pruned_at >= PRUNE_EVERY:
+                    await self.prune()
+                    pruned_at = self._clock()
                 attempted = await self.deliver_due()
             except Exception:
                 _logger.exception("a webhook delivery round failed; trying again in %g s", interval)
@@ -398,6 +408,16 @@ class Deliverer:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(interval):
                         await stop.wait()
+
+    async def prune(self, keep_days: float = KEEP_DAYS) -> int:
+        """Forget deliveries that ended (delivered or given up) over `keep_days` ago; how many."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM webhook_deliveries"
+                " WHERE coalesce(delivered_at, failed_at) < now() - %s * interval '1 day'",
+                (keep_days,),
+            )
+            return int(cursor.rowcount)
 
     async def _claim(self) -> list[_Claimed]:
         async with self._pool.connection() as conn, conn.transaction():

@@ -501,3 +501,27 @@ async def test_secrets_are_stored_sealed_and_bound_to_their_tenant(aconn: Any) -
         await webhooks(aconn, first, box=SecretBox(b"another-key-of-thirty-two-bytes!!"))
     assert await webhooks(aconn, first, box=BOX) == [hook]
     assert [h.url for h in await webhooks(aconn, first)] == ["https://a.example/"]  # no key needed
+
+
+async def test_prune_forgets_deliveries_that_ended_long_ago_and_keeps_the_rest(
+    aconn: psycopg.AsyncConnection[Any], pool: AsyncConnectionPool[Any], http: httpx.AsyncClient
+) -> None:
+    tenant = await _tenant(aconn)
+    await register(aconn, tenant, "https://a.example/", ["*"], box=BOX)
+    for count in range(4):
+        await enqueue(aconn, tenant, "decisions.recorded", {"count": count})
+    ids = [row[0] for row in await (await aconn.execute(
+        "SELECT id FROM webhook_deliveries ORDER BY id")).fetchall()]  # fmt: skip
+    await aconn.execute(
+        "UPDATE webhook_deliveries SET delivered_at = now() - interval '40 days' WHERE id = %s",
+        (ids[0],))  # fmt: skip
+    await aconn.execute(
+        "UPDATE webhook_deliveries SET failed_at = now() - interval '31 days' WHERE id = %s",
+        (ids[1],))  # fmt: skip
+    await aconn.execute(
+        "UPDATE webhook_deliveries SET delivered_at = now() - interval '2 days' WHERE id = %s",
+        (ids[2],))  # fmt: skip
+    assert await Deliverer(pool, http, box=BOX).prune() == 2
+    left = [row[0] for row in await (await aconn.execute(
+        "SELECT id FROM webhook_deliveries ORDER BY id")).fetchall()]  # fmt: skip
+    assert left == ids[2:]  # recent and pending ones stay
