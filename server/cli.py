@@ -84,16 +84,7 @@ def database_url(args: argparse.Namespace) -> str:
         server = postgres_server.get_server(data_dir / "postgres")
     except (OSError, RuntimeError, AssertionError) as error:
         raise Unavailable(f"could not start the embedded Postgres in {data_dir}: {error}") from None
-    uri = str(server.get_uri())
-    with psycopg.connect(uri, autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
-        ).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')  # a constant, not input
-    info = psycopg.conninfo.conninfo_to_dict(uri)
-    info["dbname"] = DATABASE_NAME
-    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+    return store.create_database(str(server.get_uri()), DATABASE_NAME)
 
 
 def prepare(url: str) -> None:

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from server.migrations import MIGRATIONS, Migration
@@ -32,6 +33,22 @@ _MIGRATION_LOCK = 0x666C6774  # advisory lock id ("flgt"): one migrator at a tim
 
 class SchemaTooNew(RuntimeError):
     """The database was migrated by a newer server than this one."""
+
+
+def database_uri(server_uri: str, name: str) -> str:
+    """`server_uri` with its database replaced by `name`."""
+    info = psycopg.conninfo.conninfo_to_dict(server_uri)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+
+
+def create_database(server_uri: str, name: str) -> str:
+    """Create the database `name` on the server at `server_uri` unless it exists; its URI."""
+    with psycopg.connect(server_uri, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return database_uri(server_uri, name)
 
 
 def schema_version(conn: psycopg.Connection) -> int:
@@ -64,12 +81,12 @@ def migrate(conn: psycopg.Connection, migrations: Sequence[Migration] = MIGRATIO
             f"the database schema is at version {current}, newer than this server's "
             f"{latest}: run a server at least as new as the one that migrated it"
         )
-    for version, name, sql in migrations[current:]:
+    for version, name, statements in migrations[current:]:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             if schema_version(conn) >= version:  # another process got there first
                 continue
-            conn.execute(sql.encode())
+            conn.execute(statements.encode())
             conn.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
             )

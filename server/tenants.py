@@ -180,10 +180,16 @@ class Tenants:
         async with tenant.lock, self.pool.connection() as conn:
             row = await store.tenant_by_id(conn, tenant_id)
             if row is not None:
-                if row.version != tenant.version:
-                    await self.catch_up(conn, tenant, row.version)
-                tenant.horizon = row.horizon  # compaction moves it without a new version
+                await self._follow(conn, tenant, row)
         return tenant
+
+    async def _follow(
+        self, conn: psycopg.AsyncConnection, tenant: Tenant, row: store.TenantRow
+    ) -> None:
+        """Bring the tenant to the database's `row` (the caller holds `tenant.lock`)."""
+        if row.version != tenant.version:
+            await self.catch_up(conn, tenant, row.version)
+        tenant.horizon = row.horizon  # compaction moves it without a new version
 
     async def push(
         self, tenant_id: int, author: Author, mutations: Sequence[Mutation]
@@ -199,10 +205,7 @@ class Tenants:
             decision: PushDecision | None = None
             try:
                 async with self.pool.connection() as conn, conn.transaction():
-                    row = await store.lock_tenant(conn, tenant.id)
-                    if row.version != tenant.version or row.horizon != tenant.horizon:
-                        await self.catch_up(conn, tenant, row.version)
-                        tenant.horizon = row.horizon
+                    await self._follow(conn, tenant, await store.lock_tenant(conn, tenant.id))
                     last_seq = await store.claim_client(
                         conn, tenant.id, author.client, author.device, author.user
                     )
@@ -319,16 +322,13 @@ class Tenants:
             )  # fmt: skip
         return len(entries)
 
-    async def snapshot_document(self, tenant_id: int) -> tuple[int, dict[str, Any]]:
-        """The tenant's policy as a format-1 document (role ids kept), and its version."""
-        tenant = await self.current(tenant_id)
+    async def snapshot_document(self, tenant: Tenant) -> tuple[int, dict[str, Any]]:
+        """The tenant's policy as a format-1 document (role ids kept), and its version.
+
+        The caller has just brought the tenant up to date (`current`)."""
         async with tenant.lock:  # no edit can change the policy while it is exported
             document = await asyncio.to_thread(export_policy, tenant.engine.policy)
             return tenant.version, document
-
-    def forget(self, tenant_id: int) -> None:
-        """Drop the tenant's engine; it is loaded again on next use."""
-        self._loaded.pop(tenant_id, None)
 
 
 def _change_payload(change: store.ChangeRow) -> dict[str, Any]:

@@ -21,10 +21,10 @@ import yaml
 
 from sync.conditions import ConditionError, is_json_value, json_kind
 from sync.constraints import violations
+from sync.entities import policy_document, policy_entities
 from sync.instant import Instant
-from sync.model import WILDCARD, Assignment, Constraint, Policy, Role, Rule, User
+from sync.model import FORMAT, WILDCARD, Assignment, Constraint, Policy, Role, Rule, User
 
-FORMAT = "fleetgate.policy/1"
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 """Largest policy file read; a 50,000-user tenant is about 15 MB."""
 
@@ -499,54 +499,13 @@ def _check_cycles(check: _Validator, roles: Mapping[str, Role], index: Mapping[s
 
 
 def export_policy(policy: Policy) -> dict[str, Any]:
-    """The policy as a format-1 document, role ids included; empty lists left out."""
-    name = policy.role_name
+    """The policy as a format-1 document, role ids included; empty lists left out.
 
-    def rules(items: tuple[Rule, ...]) -> list[dict[str, Any]]:
-        return [r.to_document() for r in items]
-
-    roles: list[dict[str, Any]] = []
-    for role in policy.roles.values():
-        entry: dict[str, Any] = {"id": role.id, "name": role.name}
-        if role.description:
-            entry["description"] = role.description
-        if role.inherits:
-            entry["inherits"] = [name(r) for r in role.inherits]
-        if role.grants:
-            entry["grants"] = rules(role.grants)
-        if role.denies:
-            entry["denies"] = rules(role.denies)
-        roles.append(entry)
-    users: list[dict[str, Any]] = []
-    for user in policy.users.values():
-        item: dict[str, Any] = {"id": user.id}
-        if user.name is not None:
-            item["name"] = user.name
-        if user.attributes:
-            item["attributes"] = dict(user.attributes)
-        if user.roles:
-            item["roles"] = [
-                {"role": name(a.role_id)} | ({"expires": a.expires} if a.expires else {})
-                for a in user.roles
-            ]
-        if user.grants:
-            item["grants"] = rules(user.grants)
-        if user.denies:
-            item["denies"] = rules(user.denies)
-        users.append(item)
-    document: dict[str, Any] = {
-        "format": FORMAT,
-        "tenant": policy.tenant,
-        "resource_types": {t: list(a) for t, a in policy.resource_types.items()},
-        "roles": roles,
-        "users": users,
-    }
-    if policy.constraints:
-        document["constraints"] = [
-            {"name": c.name, "exclusive": [name(r) for r in c.exclusive]}
-            for c in policy.constraints
-        ]
-    return document
+    It is the document of the policy's entities (sync/entities.py), so what a
+    store keeps and what an export writes cannot drift apart.
+    """
+    entities = policy_entities(policy, by_name=True)
+    return policy_document(policy.tenant, entities, by_name=True)
 
 
 def dump_policy(policy: Policy, *, yaml_syntax: bool = False) -> str:

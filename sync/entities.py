@@ -15,13 +15,12 @@ Rules of this module:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sync.document import FORMAT
 from sync.edits import Undo
-from sync.model import Constraint, Policy, Role, Rule, User
+from sync.model import FORMAT, Constraint, Policy, Role, Rule, User
 
 ROLE = "role"
 USER = "user"
@@ -54,13 +53,13 @@ def _rules(rules: tuple[Rule, ...]) -> list[Document]:
     return [rule.to_document() for rule in rules]
 
 
-def role_document(role: Role) -> Document:
-    """A role's entity document (roles it inherits by id)."""
+def role_document(role: Role, name: Callable[[str], str] | None = None) -> Document:
+    """A role's entity document (roles it inherits by id, or by `name(id)` when given)."""
     document: Document = {"id": role.id, "name": role.name}
     if role.description:
         document["description"] = role.description
     if role.inherits:
-        document["inherits"] = list(role.inherits)
+        document["inherits"] = [name(r) for r in role.inherits] if name else list(role.inherits)
     if role.grants:
         document["grants"] = _rules(role.grants)
     if role.denies:
@@ -68,8 +67,9 @@ def role_document(role: Role) -> Document:
     return document
 
 
-def user_document(user: User) -> Document:
-    """A user's entity document: attributes, assignments (role ids) and own rules."""
+def user_document(user: User, name: Callable[[str], str] | None = None) -> Document:
+    """A user's entity document: attributes, assignments (role ids, or `{"role":
+    name(id)}` as the format writes them when `name` is given) and own rules."""
     document: Document = {"id": user.id}
     if user.name is not None:
         document["name"] = user.name
@@ -77,7 +77,8 @@ def user_document(user: User) -> Document:
         document["attributes"] = dict(user.attributes)
     if user.roles:
         document["roles"] = [
-            {"role_id": a.role_id} | ({"expires": a.expires} if a.expires else {})
+            ({"role": name(a.role_id)} if name else {"role_id": a.role_id})
+            | ({"expires": a.expires} if a.expires else {})
             for a in user.roles
         ]
     if user.grants:
@@ -87,19 +88,28 @@ def user_document(user: User) -> Document:
     return document
 
 
-def _constraints_document(constraints: tuple[Constraint, ...]) -> list[Document]:
-    return [{"name": c.name, "exclusive": list(c.exclusive)} for c in constraints]
+def _constraints_document(
+    constraints: tuple[Constraint, ...], name: Callable[[str], str] | None = None
+) -> list[Document]:
+    return [
+        {"name": c.name, "exclusive": [name(r) for r in c.exclusive] if name else list(c.exclusive)}
+        for c in constraints
+    ]
 
 
-def policy_entities(policy: Policy) -> Iterator[Entity]:
-    """Every entity of `policy`: settings first, then roles and users in policy order."""
+def policy_entities(policy: Policy, *, by_name: bool = False) -> Iterator[Entity]:
+    """Every entity of `policy`: settings first, then roles and users in policy order.
+
+    `by_name`: reference roles by name, as a format-1 document does (for export).
+    """
+    name = policy.role_name if by_name else None
     types = {t: list(actions) for t, actions in policy.resource_types.items()}
     yield Entity(SETTINGS, RESOURCE_TYPES, types)
-    yield Entity(SETTINGS, CONSTRAINTS, _constraints_document(policy.constraints))
+    yield Entity(SETTINGS, CONSTRAINTS, _constraints_document(policy.constraints, name))
     for role in policy.roles.values():
-        yield Entity(ROLE, role.id, role_document(role))
+        yield Entity(ROLE, role.id, role_document(role, name))
     for user in policy.users.values():
-        yield Entity(USER, user.id, user_document(user))
+        yield Entity(USER, user.id, user_document(user, name))
 
 
 def changed_entities(undo: Undo) -> tuple[list[Entity], list[Entity]]:
@@ -135,12 +145,13 @@ def _entity_document(value: Any) -> Document | None:
     return None  # absent (Undo's marker for "was not there")
 
 
-def policy_document(tenant: str, entities: Iterable[Entity]) -> Document:
+def policy_document(tenant: str, entities: Iterable[Entity], *, by_name: bool = False) -> Document:
     """The format-1 document of a tenant's entities (roles in the order given).
 
-    Role ids are written as names where the format references roles, and each
-    role keeps its `id`. The result is for `parse_policy`, which validates it:
-    a reference to a role that is not there comes back as a problem there.
+    Role ids are written as names where the format references roles (unless
+    the entities already do: `by_name`), and each role keeps its `id`. The
+    result is for `parse_policy`, which validates it: a reference to a role
+    that is not there comes back as a problem there.
     """
     types: Any = {}
     constraints: list[Document] = []
@@ -155,15 +166,18 @@ def policy_document(tenant: str, entities: Iterable[Entity]) -> Document:
             roles.append(entity.document)
         elif entity.kind == USER:
             users.append(entity.document)
+    document: Document = {"format": FORMAT, "tenant": tenant, "resource_types": types}
+    if by_name:
+        document |= {"roles": roles, "users": users}
+        if constraints:
+            document["constraints"] = constraints
+        return document
     names: dict[str, str] = {role["id"]: role["name"] for role in roles}
 
     def name(role_id: str) -> str:
         return names.get(role_id, role_id)
 
-    document: Document = {
-        "format": FORMAT,
-        "tenant": tenant,
-        "resource_types": types,
+    document |= {
         "roles": [
             role | {"inherits": [name(r) for r in role["inherits"]]} if "inherits" in role else role
             for role in roles

@@ -17,6 +17,9 @@ from typing import Any
 from sync.conditions import Condition, Predicate, compile_condition, parse_condition
 from sync.instant import Instant, parse_instant
 
+FORMAT = "fleetgate.policy/1"
+"""The policy document format this code reads and writes (policy-format.md)."""
+
 WILDCARD = "*"
 
 

@@ -29,18 +29,12 @@ def postgres_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def database(postgres_uri: str) -> Iterator[str]:
     """The URI of a new, empty database, dropped after the test."""
+    from server.store import create_database
+
     name = f"test_{next(_numbers)}"
+    yield create_database(postgres_uri, name)
     with psycopg.connect(postgres_uri, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')  # a name we made, not input
-    yield _with_database(postgres_uri, name)
-    with psycopg.connect(postgres_uri, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-def _with_database(uri: str, name: str) -> str:
-    conninfo = psycopg.conninfo.conninfo_to_dict(uri)
-    conninfo["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**conninfo)  # type: ignore[arg-type]
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # a name we made, not input
 
 
 @pytest.fixture

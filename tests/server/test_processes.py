@@ -177,10 +177,7 @@ async def test_a_restarted_database_loses_nothing_and_applies_nothing_twice(
 
     postgres = postgres_server.get_server(tmp_path / "pg")
     try:
-        with psycopg.connect(postgres.get_uri(), autocommit=True) as admin:
-            admin.execute('CREATE DATABASE "fg"')
-        info = psycopg.conninfo.conninfo_to_dict(postgres.get_uri()) | {"dbname": "fg"}
-        url = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+        url = store.create_database(postgres.get_uri(), "fg")
         with psycopg.connect(url, autocommit=True) as conn:
             migrate(conn)
         tenant_id = await make_tenant(url, "acme", document=document_for("acme"))
