@@ -24,10 +24,10 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from sync.document import reject_json_constant
-from sync.engine import Engine
-from sync.instant import Instant
-from sync.request import MalformedRequest, Request, parse_request
+from sync.policy.document import reject_json_constant
+from sync.policy.engine import Engine
+from sync.policy.instant import Instant
+from sync.policy.request import MalformedRequest, Request, parse_request
 
 BLOCK_BYTES = 1 << 20
 """About 4,500 requests: large enough to amortise a round trip to a worker."""

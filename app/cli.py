@@ -27,14 +27,15 @@ from app.batch import (
     run_batch,
     usable_cores,
 )
-from sync.diff import diff_policies
-from sync.document import PolicyInvalid, dump_policy, load_policy_file, reject_json_constant
-from sync.edits import EditRefused, apply_edit, edit_from_document
-from sync.engine import Engine
-from sync.instant import Instant, instant_from_datetime
-from sync.model import Policy
-from sync.request import MalformedRequest, Request, parse_request
-from sync.whatif import what_if_live
+from app.policy_files import gc_paused, load_policy_file
+from sync.policy.diff import diff_policies
+from sync.policy.document import PolicyInvalid, dump_policy, reject_json_constant
+from sync.policy.edits import EditRefused, apply_edit, edit_from_document
+from sync.policy.engine import Engine
+from sync.policy.instant import Instant, instant_from_datetime
+from sync.policy.model import Policy
+from sync.policy.request import MalformedRequest, Request, parse_request
+from sync.policy.whatif import what_if_live
 
 EXIT_OK = 0
 EXIT_DIFFERENT = 1
@@ -60,6 +61,11 @@ def _load(path: str, now: Instant) -> Policy:
     except PolicyInvalid as error:
         lines = "\n".join(f"{path}: {problem}" for problem in error.problems)
         raise BadInput(lines) from None
+
+
+def _compile(policy: Policy) -> Engine:
+    with gc_paused():
+        return Engine(policy)
 
 
 # --- requests ----------------------------------------------------------------------------
@@ -147,7 +153,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     policy = _load(args.policy, now)
     loaded = time.perf_counter()
-    engine = Engine(policy)
+    engine = _compile(policy)
     compiled = time.perf_counter()
     out = sys.stdout.buffer
     if args.requests is not None:
@@ -185,7 +191,7 @@ def _require(args: argparse.Namespace, *names: str) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     now = _now()
-    engine = Engine(_load(args.policy, now))
+    engine = _compile(_load(args.policy, now))
     explanation = engine.explain(_single_request(args), now)
     if args.json:
         document = {"decision": explanation.decision.to_dict(), "trace": list(explanation.trace)}
@@ -197,7 +203,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_who_can(args: argparse.Namespace) -> int:
     now = _now()
-    engine = Engine(_load(args.policy, now))
+    engine = _compile(_load(args.policy, now))
     probe = _single_request(args, user="")
     allowed = engine.who_can(
         probe.action,
@@ -220,7 +226,7 @@ def cmd_who_can(args: argparse.Namespace) -> int:
 
 def cmd_permissions(args: argparse.Namespace) -> int:
     now = _now()
-    engine = Engine(_load(args.policy, now))
+    engine = _compile(_load(args.policy, now))
     try:
         permissions = engine.effective_permissions(args.user, now)
     except KeyError:
@@ -273,7 +279,7 @@ def cmd_what_if(args: argparse.Namespace) -> int:
             requests = [_request_on_line(raw, n) for n, raw in enumerate(_lines(source), start=1)]
     except OSError as error:
         raise BadInput(f"cannot read {args.requests}: {error.strerror}") from None
-    changes = what_if_live(Engine(before), edits, requests, now)
+    changes = what_if_live(_compile(before), edits, requests, now)
     for change in changes:
         row = {"line": change.index + 1, "before": change.before.to_dict(),
                "after": change.after.to_dict()}  # fmt: skip

@@ -42,13 +42,13 @@ from typing import Any
 import orjson
 
 from app.batch import usable_cores
+from app.policy_files import gc_paused, load_policy_file
 from bench.tenant import generate_requests, generate_tenant, write_benchmark
-from sync.document import load_policy_file
-from sync.edits import AddRule, AssignRole, Edit, EditRefused, RemoveRule, UnassignRole
-from sync.engine import Engine
-from sync.instant import parse_instant
-from sync.model import Effect, Rule
-from sync.request import parse_request
+from sync.policy.edits import AddRule, AssignRole, Edit, EditRefused, RemoveRule, UnassignRole
+from sync.policy.engine import Engine
+from sync.policy.instant import parse_instant
+from sync.policy.model import Effect, Rule
+from sync.policy.request import parse_request
 
 OUT = Path(__file__).resolve().parent / "out"
 NOW = parse_instant("2026-11-22T12:00:00Z")
@@ -71,7 +71,8 @@ def _load(folder: Path) -> tuple[Engine, dict[str, float]]:
     started = time.perf_counter()
     policy = load_policy_file(folder / "policy.json", now=NOW)
     loaded = time.perf_counter()
-    engine = Engine(policy)
+    with gc_paused():
+        engine = Engine(policy)
     compiled = time.perf_counter()
     return engine, {"load_s": loaded - started, "compile_s": compiled - loaded}
 
@@ -178,7 +179,8 @@ def _updates(engine: Engine, lines: list[bytes]) -> dict[str, float]:
         next_decision.append(time.perf_counter() - started)
     applied.sort()
     started = time.perf_counter()
-    Engine(engine.policy)
+    with gc_paused():
+        Engine(engine.policy)
     recompile = time.perf_counter() - started
     return {
         "update_p50_ms": _percentile(applied, 0.5) * 1000,

@@ -34,8 +34,8 @@ from server.cli import create_tenant  # noqa: E402
 from server.store import create_database, migrate  # noqa: E402
 from server.tenants import Author, Tenants, now_instant, replace_policy  # noqa: E402
 from server.tokens import Passwords  # noqa: E402
-from sync.document import parse_policy  # noqa: E402
-from sync.protocol import Mutation, Outcome  # noqa: E402
+from sync.policy.document import parse_policy  # noqa: E402
+from sync.protocol.messages import Mutation, Outcome  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -211,7 +211,7 @@ async def _create_tenant(url: str, users: int, pushers: int) -> int:
     from server.cli import create_tenant
     from server.tenants import now_instant, replace_policy
     from server.tokens import Passwords
-    from sync.document import parse_policy
+    from sync.policy.document import parse_policy
 
     cheap = Passwords(time_cost=1, memory_cost=1024, parallelism=1)
     tenant_id = await create_tenant(url, TENANT, ADMIN, PASSWORD, cheap)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sync.document import gc_paused
+from app.policy_files import gc_paused
 
 FORMAT = "fleetgate.policy/1"
 TENANT = "bench-fleet"

@@ -2,7 +2,7 @@
 
 Rules of this module:
 
-- A session wraps one `sync.connection.ServerConnection` mechanically: read a
+- A session wraps one `sync.protocol.server.ServerConnection` mechanically: read a
   frame, feed it, act on the events, write what is outgoing, close with the
   close code it sets. What the protocol allows is decided there, not here.
 - A session's identity (tenant, user, device, client) comes from its verified
@@ -56,8 +56,21 @@ from server.tokens import (
     new_refresh_token,
     refresh_token_hash,
 )
-from sync import connection as protocol_state
-from sync.connection import (
+from sync.protocol import server as protocol_state
+from sync.protocol.codec import change_pages, encode
+from sync.protocol.errors import CloseCode, ErrorCode, ProtocolBug
+from sync.protocol.messages import (
+    MAX_MESSAGE_BYTES,
+    CatchUp,
+    Changes,
+    DecisionsRecorded,
+    Outcome,
+    PushResult,
+    SignedIn,
+    Snapshot,
+    Welcome,
+)
+from sync.protocol.server import (
     DecisionsReceived,
     HelloReceived,
     PushReceived,
@@ -66,23 +79,7 @@ from sync.connection import (
     SnapshotResumeRequested,
     State,
 )
-from sync.protocol import (
-    MAX_MESSAGE_BYTES,
-    CatchUp,
-    Changes,
-    CloseCode,
-    DecisionsRecorded,
-    ErrorCode,
-    Outcome,
-    ProtocolBug,
-    PushResult,
-    SignedIn,
-    Snapshot,
-    Welcome,
-    change_pages,
-    encode,
-)
-from sync.snapshots import snapshot_parts
+from sync.replication.snapshots import snapshot_parts
 
 QUEUE_LIMIT = 256
 """Batches of changes a session may have waiting; more and it is told to resync."""

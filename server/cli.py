@@ -43,13 +43,14 @@ from psycopg_pool import AsyncConnectionPool
 from server import audit, store, webhooks
 from server.app import Settings, SyncServer
 from server.logs import configure, log
+from server.policy_files import load_policy_file
 from server.sealing import SecretBox
 from server.store import SchemaTooNew, migrate
 from server.tenants import now_instant, policy_from_entities, replace_policy
 from server.tokens import Passwords, TokenSigner, new_signing_key, signing_key_from_env
-from sync.document import PolicyInvalid, dump_policy, load_policy_file, parse_policy
-from sync.entities import MAX_ENTITY_BYTES, oversized, policy_entities
-from sync.instant import instant_from_datetime
+from sync.policy.document import PolicyInvalid, dump_policy, parse_policy
+from sync.policy.instant import instant_from_datetime
+from sync.replication.entities import MAX_ENTITY_BYTES, oversized, policy_entities
 
 EXIT_OK = 0
 EXIT_BROKEN = 1

@@ -34,7 +34,8 @@ from psycopg_pool import AsyncConnectionPool
 from server import store
 from server.logs import log
 from server.tenants import REPLACE_POLICY, change_message
-from sync.protocol import Change, Changes, change_pages, encode
+from sync.protocol.codec import change_pages, encode
+from sync.protocol.messages import Change, Changes
 
 FETCH_LIMIT = 2000
 UNKNOWN_COMMIT_TIME = 0.0

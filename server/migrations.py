@@ -38,7 +38,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE tenants ADD COLUMN audit_seq bigint NOT NULL DEFAULT 0,
             ADD COLUMN audit_head bytea;
 
-        -- The tenant's current policy, one row per entity (sync/entities.py):
+        -- The tenant's current policy, one row per entity (sync/replication/entities.py):
         -- kind 'settings' (resource_types, constraints), 'role' or 'user'.
         -- Documents name roles by id, so a rename touches one row.
         CREATE TABLE entities (

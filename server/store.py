@@ -26,7 +26,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from server.migrations import MIGRATIONS, Migration
-from sync.entities import Entity
+from sync.replication.entities import Entity
 
 _MIGRATION_LOCK = 0x666C6774  # advisory lock id ("flgt"): one migrator at a time
 

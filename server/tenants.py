@@ -7,7 +7,7 @@ Rules of this module:
   follows the change log (`catch_up`), because other processes commit too.
 - Every write of a tenant holds its in-process lock and, in its transaction,
   the tenant's row lock (`store.lock_tenant`): the engine is brought to the
-  locked version, the push is decided on it (`sync.pushes.execute_push`), and
+  locked version, the push is decided on it (`sync.replication.pushes.execute_push`), and
   the changes, outcomes, audit rows and webhook deliveries are stored with
   the version bump. If anything fails before the commit, the engine's edits
   are taken back (`Engine.revert`) so memory never runs ahead of the database.
@@ -30,14 +30,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from server import audit, store, webhooks
 from server.audit import AuditEntry
-from sync.document import export_policy, parse_policy
-from sync.edits import EditRefused, edit_from_document
-from sync.engine import Engine
-from sync.entities import Entity, policy_document, policy_entities
-from sync.instant import Instant, format_instant, instant_from_datetime, parse_instant
-from sync.model import Policy
-from sync.protocol import Change, Mutation, OfflineDecision, Outcome, Result
-from sync.pushes import (
+from server.policy_files import gc_paused
+from sync.policy.document import export_policy, parse_policy
+from sync.policy.edits import EditRefused, edit_from_document
+from sync.policy.engine import Engine
+from sync.policy.instant import Instant, format_instant, instant_from_datetime, parse_instant
+from sync.policy.model import Policy
+from sync.protocol.messages import Change, Mutation, OfflineDecision, Outcome, Result
+from sync.replication.entities import Entity, policy_document, policy_entities
+from sync.replication.pushes import (
     PushContext,
     PushDecision,
     execute_push,
@@ -82,7 +83,8 @@ class Tenant:
 
 
 def _compile(name: str, entities: Sequence[Entity], version: int) -> Engine:
-    return Engine(policy_from_entities(name, entities, now_instant()[0]), version)
+    with gc_paused():
+        return Engine(policy_from_entities(name, entities, now_instant()[0]), version)
 
 
 def policy_from_entities(name: str, entities: Sequence[Entity], now: Instant) -> Policy:

@@ -10,9 +10,9 @@ import pytest
 
 from app import batch
 from app.batch import MalformedLine, WorkerDied, blocks, run_batch
-from sync.document import parse_policy
-from sync.engine import Engine
-from sync.instant import Instant, parse_instant
+from sync.policy.document import parse_policy
+from sync.policy.engine import Engine
+from sync.policy.instant import Instant, parse_instant
 
 NOW = parse_instant("2026-11-22T12:00:00Z")
 POLICY = {

@@ -138,7 +138,7 @@ async def make_tenant(
     tenant_id = await create_tenant(url, name, admin, PASSWORD, cheap_passwords())
     if document is not None:
         from server.tenants import now_instant, replace_policy
-        from sync.document import parse_policy
+        from sync.policy.document import parse_policy
 
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
         try:

@@ -298,7 +298,7 @@ async def test_an_import_tells_live_sessions_to_resync(
 ) -> None:
     connection, _, _ = await signed_in(server)
     from server.tenants import now_instant, replace_policy
-    from sync.document import parse_policy
+    from sync.policy.document import parse_policy
 
     async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
         policy = parse_policy(document_for("acme"), now=now_instant()[0])
@@ -520,7 +520,7 @@ async def test_stored_entities_load_back_as_the_same_policy_in_the_same_order(
     server: SyncServer, acme: int, migrated: str
 ) -> None:
     from server.cli import export_document
-    from sync.document import export_policy
+    from sync.policy.document import export_policy
 
     connection, welcome, _ = await signed_in(server)
     base = welcome["version"]

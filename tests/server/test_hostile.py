@@ -54,7 +54,7 @@ from websockets.exceptions import ConnectionClosed
 from server import store
 from server.app import SyncServer
 from server.tokens import TokenSigner
-from sync.protocol import MAX_INT, MAX_MESSAGE_BYTES
+from sync.protocol.messages import MAX_INT, MAX_MESSAGE_BYTES
 from tests.server.conftest import ACME_POLICY, PASSWORD, TEST_KEY, add_account, make_tenant
 from tests.server.wsclient import Client, mutation
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from sync.decision import Decision
-from sync.document import parse_policy
-from sync.engine import Engine
-from sync.instant import parse_instant
-from sync.model import Policy
-from sync.request import Request, parse_request
+from sync.policy.decision import Decision
+from sync.policy.document import parse_policy
+from sync.policy.engine import Engine
+from sync.policy.instant import parse_instant
+from sync.policy.model import Policy
+from sync.policy.request import Request, parse_request
 
 NOW = parse_instant("2026-11-22T09:30:00Z")
 

@@ -1,0 +1,394 @@
+"""The sync protocol's codec (PROTOCOL.md § Limits): frames to messages and back.
+
+Rules of this module:
+
+- One JSON object per websocket text frame; `decode` checks the size before
+  parsing, the nesting depth after, then the message against its schema
+  (exact field set, types, lengths, ranges). Nothing here does I/O.
+- A peer's mistake raises `ProtocolViolation`; a message we cannot encode is
+  our bug and raises `ProtocolBug` (sync.protocol.errors).
+- Each side decodes only the messages the other side may send (`Direction`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from enum import StrEnum
+from typing import Any, NoReturn
+
+from sync.policy.document import reject_json_constant, unique_pairs
+from sync.policy.instant import check_instant
+from sync.protocol.errors import ErrorCode, ProtocolBug, ProtocolViolation, quoted
+from sync.protocol.messages import (
+    MAX_BATCH,
+    MAX_DEPTH,
+    MAX_ID,
+    MAX_INT,
+    MAX_MESSAGE_BYTES,
+    MAX_PASSWORD,
+    MAX_TEXT,
+    MAX_TOKEN,
+    CatchUp,
+    Change,
+    Changes,
+    DecisionsRecorded,
+    Direction,
+    Error,
+    Hello,
+    Message,
+    Mutation,
+    OfflineDecision,
+    Outcome,
+    Ping,
+    Pong,
+    Push,
+    PushResult,
+    RecordDecisions,
+    Refresh,
+    Result,
+    Resync,
+    SignedIn,
+    SignIn,
+    Snapshot,
+    SnapshotResume,
+    Welcome,
+    Wipe,
+)
+
+Check = Callable[[Any, str], Any]
+_MISSING = object()
+
+
+def _fail(where: str, message: str) -> NoReturn:
+    raise ProtocolViolation(ErrorCode.MALFORMED, f"{where}: {message}")
+
+
+def _string(limit: int, minimum: int = 1) -> Check:
+    def check(value: Any, where: str) -> str:
+        if type(value) is not str:
+            _fail(where, "must be a string")
+        if not minimum <= len(value) <= limit:
+            _fail(where, f"must be {minimum} to {limit} characters")
+        return value
+
+    return check
+
+
+def _integer(value: Any, where: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_INT:
+        _fail(where, f"must be a whole number from 0 to {MAX_INT}")
+    return value
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if type(value) is not bool:
+        _fail(where, "must be true or false")
+    return value
+
+
+def _enum(kind: type[StrEnum]) -> Check:
+    def check(value: Any, where: str) -> StrEnum:
+        try:
+            return kind(value)
+        except ValueError:
+            _fail(where, f"must be one of {', '.join(k.value for k in kind)}")
+
+    return check
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        _fail(where, "must be an object")
+    return value
+
+
+def _edit(value: Any, where: str) -> dict[str, Any]:
+    edit = _object(value, where)
+    if type(edit.get("op")) is not str:
+        _fail(f"{where}.op", "an edit names its op")
+    return edit
+
+
+_MAY_BE_ABSENT: set[Check] = set()
+"""Checks of optional fields: absent reads as null, and null is not written."""
+
+
+def _optional(check: Check) -> Check:
+    def optional(value: Any, where: str) -> Any:
+        return None if value is None else check(value, where)
+
+    _MAY_BE_ABSENT.add(optional)
+    return optional
+
+
+def _list_of(kind: type, schema: dict[str, Check], limit: int) -> Check:
+    def check(value: Any, where: str) -> tuple[Any, ...]:
+        if type(value) is not list:
+            _fail(where, "must be a list")
+        if len(value) > limit:
+            raise ProtocolViolation(ErrorCode.TOO_MANY, f"{where}: more than {limit} entries")
+        return tuple(_build(kind, schema, item, f"{where}[{i}]") for i, item in enumerate(value))
+
+    return check
+
+
+_ID = _string(MAX_ID)
+_TOKEN = _string(MAX_TOKEN)
+_TEXT = _string(MAX_TEXT, minimum=0)
+
+_MUTATION: dict[str, Check] = {
+    "client": _ID,
+    "seq": _integer,
+    "base_version": _integer,
+    "edit": _edit,
+}
+_CHANGE: dict[str, Check] = {
+    "version": _integer,
+    "edit": _edit,
+    "author": _ID,
+    "device": _ID,
+    "client": _ID,
+    "seq": _integer,
+    "at": _ID,
+}
+
+
+def _instant(value: Any, where: str) -> str:
+    text = _ID(value, where)
+    try:
+        check_instant(text)
+    except ValueError:
+        _fail(where, "must be an RFC 3339 date-time")
+    return str(text)
+
+
+_DECISION: dict[str, Check] = {
+    "request": _object,
+    "allowed": _boolean,
+    "reason": _TEXT,
+    "at": _instant,
+    "policy_version": _integer,
+}
+_RESULT: dict[str, Check] = {
+    "client": _ID,
+    "seq": _integer,
+    "outcome": _enum(Outcome),
+    "version": _optional(_integer),
+    "code": _optional(_ID),
+    "reason": _optional(_TEXT),
+}
+
+_SCHEMAS: dict[str, tuple[type, Direction, dict[str, Check]]] = {
+    "sign_in": (SignIn, Direction.TO_SERVER, {
+        "ref": _ID, "tenant": _ID, "user": _ID,
+        "password": _string(MAX_PASSWORD), "device": _ID}),
+    "refresh": (Refresh, Direction.TO_SERVER, {
+        "ref": _ID, "refresh_token": _TOKEN, "device": _ID}),
+    "hello": (Hello, Direction.TO_SERVER, {
+        "protocol": _integer, "access_token": _TOKEN, "device": _ID, "client": _ID,
+        "cursor": _integer}),
+    "push": (Push, Direction.TO_SERVER, {
+        "ref": _ID, "mutations": _list_of(Mutation, _MUTATION, MAX_BATCH)}),
+    "snapshot_resume": (SnapshotResume, Direction.TO_SERVER, {
+        "snapshot": _ID, "next_chunk": _integer}),
+    "record_decisions": (RecordDecisions, Direction.TO_SERVER, {
+        "ref": _ID, "decisions": _list_of(OfflineDecision, _DECISION, MAX_BATCH)}),
+    "ping": (Ping, Direction.TO_SERVER, {"ref": _ID}),
+    "signed_in": (SignedIn, Direction.TO_CLIENT, {
+        "ref": _ID, "access_token": _TOKEN, "access_expires": _ID,
+        "refresh_token": _TOKEN, "user": _ID, "tenant": _ID}),
+    "welcome": (Welcome, Direction.TO_CLIENT, {
+        "tenant": _ID, "user": _ID, "version": _integer, "catch_up": _enum(CatchUp)}),
+    "changes": (Changes, Direction.TO_CLIENT, {
+        "from_version": _integer, "to_version": _integer,
+        "changes": _list_of(Change, _CHANGE, 10 * MAX_BATCH), "more": _boolean}),
+    "snapshot": (Snapshot, Direction.TO_CLIENT, {
+        "snapshot": _ID, "version": _integer, "chunk": _integer, "chunks": _integer,
+        "part": _object}),
+    "push_result": (PushResult, Direction.TO_CLIENT, {
+        "ref": _ID, "results": _list_of(Result, _RESULT, MAX_BATCH)}),
+    "decisions_recorded": (DecisionsRecorded, Direction.TO_CLIENT, {
+        "ref": _ID, "count": _integer}),
+    "resync": (Resync, Direction.TO_CLIENT, {"reason": _TEXT}),
+    "wipe": (Wipe, Direction.TO_CLIENT, {"reason": _TEXT}),
+    "pong": (Pong, Direction.TO_CLIENT, {"ref": _ID}),
+    "error": (Error, Direction.TO_CLIENT, {
+        "code": _enum(ErrorCode), "message": _TEXT, "fatal": _boolean,
+        "ref": _optional(_ID)}),
+}  # fmt: skip
+_TYPES: dict[type, str] = {cls: name for name, (cls, _d, _s) in _SCHEMAS.items()}
+
+
+def _build(kind: type, schema: dict[str, Check], document: Any, where: str) -> Any:
+    if type(document) is not dict:
+        _fail(where or "message", "must be an object")
+    values: dict[str, Any] = {}
+    for name, check in schema.items():
+        value = document.get(name, _MISSING)
+        if value is _MISSING:
+            if check in _MAY_BE_ABSENT:
+                value = None
+            else:
+                _fail(f"{where}.{name}" if where else name, "is missing")
+        values[name] = check(value, f"{where}.{name}" if where else name)
+    extra = document.keys() - schema.keys() - {"type"}
+    if extra:
+        _fail(where or "message", f"unknown field {quoted(sorted(extra)[0])}")
+    return kind(**values)
+
+
+# NUL and lone surrogates (a \ud800 escape without its pair) are refused in
+# every string: Postgres text and jsonb cannot hold NUL, and a lone surrogate
+# cannot be encoded as UTF-8 to answer or store. A message that could never be
+# stored must not reach a queue it would block.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_UNSTORABLE_TEXT = "a string contains a NUL character or an unpaired surrogate"
+
+
+def _shape_problem(value: Any, limit: int) -> ProtocolViolation | None:
+    """Nesting deeper than `limit`, or a string no store can hold (`_UNSTORABLE`)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return ProtocolViolation(ErrorCode.TOO_DEEP, f"nests deeper than {limit}")
+        kind = type(item)
+        if kind is str:
+            if _UNSTORABLE.search(item):
+                return ProtocolViolation(ErrorCode.MALFORMED, _UNSTORABLE_TEXT)
+        elif kind is dict:
+            for key, child in item.items():
+                if _UNSTORABLE.search(key):
+                    return ProtocolViolation(ErrorCode.MALFORMED, _UNSTORABLE_TEXT)
+                stack.append((child, depth + 1))
+        elif kind is list:
+            stack.extend((v, depth + 1) for v in item)
+    return None
+
+
+# --- codec -------------------------------------------------------------------------------
+
+
+def _size(data: bytes | str) -> int:
+    """Bytes of the frame: a text frame's characters take up to 4 bytes each in UTF-8."""
+    if isinstance(data, bytes) or len(data) * 4 <= MAX_MESSAGE_BYTES:
+        return len(data)
+    return len(data.encode("utf-8", "surrogatepass"))
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:32]} is out of range")
+    return value
+
+
+def decode(data: bytes | str, direction: Direction) -> Message:
+    """The message in one frame, sent in `direction`.
+
+    Raises ProtocolViolation (with the message's `ref` when it could be read)
+    for anything the protocol does not allow.
+    """
+    if _size(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolViolation(ErrorCode.TOO_LARGE, f"message over {MAX_MESSAGE_BYTES:,} bytes")
+    try:
+        document = json.loads(
+            data,
+            object_pairs_hook=unique_pairs,
+            parse_constant=reject_json_constant,
+            parse_float=_finite,
+        )
+    except RecursionError:
+        raise ProtocolViolation(ErrorCode.TOO_DEEP, "message nests too deeply") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ProtocolViolation(ErrorCode.MALFORMED, f"not JSON: {error}") from None
+    if type(document) is not dict:
+        raise ProtocolViolation(ErrorCode.MALFORMED, "a message is a JSON object")
+    ref = document.get("ref")
+    ref = ref if type(ref) is str and len(ref) <= MAX_ID and not _UNSTORABLE.search(ref) else None
+    problem = _shape_problem(document, MAX_DEPTH)
+    if problem is not None:
+        problem.ref = ref
+        raise problem
+    kind = document.get("type")
+    schema = _SCHEMAS.get(kind) if type(kind) is str else None
+    if schema is None or schema[1] is not direction:
+        raise ProtocolViolation(ErrorCode.UNKNOWN_TYPE, f"no message type {quoted(kind)} here", ref)
+    cls, _direction, checks = schema
+    try:
+        message: Message = _build(cls, checks, document, "")
+    except ProtocolViolation as error:
+        error.ref = ref
+        raise
+    return message
+
+
+def to_document(message: Message) -> dict[str, Any]:
+    """The message as the JSON object sent on the wire."""
+    kind = _TYPES.get(type(message))
+    if kind is None:
+        raise ProtocolBug(f"{type(message).__name__} is not a protocol message")
+    return {"type": kind, **_plain(message)}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _plain(value: Any) -> Any:
+    # Only optional fields can hold None (every schema says so): left out.
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or kind is dict:
+        return value  # the common leaves, and edit/part documents (already plain JSON)
+    if isinstance(value, StrEnum):
+        return value.value
+    if kind is tuple:
+        return [_plain(v) for v in value]
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        if not hasattr(value, "__dataclass_fields__"):
+            return value
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(value))
+    return {name: _plain(item) for name in names if (item := getattr(value, name)) is not None}
+
+
+def encode(message: Message) -> bytes:
+    """One frame's bytes; raises ProtocolBug if the message breaks the limits."""
+    data = json.dumps(to_document(message), ensure_ascii=False, separators=(",", ":")).encode()
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolBug(f"{type(message).__name__} of {len(data):,} bytes is over the limit")
+    return data
+
+
+MAX_PAGE_BYTES = 768 * 1024
+"""What the changes of one `changes` message may take, leaving room for the rest."""
+
+
+def change_pages(
+    changes: Sequence[Change], limit: int = MAX_PAGE_BYTES
+) -> list[tuple[Change, ...]]:
+    """`changes` cut into runs that each fit one `changes` message (at least one
+    change per run: a single change always fits, since an edit came in a message)."""
+    pages: list[tuple[Change, ...]] = []
+    page: list[Change] = []
+    size = 0
+    for change in changes:
+        change_size = len(
+            json.dumps(_plain(change), ensure_ascii=False, separators=(",", ":")).encode()
+        )
+        if page and size + change_size > limit:
+            pages.append(tuple(page))
+            page, size = [], 0
+        page.append(change)
+        size += change_size + 1
+    if page:
+        pages.append(tuple(page))
+    return pages
+
+
+def error_for(violation: ProtocolViolation, *, fatal: bool = False) -> Error:
+    """The `error` message answering a violation."""
+    return Error(violation.code, violation.message, fatal, violation.ref)

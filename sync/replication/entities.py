@@ -1,0 +1,167 @@
+"""A policy as entities: the rows a store keeps and a change names.
+
+Rules of this module:
+
+- An entity is `(kind, id)` with a JSON document. Kinds: `role` (one per
+  role), `user` (one per user, with the user's assignments and own rules) and
+  `settings` (`resource_types` and `constraints`, the tenant-wide parts).
+- Entity documents name roles by **id**, never by name, so renaming a role
+  changes one entity. `policy_document` turns a set of entities back into a
+  format-1 document (names in place of ids) that `parse_policy` validates.
+- What an edit changed is read from its `Undo` (every entity it replaced, with
+  the old value), so nothing here has to know what each edit does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sync.policy.document import constraints_document, role_document, user_document
+from sync.policy.edits import Undo
+from sync.policy.model import FORMAT, Policy, Role, User
+
+ROLE = "role"
+USER = "user"
+SETTINGS = "settings"
+RESOURCE_TYPES = "resource_types"
+CONSTRAINTS = "constraints"
+KINDS = (SETTINGS, ROLE, USER)
+
+Document = dict[str, Any]
+
+MAX_ENTITY_BYTES = 64 * 1024
+"""An entity's document as compact JSON may not exceed this: a role or a user
+must fit, many times over, in one sync message (a snapshot part, a change)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    kind: str
+    id: str
+    document: Any
+    """The entity's document; None for an entity that no longer exists."""
+
+    @property
+    def key(self) -> str:
+        """`"role:<id>"`, `"user:<id>"` or `"settings:<name>"`: the entity's name in a change."""
+        return f"{self.kind}:{self.id}"
+
+
+def policy_entities(policy: Policy, *, by_name: bool = False) -> Iterator[Entity]:
+    """Every entity of `policy`: settings first, then roles and users in policy order.
+
+    `by_name`: reference roles by name, as a format-1 document does (for export).
+    """
+    name = policy.role_name if by_name else None
+    types = {t: list(actions) for t, actions in policy.resource_types.items()}
+    yield Entity(SETTINGS, RESOURCE_TYPES, types)
+    yield Entity(SETTINGS, CONSTRAINTS, constraints_document(policy.constraints, name))
+    for role in policy.roles.values():
+        yield Entity(ROLE, role.id, role_document(role, name))
+    for user in policy.users.values():
+        yield Entity(USER, user.id, user_document(user, name))
+
+
+def changed_entities(undo: Undo) -> tuple[list[Entity], list[Entity]]:
+    """What the edits recorded in `undo` changed: (before, after), in the same order.
+
+    An entity that did not exist before, or no longer exists, has a None
+    document on that side. Entities changed and changed back are left out.
+    """
+    policy = undo.policy
+    first: dict[tuple[str, str], Any] = {}
+    for table, key, old in undo.saved:
+        kind = ROLE if table is policy.roles else USER
+        first.setdefault((kind, key), old)
+    before: list[Entity] = []
+    after: list[Entity] = []
+    for (kind, key), old in first.items():
+        new = (policy.roles if kind == ROLE else policy.users).get(key)
+        if new is old:
+            continue
+        before.append(Entity(kind, key, _entity_document(old)))
+        after.append(Entity(kind, key, _entity_document(new)))
+    if policy.constraints != undo.constraints:
+        before.append(Entity(SETTINGS, CONSTRAINTS, constraints_document(undo.constraints)))
+        after.append(Entity(SETTINGS, CONSTRAINTS, constraints_document(policy.constraints)))
+    return before, after
+
+
+def _entity_document(value: Any) -> Document | None:
+    if isinstance(value, Role):
+        return role_document(value)
+    if isinstance(value, User):
+        return user_document(value)
+    return None  # absent (Undo's marker for "was not there")
+
+
+def policy_document(tenant: str, entities: Iterable[Entity], *, by_name: bool = False) -> Document:
+    """The format-1 document of a tenant's entities (roles in the order given).
+
+    Role ids are written as names where the format references roles (unless
+    the entities already do: `by_name`), and each role keeps its `id`. The
+    result is for `parse_policy`, which validates it: a reference to a role
+    that is not there comes back as a problem there.
+    """
+    types: Any = {}
+    constraints: list[Document] = []
+    roles: list[Document] = []
+    users: list[Document] = []
+    for entity in entities:
+        if entity.kind == SETTINGS and entity.id == RESOURCE_TYPES:
+            types = entity.document
+        elif entity.kind == SETTINGS and entity.id == CONSTRAINTS:
+            constraints = entity.document
+        elif entity.kind == ROLE:
+            roles.append(entity.document)
+        elif entity.kind == USER:
+            users.append(entity.document)
+    document: Document = {"format": FORMAT, "tenant": tenant, "resource_types": types}
+    if by_name:
+        document |= {"roles": roles, "users": users}
+        if constraints:
+            document["constraints"] = constraints
+        return document
+    names: dict[str, str] = {role["id"]: role["name"] for role in roles}
+
+    def name(role_id: str) -> str:
+        return names.get(role_id, role_id)
+
+    document |= {
+        "roles": [
+            role | {"inherits": [name(r) for r in role["inherits"]]} if "inherits" in role else role
+            for role in roles
+        ],
+        "users": [_user_with_names(user, name) for user in users],
+    }
+    if constraints:
+        document["constraints"] = [
+            {"name": c["name"], "exclusive": [name(r) for r in c["exclusive"]]} for c in constraints
+        ]
+    return document
+
+
+def _user_with_names(user: Document, name: Any) -> Document:
+    if "roles" not in user:
+        return user
+    roles = [
+        {"role": name(a["role_id"])} | ({"expires": a["expires"]} if "expires" in a else {})
+        for a in user["roles"]
+    ]
+    return user | {"roles": roles}
+
+
+def entity_bytes(document: Any) -> int:
+    """Bytes of an entity document as compact UTF-8 JSON."""
+    return len(json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def oversized(entities: Iterable[Entity]) -> Entity | None:
+    """The first entity whose document is over `MAX_ENTITY_BYTES`, if any."""
+    for entity in entities:
+        if entity.document is not None and entity_bytes(entity.document) > MAX_ENTITY_BYTES:
+            return entity
+    return None
