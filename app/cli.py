@@ -31,7 +31,7 @@ from app.policy_files import gc_paused, load_policy_file
 from sync.policy.diff import diff_policies
 from sync.policy.document import PolicyInvalid, dump_policy, reject_json_constant
 from sync.policy.edits import EditRefused, apply_edit, edit_from_document
-from sync.policy.engine import Engine
+from sync.policy.engine import Engine, describe_eligibility
 from sync.policy.instant import Instant, instant_from_datetime
 from sync.policy.model import Policy
 from sync.policy.request import MalformedRequest, Request, parse_request
@@ -249,6 +249,15 @@ def cmd_permissions(args: argparse.Namespace) -> int:
     else:
         for permission in permissions:
             print(permission)
+        # Why the list is short, on standard error: standard output stays one
+        # permission a line for scripts.
+        user = engine.policy.users[args.user]
+        if user.suspended:
+            print(f"user {user.id} is suspended: every request is denied", file=sys.stderr)
+        for entry in user.roles:
+            if entry.eligible is not None:
+                role = engine.policy.role_name(entry.role_id)
+                print(f"{describe_eligibility(entry, role, now)}: not listed", file=sys.stderr)
     return EXIT_OK
 
 

@@ -2,7 +2,9 @@
 
 No user may hold, directly or through inheritance, two roles of one
 `exclusive` list. An assignment counts while the time of the check (import or
-edit) is before its `expires`.
+edit) is before its `expires`. An eligible entry never counts
+(`Assignment.active_at` says so); its activations, ordinary entries with
+`expires`, count like any assignment (policy-format.md § Additions).
 """
 
 from __future__ import annotations

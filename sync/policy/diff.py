@@ -3,6 +3,12 @@
 Roles are matched by id (a rename is one changed field, not a removal and an
 addition), then, for roles left unmatched, by name. Lines come in document
 order of the new policy, removals after; each starts with `+`, `-` or `~`.
+
+A user's eligibility for a role (policy-format.md § Additions) is its own line
+(`+ user alice eligible for fleet-manager (up to 8 h)`), apart from the
+ordinary assignments of that role; suspending and resuming are `~ user alice
+suspended` and `~ user alice resumed`, and a user added suspended gets
+`+ user alice` then `~ user alice suspended`.
 """
 
 from __future__ import annotations
@@ -113,6 +119,8 @@ def _diff_users(old: Policy, new: Policy, pairs: dict[str, str]) -> Iterable[str
         before = old.users.get(user.id)
         if before is None:
             yield f"+ user {user.id}" + (f" ({user.name})" if user.name else "")
+            if user.suspended:
+                yield f"~ user {user.id} suspended"
             yield from _assignment_lines(old, new, pairs, f"user {user.id}", (), user.roles)
             for effect in (Effect.GRANT, Effect.DENY):
                 yield from _rule_lines(f"user {user.id}", effect, (), user.rules(effect))
@@ -129,6 +137,8 @@ def _diff_user(
     subject = f"user {after.id}"
     if before.name != after.name:
         yield f"~ {subject} name {_text(before.name)} -> {_text(after.name)}"
+    if before.suspended != after.suspended:
+        yield f"~ {subject} {'suspended' if after.suspended else 'resumed'}"
     for key, value in after.attributes.items():
         if key not in before.attributes:
             yield f"+ {subject} attribute {key} = {_text(value)}"
@@ -150,12 +160,23 @@ def _assignment_lines(
     before: tuple[Assignment, ...],
     after: tuple[Assignment, ...],
 ) -> Iterable[str]:
-    # Keyed by the old policy's role ids, so a renamed role stays the same role.
-    old_expiry = {a.role_id: a.expires for a in before}
-    new_expiry = {pairs.get(a.role_id, f"new:{a.role_id}"): a.expires for a in after}
+    # Keyed by the old policy's role ids, so a renamed role stays the same role;
+    # a role's eligible entry (at most one per user) is keyed apart from its
+    # ordinary entries, which include the activations of that eligibility.
+    old_expiry = {a.role_id: a.expires for a in before if a.eligible is None}
+    new_expiry = {
+        pairs.get(a.role_id, f"new:{a.role_id}"): a.expires for a in after if a.eligible is None
+    }
+    old_eligible = {a.role_id: a for a in before if a.eligible is not None}
+    new_eligible = {
+        pairs.get(a.role_id, f"new:{a.role_id}") for a in after if a.eligible is not None
+    }
     for assignment in after:
         role = new.role_name(assignment.role_id)
         key = pairs.get(assignment.role_id, f"new:{assignment.role_id}")
+        if assignment.eligible is not None:
+            yield from _eligible_lines(subject, role, old_eligible.get(key), assignment)
+            continue
         expires = assignment.expires
         until = f" until {expires}" if expires else ""
         if key not in old_expiry:
@@ -164,8 +185,25 @@ def _assignment_lines(
             change = f"{old_expiry[key] or 'never'} -> {expires or 'never'}"
             yield f"~ {subject} holds {role}: expires {change}"
     for assignment in before:
-        if assignment.role_id not in new_expiry:
+        if assignment.eligible is not None:
+            if assignment.role_id not in new_eligible:
+                yield f"- {subject} eligible for {old.role_name(assignment.role_id)}"
+        elif assignment.role_id not in new_expiry:
             yield f"- {subject} holds {old.role_name(assignment.role_id)}"
+
+
+def _eligible_lines(
+    subject: str, role: str, before: Assignment | None, after: Assignment
+) -> Iterable[str]:
+    if before is None:
+        until = f" until {after.expires}" if after.expires else ""
+        yield f"+ {subject} eligible for {role} (up to {after.eligible} h){until}"
+        return
+    if before.eligible != after.eligible:
+        yield f"~ {subject} eligible for {role}: up to {before.eligible} h -> {after.eligible} h"
+    if before.expires != after.expires:
+        change = f"{before.expires or 'never'} -> {after.expires or 'never'}"
+        yield f"~ {subject} eligible for {role}: expires {change}"
 
 
 def _diff_constraints(old: Policy, new: Policy, pairs: dict[str, str]) -> Iterable[str]:

@@ -19,7 +19,17 @@ import yaml
 from sync.policy.conditions import ConditionError, is_json_value, json_kind
 from sync.policy.constraints import violations
 from sync.policy.instant import Instant
-from sync.policy.model import FORMAT, WILDCARD, Assignment, Constraint, Policy, Role, Rule, User
+from sync.policy.model import (
+    FORMAT,
+    MAX_ELIGIBLE_HOURS,
+    WILDCARD,
+    Assignment,
+    Constraint,
+    Policy,
+    Role,
+    Rule,
+    User,
+)
 
 Document = dict[str, Any]
 
@@ -29,8 +39,9 @@ MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 _TOP_KEYS = ("format", "tenant", "resource_types", "roles", "users", "constraints")
 _ROLE_KEYS = ("name", "id", "description", "inherits", "grants", "denies")
 _RULE_KEYS = ("resource", "actions", "when")
-_USER_KEYS = ("id", "name", "attributes", "roles", "grants", "denies")
-_ASSIGNMENT_KEYS = ("role", "expires")
+_USER_KEYS = ("id", "name", "suspended", "attributes", "roles", "grants", "denies")
+_ASSIGNMENT_KEYS = ("role", "eligible", "expires")
+_ELIGIBLE_KEYS = ("max_hours",)
 _CONSTRAINT_KEYS = ("name", "exclusive")
 _KNOWN: dict[tuple[str, ...], frozenset[str]] = {
     keys: frozenset(keys)
@@ -40,6 +51,7 @@ _KNOWN: dict[tuple[str, ...], frozenset[str]] = {
         _RULE_KEYS,
         _USER_KEYS,
         _ASSIGNMENT_KEYS,
+        _ELIGIBLE_KEYS,
         _CONSTRAINT_KEYS,
     )
 }
@@ -349,6 +361,12 @@ def _parse_users(
         if name is not None and not isinstance(name, str):
             check.problem(f"{here}.name", "must be a string")
             name = None
+        # policy-format.md § Additions: a boolean; absent means active. null is
+        # refused too: a reviewer could read it either way.
+        suspended = user.get("suspended", False)
+        if suspended is not False and suspended is not True:
+            check.problem(f"{here}.suspended", "must be true or false")
+            suspended = False
         attributes = user.get("attributes", {})
         if attributes is None:
             attributes = {}
@@ -364,8 +382,19 @@ def _parse_users(
         assignments: list[Assignment] = []
         for j, entry in enumerate(check.items(user.get("roles"), f"{here}.roles")):
             assignment = _parse_assignment(check, entry, f"{here}.roles[{j}]", ids_by_name)
-            if assignment is not None:
-                assignments.append(assignment)
+            if assignment is None:
+                continue
+            # "A role may be eligible at most once per user": with two, which
+            # max_hours an activation may use would be left to chance.
+            if assignment.eligible is not None and any(
+                a.role_id == assignment.role_id and a.eligible is not None for a in assignments
+            ):
+                check.problem(
+                    f"{here}.roles[{j}]",
+                    f"role {entry['role']!r} is already eligible for this user",
+                )
+                continue
+            assignments.append(assignment)
         grants = check.rules(user.get("grants"), f"{here}.grants")
         denies = check.rules(user.get("denies"), f"{here}.denies")
         if user_id is None:
@@ -373,7 +402,9 @@ def _parse_users(
         if user_id in users:
             check.problem(f"{here}.id", f"duplicate user id {user_id!r}")
             continue
-        users[user_id] = User(user_id, name, attributes, tuple(assignments), grants, denies)
+        users[user_id] = User(
+            user_id, name, attributes, tuple(assignments), grants, denies, suspended=suspended
+        )
     return users
 
 
@@ -387,15 +418,43 @@ def _parse_assignment(
     if not isinstance(role, str) or role not in ids_by_name:
         check.problem(f"{path}.role", f"unknown role {role!r}")
         return None
+    max_hours = None
+    if "eligible" in entry:
+        max_hours = _parse_eligible(check, entry["eligible"], f"{path}.eligible")
+        if max_hours is None:
+            return None
     expires = entry.get("expires")
     if expires is not None and not isinstance(expires, str):
         check.problem(f"{path}.expires", "must be an RFC 3339 date-time string")
         return None
     try:
-        return Assignment.build(ids_by_name[role], expires)
+        return Assignment.build(ids_by_name[role], expires, max_hours)
     except ValueError as error:
         check.problem(f"{path}.expires", str(error))
         return None
+
+
+def _parse_eligible(check: _Validator, value: object, path: str) -> int | None:
+    """An eligible entry's `max_hours` (policy-format.md § Additions), or None after
+    reporting the problem: `eligible` is exactly `{"max_hours": N}`, N in 1..720."""
+    if not isinstance(value, dict):
+        check.problem(path, f'must be an object {{"max_hours": N}}, not {json_kind(value)}')
+        return None
+    check.mapping(value, path, _ELIGIBLE_KEYS)  # names each unknown field
+    if not value.keys() <= {"max_hours"}:
+        return None
+    if "max_hours" not in value:
+        check.problem(f"{path}.max_hours", f"missing: an integer from 1 to {MAX_ELIGIBLE_HOURS}")
+        return None
+    max_hours = value["max_hours"]
+    # Exact type: a bool is an int to Python, and 8.0 is not an integer in the format.
+    if type(max_hours) is not int or not 1 <= max_hours <= MAX_ELIGIBLE_HOURS:
+        shown = json.dumps(max_hours) if is_json_value(max_hours) else repr(max_hours)
+        check.problem(
+            f"{path}.max_hours", f"must be an integer from 1 to {MAX_ELIGIBLE_HOURS}, not {shown}"
+        )
+        return None
+    return max_hours
 
 
 def _parse_constraints(
@@ -485,23 +544,33 @@ def role_document(role: Role, name: Callable[[str], str] | None = None) -> Docum
 
 
 def user_document(user: User, name: Callable[[str], str] | None = None) -> Document:
-    """A user's entity document: attributes, assignments (role ids, or `{"role":
-    name(id)}` as the format writes them when `name` is given) and own rules."""
+    """A user's entity document: `suspended` (only when true), attributes,
+    assignments (role ids, or `{"role": name(id)}` as the format writes them
+    when `name` is given; eligible entries with `eligible: {max_hours}`) and
+    own rules."""
     document: Document = {"id": user.id}
     if user.name is not None:
         document["name"] = user.name
+    if user.suspended:
+        document["suspended"] = True
     if user.attributes:
         document["attributes"] = dict(user.attributes)
     if user.roles:
-        document["roles"] = [
-            ({"role": name(a.role_id)} if name else {"role_id": a.role_id})
-            | ({"expires": a.expires} if a.expires else {})
-            for a in user.roles
-        ]
+        document["roles"] = [_assignment_document(a, name) for a in user.roles]
     if user.grants:
         document["grants"] = _rules(user.grants)
     if user.denies:
         document["denies"] = _rules(user.denies)
+    return document
+
+
+def _assignment_document(assignment: Assignment, name: Callable[[str], str] | None) -> Document:
+    role_id = assignment.role_id
+    document: Document = {"role": name(role_id)} if name else {"role_id": role_id}
+    if assignment.eligible is not None:
+        document["eligible"] = {"max_hours": assignment.eligible}
+    if assignment.expires:
+        document["expires"] = assignment.expires
     return document
 
 

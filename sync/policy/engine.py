@@ -15,6 +15,9 @@ Layout (why it is fast, and why one change is cheap):
 - A change to a role's rules rebuilds that role's index in place; a change to
   a user rebuilds that user's entry; only a change to inheritance recomputes
   closures. Nothing recompiles the tenant.
+- A suspended user's entry carries its denial (policy-format.md § Additions):
+  `decide` checks one slot and hands it out. Eligible entries of a user's
+  roles are not holdings and never reach the entry's closure.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 from sync.policy.decision import Decision, Match
 from sync.policy.edits import Edit, Touched, Undo, apply_edit
 from sync.policy.instant import Instant, format_instant
-from sync.policy.model import WILDCARD, Effect, Policy, Role, Rule, User
+from sync.policy.model import WILDCARD, Assignment, Effect, Policy, Role, Rule, User
 from sync.policy.request import Request
 
 Key = tuple[str, str]
@@ -83,7 +86,7 @@ class _Combo:
 
 
 class _UserEntry:
-    __slots__ = ("attrs", "combo", "expiring", "merged", "private", "timed", "user")
+    __slots__ = ("attrs", "combo", "expiring", "merged", "private", "suspended", "timed", "user")
 
     def __init__(
         self,
@@ -103,6 +106,8 @@ class _UserEntry:
         """The combo holds this user's direct rules and is nobody else's."""
         self.timed: dict[tuple[Key, int], Entry] = {}
         """Merged rules per (pair, bit mask of the expiring assignments in force)."""
+        self.suspended: Decision | None = None
+        """The denial of every request, for a suspended user; None for an active one."""
 
 
 _NOTHING: Entry = ((), ())
@@ -142,6 +147,18 @@ class Permission:
         if self.until:
             text += f" (until {self.until})"
         return text
+
+
+def describe_eligibility(assignment: Assignment, role_name: str, instant: Instant) -> str:
+    """An eligible entry in words, as at `instant`: `eligible for role fleet-manager
+    (up to 8 h), not active`, with `until <expires>` or `(eligibility ended
+    <expires>)` when it has an end."""
+    text = f"eligible for role {role_name} (up to {assignment.eligible} h)"
+    if assignment.expires is None:
+        return f"{text}, not active"
+    if assignment.eligible_at(instant):
+        return f"{text} until {assignment.expires}, not active"
+    return f"{text}, not active (eligibility ended {assignment.expires})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +280,9 @@ class Engine:
         static: list[str] = []
         expiring: list[tuple[Instant, str]] = []
         for assignment in user.roles:
-            if assignment.role_id not in self.policy.roles:
+            # An eligible entry holds nothing until an activation (an ordinary
+            # entry) is written beside it; its `expires` ends the eligibility.
+            if assignment.eligible is not None or assignment.role_id not in self.policy.roles:
                 continue
             if assignment.expires_at is None:
                 if assignment.role_id not in static:
@@ -281,6 +300,8 @@ class Engine:
             for expires, role_id in expiring
         )
         entry = _UserEntry(user, combo, extra, private=bool(user.grants or user.denies))
+        if user.suspended:
+            entry.suspended = self._suspension(user.id)
         for role_id in self._timed_roles(entry):
             self._timed_by_role.setdefault(role_id, set()).add(entry)
         return entry
@@ -303,8 +324,8 @@ class Engine:
         """Decide `request`; `now` stands in for a missing `context.time`."""
         key = self._keys.get((request.resource_type, request.action))
         entry = self._users.get(request.user)
-        if entry is None or key is None:
-            return self._unknown(request)
+        if entry is None or key is None or entry.suspended is not None:
+            return self._refused(request, entry)
         rules = entry.merged.get(key)
         if rules is None:
             rules = self._merge(entry.combo, key)
@@ -371,6 +392,19 @@ class Engine:
         entry.timed[key, mask] = merged
         return merged
 
+    def _refused(self, request: Request, entry: _UserEntry | None) -> Decision:
+        """The denial of a suspended user (whatever was asked) or of an unknown one."""
+        if entry is not None and entry.suspended is not None:
+            decision = entry.suspended
+            if decision.policy_version != self.version:  # made before a new version
+                decision = entry.suspended = self._suspension(request.user)
+            return decision
+        return self._unknown(request)
+
+    def _suspension(self, user_id: str) -> Decision:
+        # policy-format.md § Additions: this reason, whatever the rules.
+        return Decision(False, f"user {user_id} is suspended", (), self.version)
+
     def _unknown(self, request: Request) -> Decision:
         # Made once per pair and kept (a bounded number): a batch with many
         # unknown users or misspelt actions should not build a Decision each.
@@ -413,7 +447,11 @@ class Engine:
         result: list[tuple[_Link, str | None]] = [(link, None) for link in entry.combo.links]
         seen = set(entry.combo.roles)
         for assignment in entry.user.roles:
-            if assignment.expires_at is None or not assignment.active_at(instant):
+            if (
+                assignment.eligible is not None  # not a holding
+                or assignment.expires_at is None  # in the combo already
+                or not assignment.active_at(instant)
+            ):
                 continue
             for link in self._closure([assignment.role_id]):
                 if link.owner not in seen:
@@ -424,10 +462,13 @@ class Engine:
     def effective_permissions(self, user_id: str, now: Instant) -> list[Permission]:
         """Every grant and deny that applies to the user at `now`, with its role path.
 
-        Conditions are listed, not evaluated: they depend on the resource.
+        Conditions are listed, not evaluated: they depend on the resource. A
+        suspended user has none; eligible roles not activated give none.
         Raises KeyError for an unknown user.
         """
         entry = self._users[user_id]
+        if entry.suspended is not None:
+            return []
         permissions: list[Permission] = []
         for link, until in self._held_links(entry, now):
             path = (user_id, *(self.policy.role_name(r) for r in link.via))
@@ -458,11 +499,18 @@ class Engine:
         now: Instant,
         time: Instant | None = None,
     ) -> list[tuple[str, Decision]]:
-        """The users allowed `action` on the resource, each with the deciding grant."""
+        """The users allowed `action` on the resource, each with the deciding grant.
+
+        A suspended user is never listed; an eligible role counts only once activated.
+        """
         allowed: list[tuple[str, Decision]] = []
         attrs = resource_attrs or {}
         ctx = context or {}
+        users = self._users
         for user_id in self.policy.users:  # the policy's order, however entries were refreshed
+            entry = users.get(user_id)
+            if entry is not None and entry.suspended is not None:
+                continue
             request = Request(user_id, action, resource_type, resource_id, attrs, ctx, time)
             decision = self.decide(request, now)
             if decision.allowed:
@@ -470,7 +518,11 @@ class Engine:
         return allowed
 
     def explain(self, request: Request, now: Instant) -> Explanation:
-        """The decision and every step that led to it, in words."""
+        """The decision and every step that led to it, in words.
+
+        A suspended user's trace says so first, then lists the roles held
+        (suspended or not, the user holds them) but evaluates no rule.
+        """
         decision = self.decide(request, now)
         instant = request.time or now
         key = (request.resource_type, request.action)
@@ -481,10 +533,17 @@ class Engine:
             f" at {format_instant(instant)} ({when})"
         ]
         entry = self._users.get(request.user)
+        suspended = entry is not None and entry.suspended is not None
+        if suspended:
+            lines.append(f"user {request.user!r} is suspended: every request is denied")
         if key not in self._keys or entry is None:
             lines.append(f"decision: denied: {decision.reason}")
             return Explanation(decision, tuple(lines))
         lines.extend(self._trace_roles(entry, instant))
+        if suspended:
+            lines.append("  (no rule evaluated: the user is suspended)")
+            lines.append(f"decision: denied: {decision.reason}")
+            return Explanation(decision, tuple(lines))
         held = self._held_links(entry, instant)
         considered = 0
         for effect in (Effect.DENY, Effect.GRANT):
@@ -505,10 +564,13 @@ class Engine:
         label = f" ({user.name})" if user.name else ""
         attributes = json.dumps(dict(user.attributes), ensure_ascii=False)
         lines = [f"user {user.id!r}{label}, attributes {attributes}"]
-        if not user.roles:
+        if all(a.eligible is not None for a in user.roles):
             lines.append("  holds no roles")
         for assignment in user.roles:
             name = self.policy.role_name(assignment.role_id)
+            if assignment.eligible is not None:
+                lines.append(f"  {describe_eligibility(assignment, name, instant)}")
+                continue
             if assignment.expires is None:
                 lines.append(f"  holds role {name}")
             elif assignment.active_at(instant):
@@ -537,7 +599,12 @@ class Engine:
         return lines
 
     def holders(self, role_ids: set[str]) -> list[str]:
-        """Ids of users holding any of `role_ids` (directly or through inheritance)."""
+        """Ids of users holding any of `role_ids` (directly or through inheritance).
+
+        Suspended users are listed: they hold their roles, suspended or not,
+        and get the role's rules back when resumed. Eligible entries not
+        activated are not holdings and make no one a holder.
+        """
         found: list[str] = []
         for user_id in self.policy.users:
             entry = self._users.get(user_id)

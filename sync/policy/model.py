@@ -9,6 +9,8 @@ uses names, and `sync.policy.document` translates at the boundary.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -28,12 +30,90 @@ class Effect(StrEnum):
     DENY = "deny"
 
 
-@dataclass(frozen=True, slots=True)
+def _canonical(value: Any) -> Any:
+    """`value` (JSON) with every integral float turned into the int it equals.
+
+    policy-format.md § Conditions: numbers are one type (`5` equals `5.0`) and
+    booleans are not numbers. Types are compared exactly, not with
+    isinstance, so a bool (an int to Python) stays a bool, and the encoder
+    then writes `true` and `1` apart and `5.0` like `5`.
+    """
+    kind = type(value)
+    if kind is str or kind is bool or kind is int or value is None:
+        return value
+    if kind is float:
+        return int(value) if value.is_integer() else value
+    if kind is list or kind is tuple:
+        return [_canonical(item) for item in value]
+    if kind is dict or isinstance(value, Mapping):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
+    return value  # not JSON: the encoder raises TypeError
+
+
+def canonical_rule(resource: Any, actions: Any, when: Any) -> str:
+    """A rule's identity as compact JSON: `[resource, sorted actions, when]`.
+
+    Actions are sorted with duplicates removed (a rule covers a set of
+    actions); `when` keeps its lists in order and its keys sorted, with
+    numbers and booleans kept apart as `_canonical` says. The text is the
+    same in every process and Python version, so `rule_key` can be stored.
+    The parts may be a stored document's, unchecked: whatever they hold gets
+    a form. Raises TypeError for a value that is not JSON at all.
+    """
+    if isinstance(actions, list | tuple):
+        if all(type(a) is str for a in actions):
+            actions = sorted(set(actions))
+        else:
+            # Strings sort as strings; anything else (a malformed edit document's
+            # `"actions": [1, ["x"]]`, refused later by check_rule) after them,
+            # by its JSON text, so that such a rule gets an identity, not a crash.
+            unique: dict[tuple[int, str], Any] = {}
+            for action in actions:
+                unique.setdefault(
+                    (0, action) if type(action) is str else (1, _text(action)), action
+                )
+            actions = [unique[k] for k in sorted(unique)]
+    return _text([resource, actions, when])
+
+
+def condition_key(when: Mapping[str, Any] | None) -> str | None:
+    """A condition's canonical JSON text (type-strict, as in `canonical_rule`), or
+    None for no condition: equal keys mean the same condition."""
+    return None if when is None else _text(when)
+
+
+def rule_key_of(resource: Any, actions: Any, when: Any) -> str:
+    """`rule_key` of a rule given by its document's parts (`resource`, `actions`,
+    `when`; a stored entity's, not parsed): the same key as the built Rule's."""
+    return _digest(canonical_rule(resource, actions, when))
+
+
+def _digest(text: str) -> str:
+    # surrogatepass: JSON text may hold a lone surrogate ("\ud800"), which
+    # strict UTF-8 cannot encode; the key must exist for every rule.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""Made once: json.dumps with options builds an encoder per call, half the cost."""
+
+
+def _text(value: Any) -> str:
+    return _ENCODER.encode(_canonical(value))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Rule:
     """A grant or deny: `resource` is a type name or `*`; `actions` may hold `*`.
 
     `when` is the condition document as written (exported verbatim);
     `condition` its parsed tree and `predicate` the compiled closure.
+
+    Two rules are equal when their canonical forms are (`canonical_rule`):
+    same resource, same set of actions, and conditions equal as JSON with
+    `true` never equal to `1` and `5` equal to `5.0`.
     """
 
     resource: str
@@ -41,6 +121,7 @@ class Rule:
     when: Mapping[str, Any] | None = None
     condition: Condition | None = field(default=None, compare=False, repr=False)
     predicate: Any = field(default=None, compare=False, repr=False)
+    _identity: str = field(default="", init=False, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -59,6 +140,34 @@ class Rule:
             object.__setattr__(self, "condition", condition)
             object.__setattr__(self, "predicate", predicate)
 
+    @property
+    def identity(self) -> str:
+        """`canonical_rule` of this rule, computed once, on first use.
+
+        Not when the rule is made: a 50,000-user policy is loaded with all its
+        rules, and only edits and diffs ever compare them.
+        """
+        identity = self._identity
+        if not identity:  # never empty once computed: it is a JSON array
+            identity = canonical_rule(self.resource, self.actions, self.when)
+            object.__setattr__(self, "_identity", identity)
+        return identity
+
+    # Written out, not generated: the generated ones compare `when` with
+    # Python's ==, for which `true` and `1` are the same condition.
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Rule):
+            return NotImplemented
+        if self is other:
+            return True
+        # The resource is part of the identity: most rules of a role differ in
+        # it, and then no canonical form needs computing (an edit compares the
+        # rule it adds or removes with each rule of the role).
+        return self.resource == other.resource and self.identity == other.identity
+
+    def __hash__(self) -> int:
+        return hash(self.identity)
+
     def describe(self) -> str:
         """`route update when resource.region = $user.region`."""
         target = "any resource" if self.resource == WILDCARD else self.resource
@@ -75,6 +184,13 @@ class Rule:
         return document
 
 
+def rule_key(rule: Rule) -> str:
+    """A short stable name of `rule`: the first 16 hex digits of the SHA-256 of its
+    canonical form (`canonical_rule`). Equal rules have equal keys, in any
+    process and Python version (no `hash()`), so keys can be stored."""
+    return _digest(rule.identity)
+
+
 @dataclass(frozen=True, slots=True)
 class Role:
     id: str
@@ -89,21 +205,58 @@ class Role:
         return self.grants if effect is Effect.GRANT else self.denies
 
 
+MAX_ELIGIBLE_HOURS = 720
+"""policy-format.md § Additions: `max_hours` is an integer from 1 to 720."""
+
+
+def check_max_hours(value: object) -> int:
+    """`value` as an eligible entry's `max_hours`; raises ValueError unless it is an
+    int from 1 to MAX_ELIGIBLE_HOURS (a bool or a float such as 8.0 is not)."""
+    if type(value) is not int or not 1 <= value <= MAX_ELIGIBLE_HOURS:
+        raise ValueError(
+            f"max_hours must be an integer from 1 to {MAX_ELIGIBLE_HOURS}, not {value!r}"
+        )
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Assignment:
-    """A user holds `role_id`, until `expires` (RFC 3339 text as written) if given."""
+    """An entry of a user's roles: the user holds `role_id`, until `expires`
+    (RFC 3339 text as written) if given.
+
+    With `eligible` (its `max_hours`) the entry is an eligibility, not a
+    holding (policy-format.md § Additions): it never counts by itself, and
+    `expires` is when the eligibility ends. An activation is a separate,
+    ordinary entry of the same role with `expires`.
+    """
 
     role_id: str
     expires: str | None = None
     expires_at: Instant | None = field(default=None, compare=False)
+    eligible: int | None = None
 
     @classmethod
-    def build(cls, role_id: str, expires: str | None = None) -> Assignment:
-        """Raises ValueError when `expires` is not an RFC 3339 date-time."""
-        return cls(role_id, expires, None if expires is None else parse_instant(expires))
+    def build(
+        cls, role_id: str, expires: str | None = None, eligible: int | None = None
+    ) -> Assignment:
+        """Raises ValueError when `expires` is not an RFC 3339 date-time, or
+        `eligible` (max_hours) is not an integer from 1 to 720."""
+        if eligible is not None:
+            check_max_hours(eligible)
+        at = None if expires is None else parse_instant(expires)
+        return cls(role_id, expires, at, eligible)
 
     def active_at(self, instant: Instant) -> bool:
-        """policy-format.md: an entry with `expires` stops counting when time >= expires."""
+        """policy-format.md: an entry with `expires` stops counting when time >= expires;
+        an eligible entry never counts."""
+        if self.eligible is not None:
+            return False
+        return self.expires_at is None or instant < self.expires_at
+
+    def eligible_at(self, instant: Instant) -> bool:
+        """This is an eligible entry and its eligibility has not ended at `instant`."""
+        if self.eligible is None:
+            return False
         return self.expires_at is None or instant < self.expires_at
 
 
@@ -115,6 +268,8 @@ class User:
     roles: tuple[Assignment, ...] = ()
     grants: tuple[Rule, ...] = ()
     denies: tuple[Rule, ...] = ()
+    suspended: bool = False
+    """policy-format.md § Additions: every request of a suspended user is denied."""
 
     def rules(self, effect: Effect) -> tuple[Rule, ...]:
         return self.grants if effect is Effect.GRANT else self.denies

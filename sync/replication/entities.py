@@ -145,10 +145,13 @@ def policy_document(tenant: str, entities: Iterable[Entity], *, by_name: bool = 
 
 
 def _user_with_names(user: Document, name: Any) -> Document:
+    """The user's document with `role_id` written as `role` (a name) in each entry of
+    its roles; every other field (`expires`, `eligible`; the user's `suspended`) as
+    stored, for `parse_policy` to validate."""
     if "roles" not in user:
         return user
     roles = [
-        {"role": name(a["role_id"])} | ({"expires": a["expires"]} if "expires" in a else {})
+        {"role": name(a["role_id"])} | {k: v for k, v in a.items() if k != "role_id"}
         for a in user["roles"]
     ]
     return user | {"roles": roles}

@@ -496,3 +496,163 @@ def test_start_command_walks_the_demo_tenant() -> None:
     for command in ("policy validate", "check", "explain", "who-can", "permissions"):
         assert f"$ fleetgate {command}" in text
     assert "Traceback" not in result.stderr.decode()
+
+
+# --- suspended users and eligible roles (policy-format.md § Additions) -------------------
+
+
+@pytest.fixture
+def additions_policy(tmp_path: Path) -> Path:
+    document = json.loads(json.dumps(POLICY))
+    document["users"] += [
+        {
+            "id": "sam",
+            "suspended": True,
+            "attributes": {"region": "north"},
+            "roles": [{"role": "fleet-manager"}],
+        },
+        {
+            "id": "eve",
+            "attributes": {"region": "north"},
+            "roles": [{"role": "viewer"}, {"role": "fleet-manager", "eligible": {"max_hours": 8}}],
+        },
+    ]
+    return write_json(tmp_path / "additions.json", document)
+
+
+def test_check_denies_a_suspended_user_naming_the_suspension(additions_policy: Path) -> None:
+    result = fleetgate(
+        "check",
+        "--policy",
+        str(additions_policy),
+        "--user",
+        "sam",
+        "--action",
+        "read",
+        "--resource",
+        "vehicle:v1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == (
+        '{"allowed":false,"reason":"user sam is suspended","matched":[],"policy_version":null}\n'
+    )
+
+
+def test_check_batch_denies_every_request_of_a_suspended_user(
+    additions_policy: Path, tmp_path: Path
+) -> None:
+    requests = [
+        {"user": "sam", "action": "delete", "resource": {"type": "vehicle"}},
+        {"user": "sam", "action": "fly", "resource": {"type": "vehicle"}},
+        {"user": "alice", "action": "read", "resource": {"type": "vehicle"}},
+    ]
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    result = fleetgate("check", "--policy", str(additions_policy), "--requests", str(path))
+    assert result.returncode == 0, result.stderr
+    out = decisions(result)
+    assert [(d["allowed"], d["reason"]) for d in out[:2]] == [
+        (False, "user sam is suspended"),
+        (False, "user sam is suspended"),
+    ]
+    assert out[2]["allowed"] is True
+
+
+def test_check_denies_an_eligible_role_that_is_not_activated(additions_policy: Path) -> None:
+    base = ["check", "--policy", str(additions_policy), "--user", "eve", "--resource", "vehicle:v1"]
+    assert decisions(fleetgate(*base, "--action", "read"))[0]["allowed"] is True  # viewer
+    denied = decisions(fleetgate(*base, "--action", "delete"))
+    assert denied == [
+        {
+            "allowed": False,
+            "reason": "no grant matches vehicle delete",
+            "matched": [],
+            "policy_version": None,
+        }
+    ]
+
+
+def test_explain_says_first_that_a_user_is_suspended(additions_policy: Path) -> None:
+    result = fleetgate(
+        "explain",
+        "--policy",
+        str(additions_policy),
+        "--user",
+        "sam",
+        "--action",
+        "read",
+        "--resource",
+        "vehicle:v1",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].startswith("request: user 'sam' read vehicle:v1 at ")
+    assert lines[1] == "user 'sam' is suspended: every request is denied"
+    assert lines[-1] == "decision: denied: user sam is suspended"
+
+
+def test_explain_lists_an_eligible_role_as_not_active(additions_policy: Path) -> None:
+    result = fleetgate(
+        "explain",
+        "--policy",
+        str(additions_policy),
+        "--user",
+        "eve",
+        "--action",
+        "delete",
+        "--resource",
+        "vehicle:v1",
+    )
+    lines = result.stdout.decode().splitlines()
+    assert "  eligible for role fleet-manager (up to 8 h), not active" in lines
+    assert lines[-1] == "decision: denied: no grant matches vehicle delete"
+
+
+def test_who_can_leaves_out_suspended_users_and_eligible_roles(additions_policy: Path) -> None:
+    result = fleetgate(
+        "who-can",
+        "--policy",
+        str(additions_policy),
+        "--action",
+        "delete",
+        "--resource",
+        "vehicle:v1",
+        "--attr",
+        "context.time=2026-11-22T09:30:00Z",
+    )
+    assert result.returncode == 0, result.stderr
+    assert [row.split("\t")[0] for row in result.stdout.decode().splitlines()] == ["alice"]
+
+
+def test_permissions_of_a_suspended_user_are_none_and_say_why(additions_policy: Path) -> None:
+    base = ["permissions", "--policy", str(additions_policy), "--user", "sam"]
+    text = fleetgate(*base)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout == b""
+    assert text.stderr.decode() == "user sam is suspended: every request is denied\n"
+    assert json.loads(fleetgate(*base, "--json").stdout) == []
+
+
+def test_permissions_leave_out_an_eligible_role_and_say_so(additions_policy: Path) -> None:
+    base = ["permissions", "--policy", str(additions_policy), "--user", "eve"]
+    text = fleetgate(*base)
+    assert text.returncode == 0, text.stderr
+    assert "fleet-manager" not in text.stdout.decode()
+    assert text.stderr.decode() == (
+        "eligible for role fleet-manager (up to 8 h), not active: not listed\n"
+    )
+    rows = json.loads(fleetgate(*base, "--json").stdout)
+    assert rows and all(r["path"] == ["eve", "viewer"] for r in rows)
+
+
+def test_diff_reports_suspension_and_eligibility(additions_policy: Path, tmp_path: Path) -> None:
+    document = json.loads(additions_policy.read_text())
+    document["users"][-2]["suspended"] = False  # sam resumed
+    document["users"][-1]["roles"][1]["eligible"]["max_hours"] = 4
+    new = write_json(tmp_path / "new.json", document)
+    result = fleetgate("policy", "diff", str(additions_policy), str(new))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == [
+        "~ user sam resumed",
+        "~ user eve eligible for fleet-manager: up to 8 h -> 4 h",
+    ]

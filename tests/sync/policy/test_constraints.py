@@ -114,3 +114,22 @@ def test_import_checks_constraints_at_the_time_it_is_given(
     with pytest.raises(PolicyInvalid):
         parse_policy(document, now=NOW)
     assert parse_policy(document, now=parse_instant("2027-01-01T00:00:00Z"))
+
+
+def test_an_eligible_entry_does_not_count_for_separation_of_duty() -> None:
+    # policy-format.md § Additions: not until it is activated.
+    for eligible in (
+        [Assignment.build("b", eligible=8)],
+        [Assignment.build("d", "2027-01-01T00:00:00Z", 720)],
+    ):
+        assert violations(policy_with({"u": held("a") + eligible}), NOW) == []
+    both = [Assignment.build("a", eligible=1), Assignment.build("b", eligible=1)]
+    assert violations(policy_with({"u": both}), NOW) == []
+
+
+def test_an_activation_counts_like_any_assignment_while_it_lasts() -> None:
+    activation = "2026-11-22T17:30:00Z"
+    roles = [*held("a"), Assignment.build("b", eligible=8), *held("b", expires=activation)]
+    policy = policy_with({"u": roles})
+    assert violations(policy, NOW) == [Violation("sod", "u", "alpha", "beta")]
+    assert violations(policy, parse_instant(activation)) == []

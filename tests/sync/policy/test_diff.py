@@ -121,3 +121,115 @@ def test_lines_are_stable_across_runs(example_doc: dict[str, Any]) -> None:
             user.setdefault("attributes", {})["shift"] = "night"
 
     assert _policies(example_doc, change) == _policies(example_doc, change)
+
+
+def _user(document: dict[str, Any], user_id: str) -> dict[str, Any]:
+    return next(u for u in document["users"] if u["id"] == user_id)
+
+
+def test_suspending_and_resuming_a_user_are_one_line_each(example_doc: dict[str, Any]) -> None:
+    example_doc["users"][1]["suspended"] = True  # bob
+
+    def change(document: dict[str, Any]) -> None:
+        _user(document, "alice")["suspended"] = True
+        del _user(document, "bob")["suspended"]
+
+    assert _policies(example_doc, change) == ["~ user alice suspended", "~ user bob resumed"]
+
+
+def test_a_user_added_suspended_is_added_then_suspended(example_doc: dict[str, Any]) -> None:
+    def change(document: dict[str, Any]) -> None:
+        document["users"].append(
+            {"id": "zoe", "name": "Zoe", "suspended": True, "roles": [{"role": "viewer"}]}
+        )
+
+    assert _policies(example_doc, change) == [
+        "+ user zoe (Zoe)",
+        "~ user zoe suspended",
+        "+ user zoe holds viewer",
+    ]
+
+
+def test_eligibility_added_removed_and_changed(example_doc: dict[str, Any]) -> None:
+    _user(example_doc, "alice")["roles"].append({"role": "viewer", "eligible": {"max_hours": 8}})
+    _user(example_doc, "bob")["roles"].append(
+        {"role": "dispatcher", "eligible": {"max_hours": 4}, "expires": "2027-01-01T00:00:00Z"}
+    )
+    _user(example_doc, "carol")["roles"].append(
+        {"role": "payment-approver", "eligible": {"max_hours": 2}}
+    )
+
+    def change(document: dict[str, Any]) -> None:
+        _user(document, "alice")["roles"][2]["eligible"]["max_hours"] = 4
+        _user(document, "bob")["roles"][1]["expires"] = "2027-02-01T00:00:00Z"
+        _user(document, "carol")["roles"].pop()
+        _user(document, "dave")["roles"] = [
+            {"role": "viewer", "eligible": {"max_hours": 1}, "expires": "2027-01-01T00:00:00Z"},
+            {"role": "fleet-manager", "eligible": {"max_hours": 720}},
+        ]
+
+    assert _policies(example_doc, change) == [
+        "~ user alice eligible for viewer: up to 8 h -> 4 h",
+        "~ user bob eligible for dispatcher: expires 2027-01-01T00:00:00Z -> 2027-02-01T00:00:00Z",
+        "- user carol eligible for payment-approver",
+        "+ user dave eligible for viewer (up to 1 h) until 2027-01-01T00:00:00Z",
+        "+ user dave eligible for fleet-manager (up to 720 h)",
+    ]
+
+
+def test_an_eligibility_and_an_assignment_of_one_role_are_told_apart(
+    example_doc: dict[str, Any],
+) -> None:
+    def add_eligible(document: dict[str, Any]) -> None:
+        _user(document, "bob")["roles"].append({"role": "viewer", "eligible": {"max_hours": 3}})
+
+    assert _policies(example_doc, add_eligible) == ["+ user bob eligible for viewer (up to 3 h)"]
+
+    add_eligible(example_doc)
+
+    def drop_ordinary(document: dict[str, Any]) -> None:
+        _user(document, "bob")["roles"] = _user(document, "bob")["roles"][1:]
+
+    assert _policies(example_doc, drop_ordinary) == ["- user bob holds viewer"]
+
+    def limit_ordinary(document: dict[str, Any]) -> None:
+        _user(document, "bob")["roles"][0]["expires"] = "2026-11-22T12:30:00Z"
+
+    assert _policies(example_doc, limit_ordinary) == [
+        "~ user bob holds viewer: expires never -> 2026-11-22T12:30:00Z"
+    ]
+
+
+def test_an_eligibility_follows_a_renamed_role(example_doc: dict[str, Any]) -> None:
+    _user(example_doc, "bob")["roles"].append({"role": "dispatcher", "eligible": {"max_hours": 3}})
+
+    def rename(document: dict[str, Any]) -> None:
+        _role(document, "dispatcher")["name"] = "router"
+        _role(document, "fleet-manager")["inherits"] = ["router"]
+        for user in document["users"]:
+            for assignment in user.get("roles", []):
+                if assignment["role"] == "dispatcher":
+                    assignment["role"] = "router"
+
+    assert _policies(example_doc, rename) == ["~ role dispatcher renamed to router"]
+
+
+def test_a_condition_on_true_becoming_1_is_a_changed_rule_and_5_becoming_5_0_is_not(
+    example_doc: dict[str, Any],
+) -> None:
+    _role(example_doc, "viewer")["grants"].append(
+        {"resource": "vehicle", "actions": ["dispatch"], "when": {"context.urgent": True}}
+    )
+    _role(example_doc, "viewer")["grants"].append(
+        {"resource": "vehicle", "actions": ["dispatch"], "when": {"context.hour": {"lt": 5}}}
+    )
+
+    def retype(document: dict[str, Any]) -> None:
+        grants = _role(document, "viewer")["grants"]
+        grants[1]["when"] = {"context.urgent": 1}
+        grants[2]["when"] = {"context.hour": {"lt": 5.0}}
+
+    assert _policies(example_doc, retype) == [
+        "+ role viewer grant: vehicle dispatch when context.urgent = 1",
+        "- role viewer grant: vehicle dispatch when context.urgent = true",
+    ]

@@ -858,3 +858,249 @@ def test_a_round_trip_decides_like_the_original(example_policy: Policy) -> None:
                 for region in ("north", "south"):
                     request = Request(user, action, type_name, "x", {"region": region})
                     assert first.decide(request, NOW) == second.decide(request, NOW)
+
+
+# --- suspended users and eligible assignments (policy-format.md § Additions) -------------
+
+
+def test_a_suspended_user_is_read_and_absent_or_false_means_active(
+    minimal: Callable[..., Doc],
+) -> None:
+    users = [{"id": "s", "suspended": True}, {"id": "f", "suspended": False}, {"id": "a"}]
+    policy = parse_policy(minimal(users=users), now=NOW)
+    assert [u.suspended for u in policy.users.values()] == [True, False, False]
+
+
+@pytest.mark.parametrize("value", ["yes", "true", 1, 0, None, [], {}])
+def test_a_suspended_that_is_not_a_boolean_is_rejected_at_its_place(
+    minimal: Callable[..., Doc], value: Any
+) -> None:
+    users = [{"id": "a"}, {"id": "b"}, {"id": "c", "suspended": value}]
+    problem = only_problem(minimal(users=users))
+    assert str(problem) == "users[2].suspended: must be true or false"
+
+
+def test_an_eligible_entry_is_read_with_its_max_hours_and_expiry(
+    minimal: Callable[..., Doc],
+) -> None:
+    roles = [
+        {"role": "a"},
+        {"role": "b", "eligible": {"max_hours": 8}},
+        {"role": "a", "eligible": {"max_hours": 720}, "expires": "2027-01-01T00:00:00Z"},
+    ]
+    document = minimal(roles=[{"name": "a"}, {"name": "b"}], users=[{"id": "u", "roles": roles}])
+    policy = parse_policy(document, now=NOW)
+    a, b = (policy.role_by_name(n) for n in "ab")
+    assert a is not None and b is not None
+    entries = policy.users["u"].roles
+    assert [(e.role_id, e.eligible, e.expires) for e in entries] == [
+        (a.id, None, None),
+        (b.id, 8, None),
+        (a.id, 720, "2027-01-01T00:00:00Z"),
+    ]
+    assert entries[2].expires_at == parse_instant("2027-01-01T00:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("eligible", "problem"),
+    [
+        (8, 'users[0].roles[1].eligible: must be an object {"max_hours": N}, not number'),
+        (None, 'users[0].roles[1].eligible: must be an object {"max_hours": N}, not null'),
+        ([8], 'users[0].roles[1].eligible: must be an object {"max_hours": N}, not array'),
+        ({}, "users[0].roles[1].eligible.max_hours: missing: an integer from 1 to 720"),
+        ({"max_days": 3}, "users[0].roles[1].eligible.max_days: unknown field (known: max_hours)"),
+        (
+            {"max_hours": 8, "hours": 8},
+            "users[0].roles[1].eligible.hours: unknown field (known: max_hours)",
+        ),
+        (
+            {"max_hours": 0},
+            "users[0].roles[1].eligible.max_hours: must be an integer from 1 to 720, not 0",
+        ),
+        (
+            {"max_hours": 721},
+            "users[0].roles[1].eligible.max_hours: must be an integer from 1 to 720, not 721",
+        ),
+        (
+            {"max_hours": True},
+            "users[0].roles[1].eligible.max_hours: must be an integer from 1 to 720, not true",
+        ),
+        (
+            {"max_hours": 8.0},
+            "users[0].roles[1].eligible.max_hours: must be an integer from 1 to 720, not 8.0",
+        ),
+        (
+            {"max_hours": "8"},
+            'users[0].roles[1].eligible.max_hours: must be an integer from 1 to 720, not "8"',
+        ),
+        (
+            {"max_hours": None},
+            "users[0].roles[1].eligible.max_hours: must be an integer from 1 to 720, not null",
+        ),
+    ],
+)
+def test_a_malformed_eligible_is_rejected_naming_its_place(
+    minimal: Callable[..., Doc], eligible: Any, problem: str
+) -> None:
+    roles = [{"role": "a"}, {"role": "b", "eligible": eligible}]
+    document = minimal(roles=[{"name": "a"}, {"name": "b"}], users=[{"id": "u", "roles": roles}])
+    assert str(only_problem(document)) == problem
+
+
+def test_an_eligible_entry_with_a_bad_expiry_is_rejected_at_its_expires(
+    minimal: Callable[..., Doc],
+) -> None:
+    roles = [{"role": "a", "eligible": {"max_hours": 8}, "expires": "soon"}]
+    document = minimal(roles=[{"name": "a"}], users=[{"id": "u", "roles": roles}])
+    assert only_problem(document).path == "users[0].roles[0].expires"
+
+
+def test_a_second_eligible_entry_of_one_role_is_rejected(minimal: Callable[..., Doc]) -> None:
+    roles = [
+        {"role": "x", "eligible": {"max_hours": 8}},
+        {"role": "y", "eligible": {"max_hours": 8}},
+        {"role": "x", "eligible": {"max_hours": 4}, "expires": "2027-01-01T00:00:00Z"},
+    ]
+    document = minimal(roles=[{"name": "x"}, {"name": "y"}], users=[{"id": "u", "roles": roles}])
+    assert str(only_problem(document)) == (
+        "users[0].roles[2]: role 'x' is already eligible for this user"
+    )
+
+
+def test_the_same_role_may_be_eligible_for_two_users(minimal: Callable[..., Doc]) -> None:
+    entry = {"role": "x", "eligible": {"max_hours": 8}}
+    users = [{"id": "u", "roles": [entry]}, {"id": "v", "roles": [entry]}]
+    assert parse_policy(minimal(roles=[{"name": "x"}], users=users), now=NOW)
+
+
+def test_an_activation_beside_its_eligible_entry_is_allowed(minimal: Callable[..., Doc]) -> None:
+    # policy-format.md: "An activation is written as an ordinary entry of that
+    # role with `expires`, beside the eligible entry".
+    roles = [
+        {"role": "x", "eligible": {"max_hours": 8}},
+        {"role": "x", "expires": "2026-11-22T17:30:00Z"},
+    ]
+    policy = parse_policy(
+        minimal(roles=[{"name": "x"}], users=[{"id": "u", "roles": roles}]), now=NOW
+    )
+    assert [e.eligible for e in policy.users["u"].roles] == [8, None]
+
+
+def test_eligible_roles_do_not_break_a_constraint_at_import(minimal: Callable[..., Doc]) -> None:
+    eligible = [
+        {"role": "creator"},
+        {"role": "approver", "eligible": {"max_hours": 8}},
+        {"role": "both", "eligible": {"max_hours": 1}},
+    ]
+    users = [{"id": "eve", "roles": eligible}]
+    assert parse_policy(minimal(roles=SOD_ROLES, users=users, constraints=SOD), now=NOW)
+
+
+def test_an_activation_of_an_eligible_role_breaks_a_constraint_at_import(
+    minimal: Callable[..., Doc],
+) -> None:
+    roles = [
+        {"role": "creator"},
+        {"role": "approver", "eligible": {"max_hours": 8}},
+        {"role": "approver", "expires": "2026-11-22T17:30:00Z"},
+    ]
+    problem = only_problem(
+        minimal(roles=SOD_ROLES, users=[{"id": "eve", "roles": roles}], constraints=SOD)
+    )
+    assert problem.path == "users[0].roles"
+    assert "payments-sod" in problem.message
+
+
+ADDITIONS_USERS = [
+    {
+        "id": "u",
+        "name": "You",
+        "suspended": True,
+        "roles": [
+            {"role": "a"},
+            {"role": "b", "eligible": {"max_hours": 8}, "expires": "2027-01-01T00:00:00Z"},
+            {"role": "b", "expires": "2026-11-22T17:30:00Z"},
+            {"role": "a", "eligible": {"max_hours": 2}},
+        ],
+    },
+    {"id": "v", "suspended": False, "roles": [{"role": "a"}]},
+]
+
+
+def test_export_writes_suspended_only_when_true_and_eligible_entries_in_order(
+    minimal: Callable[..., Doc],
+) -> None:
+    document = minimal(roles=[{"name": "a"}, {"name": "b"}], users=ADDITIONS_USERS)
+    exported = export_policy(parse_policy(copy.deepcopy(document), now=NOW))
+    first, second = exported["users"]
+    assert first == {
+        "id": "u",
+        "name": "You",
+        "suspended": True,
+        "roles": [
+            {"role": "a"},
+            {"role": "b", "eligible": {"max_hours": 8}, "expires": "2027-01-01T00:00:00Z"},
+            {"role": "b", "expires": "2026-11-22T17:30:00Z"},
+            {"role": "a", "eligible": {"max_hours": 2}},
+        ],
+    }
+    assert second == {"id": "v", "roles": [{"role": "a"}]}
+    assert list(first) == ["id", "name", "suspended", "roles"]
+    assert list(first["roles"][1]) == ["role", "eligible", "expires"]
+
+
+def test_entity_documents_write_eligible_entries_by_role_id(minimal: Callable[..., Doc]) -> None:
+    from sync.policy.document import user_document
+
+    document = minimal(
+        roles=[{"name": "a", "id": "A"}, {"name": "b", "id": "B"}], users=ADDITIONS_USERS
+    )
+    policy = parse_policy(document, now=NOW)
+    assert user_document(policy.users["u"]) == {
+        "id": "u",
+        "name": "You",
+        "suspended": True,
+        "roles": [
+            {"role_id": "A"},
+            {"role_id": "B", "eligible": {"max_hours": 8}, "expires": "2027-01-01T00:00:00Z"},
+            {"role_id": "B", "expires": "2026-11-22T17:30:00Z"},
+            {"role_id": "A", "eligible": {"max_hours": 2}},
+        ],
+    }
+    assert "suspended" not in user_document(policy.users["v"])
+
+
+def test_round_trip_keeps_suspension_and_eligibility(
+    minimal: Callable[..., Doc], state: Callable[..., Any]
+) -> None:
+    document = minimal(roles=[{"name": "a"}, {"name": "b"}], users=ADDITIONS_USERS)
+    policy = parse_policy(document, now=NOW)
+    exported = export_policy(policy)
+    again = parse_policy(copy.deepcopy(exported), now=NOW)
+    assert state(again) == state(policy)
+    assert export_policy(again) == exported
+    for yaml_syntax in (False, True):
+        text = dump_policy(policy, yaml_syntax=yaml_syntax)
+        assert state(parse_policy(parse_text(text, yaml_syntax=yaml_syntax), now=NOW)) == state(
+            policy
+        )
+
+
+def test_a_round_tripped_rule_keeps_its_key(minimal: Callable[..., Doc]) -> None:
+    from sync.policy.model import rule_key
+
+    when = {"any": [{"context.x": True}, {"resource.n": {"in": [1, 2.0, [False]]}}], "all": []}
+    document = minimal(
+        roles=[
+            {
+                "name": "a",
+                "grants": [{"resource": "doc", "actions": ["write", "read"], "when": when}],
+            }
+        ]
+    )
+    policy = parse_policy(document, now=NOW)
+    again = parse_policy(parse_text(dump_policy(policy)), now=NOW)
+    (before,) = next(iter(policy.roles.values())).grants
+    (after,) = next(iter(again.roles.values())).grants
+    assert rule_key(after) == rule_key(before)
+    assert after == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from sync.policy.decision import Decision
 from sync.policy.document import parse_policy
 from sync.policy.engine import Engine
 from sync.policy.instant import parse_instant
-from sync.policy.model import Effect, Policy
+from sync.policy.model import Assignment, Effect, Policy
 from sync.policy.request import Request, parse_request
 
 Doc = dict[str, Any]
@@ -631,3 +632,195 @@ def test_decide_many_decides_each_request_in_order(example_engine: Engine) -> No
     decisions = example_engine.decide_many(requests, NOW)
     assert [d.allowed for d in decisions] == [True, False, True, False]
     assert decisions == [example_engine.decide(r, NOW) for r in requests]
+
+
+# --- suspended users and eligible assignments (policy-format.md § Additions) -------------
+
+ADDITIONS: Doc = {
+    "format": "fleetgate.policy/1",
+    "tenant": "t",
+    "resource_types": {"doc": ["read", "write"], "car": ["drive"]},
+    "roles": [
+        {"name": "reader", "grants": [{"resource": "doc", "actions": ["read"]}]},
+        {
+            "name": "editor",
+            "inherits": ["reader"],
+            "grants": [{"resource": "doc", "actions": ["write"]}],
+        },
+        {"name": "driver", "grants": [{"resource": "car", "actions": ["drive"]}]},
+    ],
+    "users": [
+        {
+            "id": "sam",
+            "suspended": True,
+            "roles": [{"role": "editor"}, {"role": "driver", "expires": "2027-01-01T00:00:00Z"}],
+            "grants": [{"resource": "*", "actions": ["*"]}],
+        },
+        {
+            "id": "eli",
+            "roles": [
+                {"role": "reader"},
+                {"role": "editor", "eligible": {"max_hours": 8}},
+                {"role": "driver", "eligible": {"max_hours": 2}, "expires": "2026-11-22T09:00:00Z"},
+            ],
+        },
+        {"id": "ann", "roles": [{"role": "editor"}]},
+    ],
+}
+SUSPENDED = "user sam is suspended"
+
+
+def additions(version: int | None = None) -> Engine:
+    return engine_of(json.loads(json.dumps(ADDITIONS)), version)
+
+
+def test_every_request_of_a_suspended_user_is_denied_whatever_the_rules() -> None:
+    engine = additions(version=3)
+    asked = [
+        Request("sam", "read", "doc"),
+        Request("sam", "write", "doc", "d1", {"x": 1}),
+        Request("sam", "drive", "car"),
+        Request("sam", "fly", "doc"),  # not listed
+        Request("sam", "read", "boat"),  # unknown type
+        Request("sam", "*", "*"),
+    ]
+    for request in asked:
+        decision = engine.decide(request, NOW)
+        assert decision.to_dict() == {
+            "allowed": False,
+            "reason": SUSPENDED,
+            "matched": [],
+            "policy_version": 3,
+        }, request
+
+
+def test_a_suspended_users_denial_is_made_once_and_follows_the_version() -> None:
+    engine = additions(version=3)
+    first = engine.decide(Request("sam", "read", "doc"), NOW)
+    assert engine.decide(Request("sam", "write", "doc"), NOW) is first
+    engine.refresh(version=4)  # a change elsewhere in the tenant
+    later = engine.decide(Request("sam", "read", "doc"), NOW)
+    assert (later.reason, later.policy_version) == (SUSPENDED, 4)
+
+
+def test_suspending_and_resuming_is_a_refresh_of_the_user() -> None:
+    engine = additions()
+    read = Request("ann", "read", "doc")
+    assert engine.decide(read, NOW).allowed is True
+    ann = engine.policy.users["ann"]
+    engine.policy.users["ann"] = replace(ann, suspended=True)
+    engine.refresh(users={"ann"})
+    assert engine.decide(read, NOW).reason == "user ann is suspended"
+    assert [u for u, _ in engine.who_can("read", "doc", now=NOW)] == ["eli"]
+    engine.policy.users["ann"] = ann
+    engine.refresh(users={"ann"})
+    assert engine.decide(read, NOW).to_dict() == Engine(engine.policy).decide(read, NOW).to_dict()
+    assert engine.decide(read, NOW).allowed is True
+
+
+def test_explain_of_a_suspended_user_says_so_first() -> None:
+    explanation = additions().explain(Request("sam", "write", "doc", "d1"), NOW)
+    assert explanation.decision.reason == SUSPENDED
+    assert explanation.trace[0].startswith("request: user 'sam' write doc:d1 at ")
+    assert explanation.trace[1] == "user 'sam' is suspended: every request is denied"
+    assert "  holds role editor" in explanation.trace
+    assert "  (no rule evaluated: the user is suspended)" in explanation.trace
+    assert explanation.trace[-1] == f"decision: denied: {SUSPENDED}"
+    assert not any("grants[" in line for line in explanation.trace)
+
+
+def test_explain_of_a_suspended_user_asking_an_unknown_action_says_so_first() -> None:
+    trace = additions().explain(Request("sam", "fly", "doc"), NOW).trace
+    assert trace[1:] == (
+        "user 'sam' is suspended: every request is denied",
+        f"decision: denied: {SUSPENDED}",
+    )
+
+
+def test_a_suspended_user_has_no_effective_permissions() -> None:
+    assert additions().effective_permissions("sam", NOW) == []
+
+
+def test_who_can_never_lists_a_suspended_user() -> None:
+    engine = additions()
+    assert [u for u, _ in engine.who_can("write", "doc", now=NOW)] == ["ann"]
+    assert engine.who_can("drive", "car", now=NOW) == []
+
+
+def test_holders_still_list_a_suspended_user() -> None:
+    engine = additions()
+    policy = engine.policy
+    editor, driver = (policy.role_by_name(n) for n in ("editor", "driver"))
+    assert editor is not None and driver is not None
+    assert engine.holders({editor.id}) == ["sam", "ann"]
+    assert engine.holders({driver.id}) == ["sam"]  # through its expiring assignment
+
+
+def test_an_eligible_role_not_activated_gives_nothing() -> None:
+    engine = additions()
+    assert engine.decide(Request("eli", "read", "doc"), NOW).allowed is True  # reader: held
+    write = engine.decide(Request("eli", "write", "doc"), NOW)
+    assert (write.allowed, write.reason) == (False, "no grant matches doc write")
+    assert engine.decide(Request("eli", "drive", "car"), NOW).allowed is False
+    assert [u for u, _ in engine.who_can("write", "doc", now=NOW)] == ["ann"]
+    sources = {p.source for p in engine.effective_permissions("eli", NOW)}
+    assert sources == {"role:reader"}
+    editor = engine.policy.role_by_name("editor")
+    assert editor is not None
+    assert "eli" not in engine.holders({editor.id})
+
+
+def test_an_activation_beside_the_eligible_entry_counts_until_it_expires() -> None:
+    document = json.loads(json.dumps(ADDITIONS))
+    document["users"][1]["roles"].append({"role": "editor", "expires": "2026-11-22T17:30:00Z"})
+    engine = engine_of(document)
+    write = Request("eli", "write", "doc")
+    assert engine.decide(write, NOW).allowed is True
+    assert engine.decide(write, AFTER_EXPIRY).allowed is False
+    by_source = {p.source: p.until for p in engine.effective_permissions("eli", NOW)}
+    assert by_source["role:editor"] == "2026-11-22T17:30:00Z"
+    editor = engine.policy.role_by_name("editor")
+    assert editor is not None
+    assert engine.holders({editor.id}) == ["sam", "eli", "ann"]
+
+
+def test_activating_an_eligible_role_is_a_refresh_of_the_user() -> None:
+    engine = additions()
+    write = Request("eli", "write", "doc")
+    assert engine.decide(write, NOW).allowed is False
+    eli = engine.policy.users["eli"]
+    editor = engine.policy.role_by_name("editor")
+    assert editor is not None
+    activation = Assignment.build(editor.id, "2026-11-22T17:30:00Z")
+    engine.policy.users["eli"] = replace(eli, roles=(*eli.roles, activation))
+    engine.refresh(users={"eli"})
+    assert engine.decide(write, NOW).allowed is True
+    engine.policy.users["eli"] = eli
+    engine.refresh(users={"eli"})
+    assert engine.decide(write, NOW).allowed is False
+
+
+def test_explain_lists_eligible_roles_as_not_active() -> None:
+    engine = additions()
+    trace = engine.explain(Request("eli", "write", "doc"), NOW).trace
+    assert trace[1:5] == (
+        "user 'eli', attributes {}",
+        "  holds role reader",
+        "  eligible for role editor (up to 8 h), not active",
+        "  eligible for role driver (up to 2 h), not active"
+        " (eligibility ended 2026-11-22T09:00:00Z)",
+    )
+    earlier = parse_instant("2026-11-22T08:00:00Z")
+    assert "  eligible for role driver (up to 2 h) until 2026-11-22T09:00:00Z, not active" in (
+        engine.explain(Request("eli", "drive", "car"), earlier).trace
+    )
+
+
+def test_explain_of_a_user_with_only_eligible_roles_says_it_holds_none() -> None:
+    document = json.loads(json.dumps(ADDITIONS))
+    document["users"][1]["roles"] = [{"role": "editor", "eligible": {"max_hours": 8}}]
+    trace = engine_of(document).explain(Request("eli", "read", "doc"), NOW).trace
+    assert trace[2:4] == (
+        "  holds no roles",
+        "  eligible for role editor (up to 8 h), not active",
+    )

@@ -10,13 +10,22 @@ properties:
 3. adding a grant never turns an allow into a denial;
 4. an Engine updated edit by edit (apply_edit + refresh) decides exactly like
    an Engine compiled afresh from the edited policy, and like the reference
-   reading the exported document; a refused edit changes nothing.
+   reading the exported document; a refused edit changes nothing;
+5. a rule's identity (== and hash, `rule_key`) is equality of meaning: same
+   resource, same set of actions, conditions equal as policy-format.md says
+   values are equal (numbers by value, booleans apart), and an export/import
+   round trip keeps every rule's key.
+
+The policies hold suspended users and eligible entries (policy-format.md §
+Additions), which the reference reads as the spec says: a suspended user is
+denied everything, an eligible entry holds nothing.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from fractions import Fraction
 from typing import Any
@@ -25,7 +34,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sync.policy.conditions import compile_condition, parse_condition
-from sync.policy.document import PolicyInvalid, export_policy, parse_policy
+from sync.policy.constraints import violations
+from sync.policy.document import PolicyInvalid, dump_policy, export_policy, parse_policy, parse_text
 from sync.policy.edits import (
     AddInheritance,
     AddRule,
@@ -46,7 +56,7 @@ from sync.policy.edits import (
 )
 from sync.policy.engine import Engine
 from sync.policy.instant import parse_instant
-from sync.policy.model import Effect, Rule
+from sync.policy.model import Assignment, Effect, Policy, Rule, rule_key
 from sync.policy.request import parse_request
 
 Doc = dict[str, Any]
@@ -191,6 +201,8 @@ def ref_allowed(policy: Doc, request: Doc, now_text: str = NOW_TEXT) -> bool:
     if not users:
         return False
     (user,) = users
+    if user.get("suspended") is True:  # § Additions: whatever the rules
+        return False
     context = request.get("context")
     time = context.get("time") if isinstance(context, dict) else None
     at = ref_instant(time if time is not None else now_text)
@@ -199,7 +211,8 @@ def ref_allowed(policy: Doc, request: Doc, now_text: str = NOW_TEXT) -> bool:
     stack = [
         a["role"]
         for a in user.get("roles") or []
-        if a.get("expires") is None or at < ref_instant(a["expires"])
+        # An eligible entry holds nothing; only its activations (ordinary entries) do.
+        if "eligible" not in a and (a.get("expires") is None or at < ref_instant(a["expires"]))
     ]
     while stack:
         name = stack.pop()
@@ -352,17 +365,42 @@ ROLE_NAMES = [f"r{i}" for i in range(4)]
 PARENTS = [st.just([])] + [
     st.lists(st.sampled_from(ROLE_NAMES[:i]), unique=True, max_size=2) for i in range(1, 4)
 ]
+
+
+def _entry(role: str, expires: str | None, max_hours: int | None) -> Doc:
+    entry: Doc = {"role": role}
+    if max_hours is not None:
+        entry["eligible"] = {"max_hours": max_hours}
+    if expires is not None:
+        entry["expires"] = expires
+    return entry
+
+
+# One entry in four is eligible: the engine must ignore it and the reference does.
 assignments = st.lists(
     st.builds(
-        lambda role, expires: (
-            {"role": role} if expires is None else {"role": role, "expires": expires}
-        ),
+        _entry,
         st.sampled_from(ROLE_NAMES),
         st.none() | st.sampled_from(EXPIRIES),
+        st.sampled_from([None, None, None, 1, 720]),
     ),
     min_size=1,
     max_size=3,
 )
+suspensions = st.sampled_from([None, None, None, None, False, True])
+
+
+def _one_eligible_per_role(entries: list[Doc]) -> list[Doc]:
+    """policy-format.md: a role may be eligible at most once per user."""
+    seen: set[str] = set()
+    kept: list[Doc] = []
+    for entry in entries:
+        if "eligible" in entry:
+            if entry["role"] in seen:
+                continue
+            seen.add(entry["role"])
+        kept.append(entry)
+    return kept
 
 
 @st.composite
@@ -383,15 +421,17 @@ def policies(draw: st.DrawFn, *, constraint: bool = False) -> Doc:
     users: list[Doc] = []
     for user_id in ["u0", "u1", "u2"]:
         held = [a for a in draw(assignments) if int(a["role"][1:]) < count]
-        users.append(
-            {
-                "id": user_id,
-                "attributes": draw(attributes),
-                "roles": held,
-                "grants": draw(one_grant_or_none),
-                "denies": draw(one_deny_or_none),
-            }
-        )
+        user: Doc = {
+            "id": user_id,
+            "attributes": draw(attributes),
+            "roles": _one_eligible_per_role(held),
+            "grants": draw(one_grant_or_none),
+            "denies": draw(one_deny_or_none),
+        }
+        suspended = draw(suspensions)
+        if suspended is not None:
+            user["suspended"] = suspended
+        users.append(user)
     document: Doc = {
         "format": FORMAT,
         "tenant": "t",
@@ -690,6 +730,9 @@ def _check_current(engine: Engine, asked: list[Doc]) -> None:
         assert sorted((u, d.reason) for u, d in got_users) == sorted(
             (u, d.reason) for u, d in want_users
         )
+        assert not any(engine.policy.users[u].suspended for u, _ in got_users)
+    for role_id in engine.policy.roles:
+        assert engine.holders({role_id}) == fresh.holders({role_id}), role_id
 
 
 @settings(
@@ -715,6 +758,10 @@ def test_incremental_update_agrees_with_recompilation(
     for step in range(data.draw(st.integers(1, 8))):
         for request in asked:  # fill whatever the engine caches before it can go stale
             engine.decide(parse_request(request), NOW)
+        if policy.users and data.draw(st.integers(0, 3)) == 0:
+            engine.refresh(users={change_user(data, policy)})
+            _check_current(engine, asked)
+            continue
         edit = draw_edit(data, engine, step)
         before = export_policy(policy)
         try:
@@ -726,6 +773,94 @@ def test_incremental_update_agrees_with_recompilation(
                 roles=touched.roles, users=touched.users, inheritance=touched.inheritance
             )
         _check_current(engine, asked)
+
+
+def change_user(data: st.DataObject, policy: Policy) -> str:
+    """Suspend or resume a user, add or drop an eligible entry, or add an ordinary
+    entry (an activation, when it expires), as a store replaces a user entity;
+    returns the user's id, for `refresh(users=...)`.
+
+    An entry that would break a constraint is not added (edits refuse it).
+    """
+    user_id = data.draw(st.sampled_from(sorted(policy.users)))
+    user = policy.users[user_id]
+    kind = data.draw(st.sampled_from(["suspend", "eligible", "activate"]))
+    if kind == "suspend" or not policy.roles:
+        policy.users[user_id] = replace(user, suspended=not user.suspended)
+        return user_id
+    role_id = data.draw(st.sampled_from(sorted(policy.roles)))
+    expires = data.draw(st.none() | st.sampled_from(EXPIRIES))
+    if kind == "eligible":
+        others = tuple(
+            a for a in user.roles if not (a.role_id == role_id and a.eligible is not None)
+        )
+        if len(others) == len(user.roles):
+            hours = data.draw(st.sampled_from([1, 8, 720]))
+            others += (Assignment.build(role_id, expires, hours),)
+        policy.users[user_id] = replace(user, roles=others)
+        return user_id
+    policy.users[user_id] = replace(user, roles=(*user.roles, Assignment.build(role_id, expires)))
+    if violations(policy, NOW, [user_id]):
+        policy.users[user_id] = user
+    return user_id
+
+
+# --- 5. rule identity ---------------------------------------------------------------------
+
+
+def mutate(data: st.DataObject, value: Any) -> Any:
+    """`value` rewritten at random: keys reordered (same meaning), integral numbers
+    as int or float (same meaning), booleans as 0/1 and lists reversed (maybe not)."""
+    if isinstance(value, bool):
+        return int(value) if data.draw(st.integers(0, 3)) == 0 else value
+    if isinstance(value, int) and abs(value) < 2**53 and data.draw(st.booleans()):
+        return float(value)
+    if isinstance(value, float) and value.is_integer() and data.draw(st.booleans()):
+        return int(value)
+    if isinstance(value, list):
+        items = [mutate(data, item) for item in value]
+        return items[::-1] if data.draw(st.integers(0, 3)) == 0 else items
+    if isinstance(value, dict):
+        keys = data.draw(st.permutations(list(value)))
+        return {key: mutate(data, value[key]) for key in keys}
+    return value
+
+
+@FAST
+@given(first=rules(conditional=9), data=st.data())
+def test_rules_are_equal_exactly_when_they_mean_the_same(first: Doc, data: st.DataObject) -> None:
+    actions = first["actions"]
+    second: Doc = {
+        "resource": first["resource"],
+        "actions": data.draw(
+            st.permutations(actions + data.draw(st.lists(st.sampled_from(actions))))
+        ),
+    }
+    if "when" in first:
+        second["when"] = mutate(data, first["when"])
+    a, b = _rule_of(first), _rule_of(second)
+    same = "when" not in first or ref_same(first["when"], second["when"])
+    assert (a == b) is same, (first, second)
+    assert (rule_key(a) == rule_key(b)) is same
+    if same:
+        assert hash(a) == hash(b)
+        assert len({a, b}) == 1
+
+
+@FAST
+@given(document=policies())
+def test_an_export_and_import_round_trip_keeps_every_rule_key(document: Doc) -> None:
+    policy = parse_policy(copy.deepcopy(document), now=NOW)
+    again = parse_policy(parse_text(dump_policy(policy)), now=NOW)
+    for before, after in zip(
+        [*policy.roles.values(), *policy.users.values()],
+        [*again.roles.values(), *again.users.values()],
+        strict=True,
+    ):
+        for effect in (Effect.GRANT, Effect.DENY):
+            assert [rule_key(r) for r in before.rules(effect)] == [
+                rule_key(r) for r in after.rules(effect)
+            ]
 
 
 # --- the reference itself, pinned to a few spec sentences --------------------------------
@@ -749,3 +884,22 @@ def test_reference_follows_the_spec_on_its_own_examples() -> None:
     assert ref_holds({"user.region": "north", "user.id": "u"}, env)
     assert ref_instant("2026-01-01T14:00:00+02:00") == ref_instant(NOW_TEXT)
     assert ref_instant("2026-01-01T11:59:59.9999999999Z") < ref_instant(NOW_TEXT)
+    assert ref_same(5, 5.0) and not ref_same(True, 1) and not ref_same([1, 2], [2, 1])
+    # § Additions: a suspended user gets nothing; an eligible entry holds nothing.
+    granted: Doc = {
+        "format": FORMAT,
+        "tenant": "t",
+        "resource_types": {"doc": ["read"]},
+        "roles": [{"name": "r0", "grants": [{"resource": "doc", "actions": ["read"]}]}],
+        "users": [
+            {"id": "u0", "suspended": True, "grants": [{"resource": "*", "actions": ["*"]}]},
+            {"id": "u1", "roles": [{"role": "r0", "eligible": {"max_hours": 1}}]},
+            {"id": "u2", "roles": [{"role": "r0", "eligible": {"max_hours": 1}}, {"role": "r0"}]},
+        ],
+    }
+    read = {"action": "read", "resource": {"type": "doc"}}
+    assert [ref_allowed(granted, {**read, "user": u}) for u in ("u0", "u1", "u2")] == [
+        False,
+        False,
+        True,
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from typing import Any
 
@@ -110,3 +111,51 @@ def test_random_edits_through_entities_match_the_policy(example_policy: Policy, 
     entities = sorted(stored.values(), key=lambda e: order[e.key])
     again = parse_policy(policy_document(example_policy.tenant, entities), now=NOW)
     assert state(again) == state(example_policy)
+
+
+ADDITIONS = {
+    "format": "fleetgate.policy/1",
+    "tenant": "t",
+    "resource_types": {"doc": ["read", "write"]},
+    "roles": [{"name": "reader", "id": "R"}, {"name": "editor", "id": "E", "inherits": ["reader"]}],
+    "users": [
+        {
+            "id": "sam",
+            "suspended": True,
+            "roles": [
+                {"role": "reader"},
+                {"role": "editor", "eligible": {"max_hours": 8}, "expires": "2027-01-01T00:00:00Z"},
+                {"role": "editor", "expires": "2026-11-22T17:30:00Z"},
+            ],
+        },
+        {"id": "eli", "roles": [{"role": "editor", "eligible": {"max_hours": 2}}]},
+    ],
+}
+
+
+def test_entities_carry_suspension_and_eligible_entries_by_role_id() -> None:
+    policy = parse_policy(copy.deepcopy(ADDITIONS), now=NOW)
+    users = {e.id: e.document for e in policy_entities(policy) if e.kind == USER}
+    assert users["sam"] == {
+        "id": "sam",
+        "suspended": True,
+        "roles": [
+            {"role_id": "R"},
+            {"role_id": "E", "eligible": {"max_hours": 8}, "expires": "2027-01-01T00:00:00Z"},
+            {"role_id": "E", "expires": "2026-11-22T17:30:00Z"},
+        ],
+    }
+    assert users["eli"] == {"id": "eli", "roles": [{"role_id": "E", "eligible": {"max_hours": 2}}]}
+
+
+def test_policy_document_names_roles_in_eligible_entries_and_keeps_suspension(
+    state: Any,
+) -> None:
+    policy = parse_policy(copy.deepcopy(ADDITIONS), now=NOW)
+    document = policy_document("t", list(policy_entities(policy)))
+    assert document["users"] == ADDITIONS["users"]
+    again = parse_policy(document, now=NOW)
+    assert state(again) == state(policy)
+    assert export_policy(again) == export_policy(policy)
+    by_name = policy_document("t", list(policy_entities(policy, by_name=True)), by_name=True)
+    assert state(parse_policy(by_name, now=NOW)) == state(policy)
