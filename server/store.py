@@ -16,9 +16,10 @@ Rules of this module:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import psycopg
@@ -26,7 +27,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from server.migrations import MIGRATIONS, Migration
+from sync.replication.encoding import compact_json
 from sync.replication.entities import Entity
+from sync.replication.members import Member, Stamp, is_touch, member_from_text, member_text
 
 _MIGRATION_LOCK = 0x666C6774  # advisory lock id ("flgt"): one migrator at a time
 
@@ -106,22 +109,36 @@ class TenantRow:
     name: str
     version: int
     horizon: int
+    merge_floor: int = 0
+    lease_seconds: int = 604800
+    stale_decisions: str = "answer"
+
+
+# One literal string per query: nothing is ever spliced into SQL.
+_TENANT_BY_NAME = (
+    "SELECT id, name, version, horizon, merge_floor, lease_seconds, stale_decisions"
+    " FROM tenants WHERE name = %s"
+)
+_TENANT_BY_ID = (
+    "SELECT id, name, version, horizon, merge_floor, lease_seconds, stale_decisions"
+    " FROM tenants WHERE id = %s"
+)
+_LOCK_TENANT = (
+    "SELECT id, name, version, horizon, merge_floor, lease_seconds, stale_decisions"
+    " FROM tenants WHERE id = %s FOR UPDATE"
+)
 
 
 async def tenant_by_name(conn: psycopg.AsyncConnection, name: str) -> TenantRow | None:
     """The tenant of that name, or None."""
-    cursor = await conn.execute(
-        "SELECT id, name, version, horizon FROM tenants WHERE name = %s", (name,)
-    )
+    cursor = await conn.execute(_TENANT_BY_NAME, (name,))
     row = await cursor.fetchone()
     return TenantRow(*row) if row else None
 
 
 async def tenant_by_id(conn: psycopg.AsyncConnection, tenant_id: int) -> TenantRow | None:
     """The tenant with that id, or None."""
-    cursor = await conn.execute(
-        "SELECT id, name, version, horizon FROM tenants WHERE id = %s", (tenant_id,)
-    )
+    cursor = await conn.execute(_TENANT_BY_ID, (tenant_id,))
     row = await cursor.fetchone()
     return TenantRow(*row) if row else None
 
@@ -146,9 +163,7 @@ async def lock_tenant(conn: psycopg.AsyncConnection, tenant_id: int) -> TenantRo
     Every writer of a tenant takes this lock first: it serialises them, so the
     version each commit bumps is gap-free in commit order.
     """
-    cursor = await conn.execute(
-        "SELECT id, name, version, horizon FROM tenants WHERE id = %s FOR UPDATE", (tenant_id,)
-    )
+    cursor = await conn.execute(_LOCK_TENANT, (tenant_id,))
     row = await cursor.fetchone()
     if row is None:
         raise LookupError(f"no tenant with id {tenant_id}")
@@ -166,6 +181,28 @@ async def set_version(
             "UPDATE tenants SET version = %s, horizon = %s WHERE id = %s",
             (version, horizon, tenant_id),
         )
+
+
+async def commit_version(
+    conn: psycopg.AsyncConnection, tenant_id: int, version: int, committed_at: float
+) -> None:
+    """Set the tenant's version and tell every server process on commit (`notify_change`),
+    in one statement, in the caller's transaction (under `lock_tenant`)."""
+    await conn.execute(
+        "WITH bumped AS (UPDATE tenants SET version = %s WHERE id = %s RETURNING id)"
+        " SELECT pg_notify(%s, %s) FROM bumped",
+        (version, tenant_id, CHANGES_CHANNEL, f"{tenant_id}:{version}:{committed_at:.6f}"),
+    )
+
+
+async def set_lease(
+    conn: psycopg.AsyncConnection, tenant_id: int, lease_seconds: int, stale_decisions: str
+) -> None:
+    """How long the tenant's replicas trust their decisions offline, and what they do after."""
+    await conn.execute(
+        "UPDATE tenants SET lease_seconds = %s, stale_decisions = %s WHERE id = %s",
+        (lease_seconds, stale_decisions, tenant_id),
+    )
 
 
 async def load_entities(conn: psycopg.AsyncConnection, tenant_id: int) -> tuple[int, list[Entity]]:
@@ -206,27 +243,28 @@ async def replace_entities(
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return compact_json(value)
 
 
-# Many rows go in one statement each, as arrays sent in binary: a push of
-# hundreds of mutations costs a few round trips, not one per row.
+# Many rows go in one statement each, as one JSON parameter read back with
+# json_to_recordset: a push of hundreds of mutations costs a few round trips,
+# and the client encodes each batch once (orjson) instead of array by array.
 _UPDATE_ENTITIES = """
-    UPDATE entities e SET document = u.document::jsonb, version = %s
-    FROM unnest(%b::text[], %b::text[], %b::text[]) AS u (kind, id, document)
-    WHERE e.tenant_id = %s AND e.kind = u.kind AND e.id = u.id
+    UPDATE entities e SET document = r.d, version = %s
+    FROM json_to_recordset(%s::json) AS r (k text, i text, d jsonb)
+    WHERE e.tenant_id = %s AND e.kind = r.k AND e.id = r.i
 """
 _INSERT_ENTITIES = """
     INSERT INTO entities (tenant_id, kind, id, document, version, position)
-    SELECT %s, u.kind, u.id, u.document::jsonb, %s,
+    SELECT %s, r.k, r.i, r.d, %s,
         coalesce((SELECT max(position) FROM entities
-                  WHERE tenant_id = %s AND kind = u.kind), 0)
-        + row_number() OVER (PARTITION BY u.kind ORDER BY u.n)
-    FROM unnest(%b::text[], %b::text[], %b::text[]) WITH ORDINALITY AS u (kind, id, document, n)
+                  WHERE tenant_id = %s AND kind = r.k), 0)
+        + row_number() OVER (PARTITION BY r.k ORDER BY r.n)
+    FROM json_to_recordset(%s::json) AS r (k text, i text, d jsonb, n bigint)
 """
 _DELETE_ENTITIES = """
     DELETE FROM entities WHERE tenant_id = %s
-    AND (kind, id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))
+    AND (kind, id) IN (SELECT r.k, r.i FROM json_to_recordset(%s::json) AS r (k text, i text))
 """
 
 
@@ -243,26 +281,24 @@ async def write_entities(
     their kind, in the order given, as new keys go last in the policy's
     dictionaries, so loading keeps the policy's order.
     """
-    updates: tuple[list[str], list[str], list[str]] = ([], [], [])
-    inserts: tuple[list[str], list[str], list[str]] = ([], [], [])
-    deletes: tuple[list[str], list[str]] = ([], [])
+    updates: list[dict[str, Any]] = []
+    inserts: list[dict[str, Any]] = []
+    deletes: list[dict[str, Any]] = []
     for entity, existed in entities:
+        row = {"k": entity.kind, "i": entity.id}
         if entity.document is None:
             if existed:
-                deletes[0].append(entity.kind)
-                deletes[1].append(entity.id)
-            continue
-        target = updates if existed else inserts
-        target[0].append(entity.kind)
-        target[1].append(entity.id)
-        target[2].append(_json(entity.document))
-    cursor = conn.cursor(binary=True)
-    if deletes[0]:
-        await cursor.execute(_DELETE_ENTITIES, (tenant_id, *deletes))
-    if updates[0]:
-        await cursor.execute(_UPDATE_ENTITIES, (version, *updates, tenant_id))
-    if inserts[0]:
-        await cursor.execute(_INSERT_ENTITIES, (tenant_id, version, tenant_id, *inserts))
+                deletes.append(row)
+        elif existed:
+            updates.append(row | {"d": entity.document})
+        else:
+            inserts.append(row | {"d": entity.document, "n": len(inserts)})
+    if deletes:
+        await conn.execute(_DELETE_ENTITIES, (tenant_id, _json(deletes)))
+    if updates:
+        await conn.execute(_UPDATE_ENTITIES, (version, _json(updates), tenant_id))
+    if inserts:
+        await conn.execute(_INSERT_ENTITIES, (tenant_id, version, tenant_id, _json(inserts)))
 
 
 # --- the change log --------------------------------------------------------------------
@@ -279,32 +315,26 @@ class ChangeRow:
     client: str
     seq: int
     at: str
+    digest: str | None = None
+    """The policy's digest after this change (None in rows older than protocol 2)."""
 
 
 async def append_changes(
     conn: psycopg.AsyncConnection, tenant_id: int, changes: Sequence[ChangeRow]
 ) -> None:
     """In the caller's transaction (under `lock_tenant`)."""
-    await conn.cursor(binary=True).execute(
+    rows = [
+        {"v": c.version, "e": c.edit, "b": c.before, "a": c.after, "au": c.author,
+         "d": c.device, "c": c.client, "s": c.seq, "at": c.at, "g": c.digest}
+        for c in changes
+    ]  # fmt: skip
+    await conn.execute(
         "INSERT INTO change_log"
-        " (tenant_id, version, edit, before, after, author, device, client, seq, at)"
-        " SELECT %s, u.version, u.edit::jsonb, u.before::jsonb, u.after::jsonb,"
-        "   u.author, u.device, u.client, u.seq, u.at"
-        " FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[],"
-        "   %b::text[], %b::text[], %b::bigint[], %b::text[])"
-        "   AS u (version, edit, before, after, author, device, client, seq, at)",
-        (
-            tenant_id,
-            [c.version for c in changes],
-            [_json(c.edit) for c in changes],
-            [_json(c.before) for c in changes],
-            [_json(c.after) for c in changes],
-            [c.author for c in changes],
-            [c.device for c in changes],
-            [c.client for c in changes],
-            [c.seq for c in changes],
-            [c.at for c in changes],
-        ),
+        " (tenant_id, version, edit, before, after, author, device, client, seq, at, digest)"
+        " SELECT %s, r.v, r.e, r.b, r.a, r.au, r.d, r.c, r.s, r.at, r.g"
+        " FROM json_to_recordset(%s::json) AS r (v bigint, e jsonb, b jsonb, a jsonb,"
+        "   au text, d text, c text, s bigint, at text, g text)",
+        (tenant_id, _json(rows)),
     )
 
 
@@ -313,7 +343,7 @@ async def changes_after(
 ) -> list[ChangeRow]:
     """Up to `limit` changes with versions above `after` (and at most `up_to`), in order."""
     cursor = await conn.execute(
-        "SELECT version, edit, before, after, author, device, client, seq, at"
+        "SELECT version, edit, before, after, author, device, client, seq, at, digest"
         " FROM change_log WHERE tenant_id = %s AND version > %s AND version <= %s"
         " ORDER BY version LIMIT %s",
         (tenant_id, after, up_to if up_to is not None else 2**62, limit),
@@ -321,22 +351,103 @@ async def changes_after(
     return [ChangeRow(*row) for row in await cursor.fetchall()]
 
 
-async def compact(conn: psycopg.AsyncConnection, tenant_id: int, keep: int) -> int:
-    """Drop all but the last `keep` changes of the tenant's log; the new horizon.
+async def compact(conn: psycopg.AsyncConnection, tenant_id: int, keep: int) -> tuple[int, int]:
+    """Drop all but the last `keep` changes of the tenant's log; the new horizon and
+    merge floor.
 
     Clients behind the horizon catch up by snapshot. The audit log keeps every
-    change regardless. Runs in its own transaction, under the tenant's lock.
+    change regardless, and merge stamps are kept but for those older than the
+    merge floor: the newest version committed at least a lease ago (no replica
+    trusted offline has a base older than that). Runs in its own transaction,
+    under the tenant's lock.
     """
     async with conn.transaction():
         row = await lock_tenant(conn, tenant_id)
         horizon = max(row.horizon, row.version - keep)
+        cursor = await conn.execute(
+            "SELECT max(version) FROM change_log WHERE tenant_id = %s"
+            " AND committed_at <= now() - make_interval(secs => %s)",
+            (tenant_id, row.lease_seconds),
+        )
+        found = await cursor.fetchone()
+        floor = max(row.merge_floor, int(found[0]) if found and found[0] is not None else 0)
         if horizon > row.horizon:
             await conn.execute(
                 "DELETE FROM change_log WHERE tenant_id = %s AND version <= %s",
                 (tenant_id, horizon),
             )
-            await set_version(conn, tenant_id, row.version, horizon=horizon)
-    return horizon
+        if floor > row.merge_floor:
+            await conn.execute(
+                "DELETE FROM stamps WHERE tenant_id = %s AND changed_version < %s",
+                (tenant_id, floor),
+            )
+        await conn.execute(
+            "UPDATE tenants SET horizon = %s, merge_floor = %s WHERE id = %s",
+            (horizon, floor, tenant_id),
+        )
+    return horizon, floor
+
+
+# --- merge stamps ------------------------------------------------------------------------
+
+
+async def load_stamps(conn: psycopg.AsyncConnection, tenant_id: int) -> dict[Member, Stamp]:
+    """Every stored merge stamp of the tenant (members only: see `write_stamps`)."""
+    cursor = await conn.execute(
+        "SELECT member, changed_version, changed_by, narrowed_version, narrowed_by,"
+        " changed_other, narrowed_other"
+        " FROM stamps WHERE tenant_id = %s",
+        (tenant_id,),
+    )
+    return {
+        member_from_text(row[0]): Stamp(int(row[1]), *row[2:]) for row in await cursor.fetchall()
+    }
+
+
+async def stamps_of(
+    conn: psycopg.AsyncConnection, tenant_id: int, members: Sequence[Member]
+) -> dict[Member, Stamp]:
+    """The stored stamps of `members` (those that have one)."""
+    if not members:
+        return {}
+    cursor = await conn.cursor(binary=True).execute(
+        "SELECT member, changed_version, changed_by, narrowed_version, narrowed_by,"
+        " changed_other, narrowed_other"
+        " FROM stamps WHERE tenant_id = %s AND member = ANY(%b::text[])",
+        (tenant_id, [member_text(m) for m in members]),
+    )
+    return {
+        member_from_text(row[0]): Stamp(int(row[1]), *row[2:]) for row in await cursor.fetchall()
+    }
+
+
+async def write_stamps(
+    conn: psycopg.AsyncConnection, tenant_id: int, stamps: Mapping[Member, Stamp]
+) -> None:
+    """Store (insert or replace) `stamps`, in the caller's transaction; entities'
+    touch stamps are not stored (`sync.replication.members.touches` derives them)."""
+    if not stamps:
+        return
+    rows = [
+        {"m": member_text(m), "cv": s.changed, "cb": s.changed_by, "nv": s.narrowed,
+         "nb": s.narrowed_by, "co": s.changed_other, "no": s.narrowed_other}
+        for m, s in stamps.items()
+        if not is_touch(m)  # derived from the members' stamps when loaded
+    ]  # fmt: skip
+    if not rows:
+        return
+    await conn.execute(
+        "INSERT INTO stamps (tenant_id, member, changed_version, changed_by,"
+        " narrowed_version, narrowed_by, changed_other, narrowed_other)"
+        " SELECT %s, r.m, r.cv, r.cb, r.nv, r.nb, r.co, r.no"
+        " FROM json_to_recordset(%s::json) AS r (m text, cv bigint, cb text, nv bigint,"
+        "   nb text, co bigint, no bigint)"
+        " ON CONFLICT (tenant_id, member) DO UPDATE SET"
+        "   changed_version = excluded.changed_version, changed_by = excluded.changed_by,"
+        "   narrowed_version = excluded.narrowed_version, narrowed_by = excluded.narrowed_by,"
+        "   changed_other = excluded.changed_other, narrowed_other = excluded.narrowed_other",
+        (tenant_id, _json(rows)),
+    )
 
 
 # --- clients and their mutations (exactly once) ----------------------------------------
@@ -346,28 +457,51 @@ class ClientTaken(Exception):
     """The client id is registered to another device or user of the tenant."""
 
 
-async def claim_client(
+_CLAIM_CLIENT = """
+    WITH claimed AS (
+        INSERT INTO clients (tenant_id, client, device, user_id) VALUES (%s, %s, %s, %s)
+        ON CONFLICT (tenant_id, client) DO NOTHING
+        RETURNING device, user_id, last_seq
+    )
+    SELECT c.device, c.user_id, c.last_seq,
+        coalesce((SELECT d.revoked_at IS NOT NULL FROM devices d
+                  WHERE d.tenant_id = %s AND d.device = %s), false)
+    FROM (SELECT * FROM claimed
+          UNION ALL
+          SELECT device, user_id, last_seq FROM clients WHERE tenant_id = %s AND client = %s
+         ) AS c
+    LIMIT 1
+"""
+
+
+async def claim_client_and_device(
     conn: psycopg.AsyncConnection, tenant_id: int, client: str, device: str, user: str
-) -> int:
-    """The client's last mutation seq; registers the client to (device, user) when new.
+) -> tuple[int, bool]:
+    """The client's last mutation seq, and whether `device` has been revoked; registers
+    the client to (device, user) when new. One round trip (a push makes it).
 
     Raises ClientTaken when the id belongs to another device or user: a
     replica's mutations cannot be replayed from elsewhere.
     """
-    await conn.execute(
-        "INSERT INTO clients (tenant_id, client, device, user_id) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT (tenant_id, client) DO NOTHING",
-        (tenant_id, client, device, user),
-    )
     cursor = await conn.execute(
-        "SELECT device, user_id, last_seq FROM clients WHERE tenant_id = %s AND client = %s",
-        (tenant_id, client),
+        _CLAIM_CLIENT, (tenant_id, client, device, user, tenant_id, device, tenant_id, client)
     )
     row = await cursor.fetchone()
     assert row is not None
     if (row[0], row[1]) != (device, user):
         raise ClientTaken(f"client {client!r} belongs to another device or user")
-    return int(row[2])
+    return int(row[2]), bool(row[3])
+
+
+async def claim_client(
+    conn: psycopg.AsyncConnection, tenant_id: int, client: str, device: str, user: str
+) -> int:
+    """The client's last mutation seq; registers the client to (device, user) when new.
+
+    Raises ClientTaken when the id belongs to another device or user.
+    """
+    last_seq, _ = await claim_client_and_device(conn, tenant_id, client, device, user)
+    return last_seq
 
 
 async def stored_outcomes(
@@ -393,15 +527,54 @@ async def record_outcomes(
     """Store each (seq, outcome) and advance the client's last seq, in the caller's transaction."""
     if not outcomes:
         return
-    await conn.cursor(binary=True).execute(
-        "INSERT INTO client_mutations (tenant_id, client, seq, outcome)"
-        " SELECT %s, %s, u.seq, u.outcome::jsonb"
-        " FROM unnest(%b::bigint[], %b::text[]) AS u (seq, outcome)",
-        (tenant_id, client, [seq for seq, _ in outcomes], [_json(o) for _, o in outcomes]),
-    )
     await conn.execute(
-        "UPDATE clients SET last_seq = greatest(last_seq, %s) WHERE tenant_id = %s AND client = %s",
-        (max(seq for seq, _ in outcomes), tenant_id, client),
+        "WITH recorded AS (INSERT INTO client_mutations (tenant_id, client, seq, outcome)"
+        "   SELECT %s, %s, r.s, r.o FROM json_to_recordset(%s::json) AS r (s bigint, o jsonb))"
+        " UPDATE clients SET last_seq = greatest(last_seq, %s)"
+        " WHERE tenant_id = %s AND client = %s",
+        (tenant_id, client, _json([{"s": seq, "o": o} for seq, o in outcomes]),
+         max(seq for seq, _ in outcomes), tenant_id, client),
+    )  # fmt: skip
+
+
+_CHAIN = (
+    "SELECT decisions_seq, decisions_head, decisions_window_start, decisions_window_count"
+    " FROM clients WHERE tenant_id = %s AND client = %s"
+)
+_LOCK_CHAIN = (
+    "SELECT decisions_seq, decisions_head, decisions_window_start, decisions_window_count"
+    " FROM clients WHERE tenant_id = %s AND client = %s FOR UPDATE"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionChain:
+    """A client's offline decision chain as stored: its head and the hour's quota."""
+
+    seq: int
+    head: str
+    window_start: datetime | None
+    window_count: int
+
+
+async def decision_chain(
+    conn: psycopg.AsyncConnection, tenant_id: int, client: str, *, lock: bool = False
+) -> DecisionChain | None:
+    """The client's chain (locked until the transaction ends with `lock`), or None."""
+    cursor = await conn.execute(_LOCK_CHAIN if lock else _CHAIN, (tenant_id, client))
+    row = await cursor.fetchone()
+    return DecisionChain(int(row[0]), str(row[1]), row[2], int(row[3])) if row else None
+
+
+async def save_decision_chain(
+    conn: psycopg.AsyncConnection, tenant_id: int, client: str, chain: DecisionChain
+) -> None:
+    """In the caller's transaction (after `decision_chain(lock=True)`)."""
+    await conn.execute(
+        "UPDATE clients SET decisions_seq = %s, decisions_head = %s,"
+        " decisions_window_start = %s, decisions_window_count = %s"
+        " WHERE tenant_id = %s AND client = %s",
+        (chain.seq, chain.head, chain.window_start, chain.window_count, tenant_id, client),
     )
 
 
@@ -438,6 +611,48 @@ async def failure_wait(
         if row is not None:
             wait = max(wait, float(row[0]))
     return wait
+
+
+async def reserve_attempt(
+    conn: psycopg.AsyncConnection, limits: Sequence[tuple[str, int]], window: float
+) -> tuple[list[int], float]:
+    """Count a sign-in attempt as a failure of each key *before* its password is
+    checked: the ids of the rows it took and 0.0, or, when a key is over its limit
+    counting this attempt, no rows (they are given back) and the seconds to wait.
+
+    Each row is committed before the count is read (on an autocommit
+    connection), so of N simultaneous attempts at most the limit go through,
+    in every process sharing the database.
+    """
+    cursor = await conn.execute(
+        "DELETE FROM sign_in_failures WHERE at < now() - make_interval(secs => %s)", (window,)
+    )
+    cursor = await conn.execute(
+        "INSERT INTO sign_in_failures (key) SELECT unnest(%s::text[]) RETURNING id",
+        ([key for key, _ in limits],),
+    )
+    ids = [int(row[0]) for row in await cursor.fetchall()]
+    wait = 0.0
+    for key, limit in limits:
+        cursor = await conn.execute(
+            "SELECT extract(epoch FROM at + make_interval(secs => %s) - now())"
+            " FROM sign_in_failures WHERE key = %s AND at > now() - make_interval(secs => %s)"
+            " ORDER BY at DESC, id DESC OFFSET %s LIMIT 1",
+            (window, key, window, limit),
+        )
+        row = await cursor.fetchone()
+        if row is not None:
+            wait = max(wait, float(row[0]), 1.0)
+    if wait:
+        await release_attempt(conn, ids)
+        return [], wait
+    return ids, 0.0
+
+
+async def release_attempt(conn: psycopg.AsyncConnection, ids: Sequence[int]) -> None:
+    """Give back rows `reserve_attempt` took (the attempt succeeded, or never ran)."""
+    if ids:
+        await conn.execute("DELETE FROM sign_in_failures WHERE id = ANY(%s)", (list(ids),))
 
 
 async def record_failure(conn: psycopg.AsyncConnection, keys: Sequence[str], window: float) -> None:
@@ -549,39 +764,198 @@ async def store_refresh_token(
     user: str,
     device: str,
     expires_at: datetime,
+    family: bytes | None = None,
+    predecessor: bytes | None = None,
 ) -> None:
-    """Keep a refresh token's SHA-256 (never the token) until `expires_at`."""
-    await conn.execute(
-        "INSERT INTO refresh_tokens (token_hash, tenant_id, user_id, device, expires_at)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        (token_hash, tenant_id, user, device, expires_at),
-    )
+    """Keep a refresh token's SHA-256 (never the token) until `expires_at`.
+
+    `family` is the first token's hash of its line of rotations (a sign-in
+    starts one: None); `predecessor` the token it replaces, which records it
+    as its successor. Replaying a spent token of the family revokes it all.
+    """
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO refresh_tokens"
+            " (token_hash, tenant_id, user_id, device, expires_at, family)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (token_hash, tenant_id, user, device, expires_at, family or token_hash),
+        )
+        if predecessor is not None:
+            await conn.execute(
+                "UPDATE refresh_tokens SET successor = %s WHERE token_hash = %s",
+                (token_hash, predecessor),
+            )
+
+
+LOST_ANSWER_GRACE = 60.0
+"""Seconds in which the device may present a token it just spent again (the answer
+carrying its successor was lost): the successor, if unused, is replaced."""
+
+
+class RefreshVerdict(Enum):
+    GRANTED = "granted"
+    INVALID = "invalid"
+    """Unknown, expired or revoked: nothing was spent."""
+    NOT_YOURS = "not_yours"
+    """Another tenant's or user's token, shown to a signed-in session: not spent."""
+    REPLAYED = "replayed"
+    """Spent before: its whole family is now revoked."""
+    DEVICE_REVOKED = "device_revoked"
 
 
 @dataclass(frozen=True, slots=True)
 class RefreshGrant:
-    tenant_id: int
-    tenant: str
-    user: str
+    verdict: RefreshVerdict
+    tenant_id: int = 0
+    tenant: str = ""
+    user: str = ""
+    family: bytes = b""
 
 
 async def use_refresh_token(
-    conn: psycopg.AsyncConnection, token_hash: bytes, device: str
-) -> RefreshGrant | None:
-    """Spend a refresh token (each works once); None when it is unknown, used,
-    expired, revoked, for another device, or the device is revoked."""
+    conn: psycopg.AsyncConnection,
+    token_hash: bytes,
+    device: str,
+    owner: tuple[int, str] | None = None,
+) -> RefreshGrant:
+    """Spend a refresh token (each works once) and say what it grants.
+
+    `owner` is (tenant id, user) of a session that is already signed in: a
+    token of anyone else is refused before anything is spent, and so is a token
+    shown from another device than its own. A token spent before revokes its
+    whole family (OAuth 2.0 security best practice: after a theft, one of the
+    two holders replays it, and the token becomes useless to both), except
+    when its own device presents it again within `LOST_ANSWER_GRACE` seconds
+    and its successor was never used: the answer was lost, and the successor
+    is revoked instead. Runs in its own transaction.
+    """
     async with conn.transaction():
         cursor = await conn.execute(
-            "UPDATE refresh_tokens r SET revoked_at = now()"
-            " FROM tenants t, devices d"
-            " WHERE r.token_hash = %s AND r.device = %s AND r.revoked_at IS NULL"
-            "   AND r.expires_at > now() AND t.id = r.tenant_id"
-            "   AND d.tenant_id = r.tenant_id AND d.device = r.device AND d.revoked_at IS NULL"
-            " RETURNING r.tenant_id, t.name, r.user_id",
-            (token_hash, device),
+            "SELECT r.tenant_id, t.name, r.user_id, r.device, r.family, r.used_at IS NOT NULL,"
+            " r.revoked_at IS NOT NULL OR r.expires_at <= now(),"
+            " coalesce(d.revoked_at IS NOT NULL, true),"
+            " r.used_at > now() - make_interval(secs => %s) AND r.successor IS NOT NULL"
+            "   AND s.used_at IS NULL"
+            "   AND s.revoked_at IS NULL"
+            " FROM refresh_tokens r JOIN tenants t ON t.id = r.tenant_id"
+            " LEFT JOIN devices d ON d.tenant_id = r.tenant_id AND d.device = r.device"
+            " LEFT JOIN refresh_tokens s ON s.token_hash = r.successor"
+            " WHERE r.token_hash = %s FOR UPDATE OF r",
+            (LOST_ANSWER_GRACE, token_hash),
         )
         row = await cursor.fetchone()
-    return RefreshGrant(int(row[0]), row[1], row[2]) if row else None
+        if row is None:
+            return RefreshGrant(RefreshVerdict.INVALID)
+        tenant_id, tenant, user, token_device, family, used, dead, device_revoked, retry = row
+        grant = (int(tenant_id), str(tenant), str(user), bytes(family))
+        if owner is not None and owner != (grant[0], grant[2]):
+            return RefreshGrant(RefreshVerdict.NOT_YOURS)
+        if token_device != device:
+            # Not spent, and nothing revoked: whoever knows a token but not its
+            # device must not be able to sign its owner out.
+            return RefreshGrant(RefreshVerdict.INVALID)
+        if device_revoked:
+            return RefreshGrant(RefreshVerdict.DEVICE_REVOKED, *grant)
+        if used and retry:
+            # The answer to the first use was lost: the successor nobody has seen
+            # is replaced by the one the caller issues now.
+            # Marked used too: if it turns up after all, two parties hold this
+            # family, and showing it revokes the family as any replay does.
+            await conn.execute(
+                "UPDATE refresh_tokens s SET revoked_at = now(), used_at = now()"
+                " FROM refresh_tokens r WHERE r.token_hash = %s AND s.token_hash = r.successor",
+                (token_hash,),
+            )
+            return RefreshGrant(RefreshVerdict.GRANTED, *grant)
+        if used:
+            await conn.execute(
+                "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, now())"
+                " WHERE family = %s",
+                (family,),
+            )
+            return RefreshGrant(RefreshVerdict.REPLAYED, *grant)
+        if dead:
+            return RefreshGrant(RefreshVerdict.INVALID)
+        await conn.execute(
+            "UPDATE refresh_tokens SET used_at = now(), revoked_at = now() WHERE token_hash = %s",
+            (token_hash,),
+        )
+    return RefreshGrant(RefreshVerdict.GRANTED, *grant)
+
+
+async def revoke_user_tokens(conn: psycopg.AsyncConnection, tenant_id: int, user: str) -> None:
+    """Every refresh token of the user stops working (a password was reset)."""
+    await conn.execute(
+        "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, now())"
+        " WHERE tenant_id = %s AND user_id = %s",
+        (tenant_id, user),
+    )
+
+
+async def device_revoked(conn: psycopg.AsyncConnection, tenant_id: int, device: str) -> bool:
+    """Whether the tenant's device has been revoked (a device never seen is not)."""
+    cursor = await conn.execute(
+        "SELECT revoked_at IS NOT NULL FROM devices WHERE tenant_id = %s AND device = %s",
+        (tenant_id, device),
+    )
+    row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
+async def revoked_devices(
+    conn: psycopg.AsyncConnection, devices: Sequence[tuple[int, str]]
+) -> list[tuple[int, str]]:
+    """Of the (tenant id, device) pairs given, those that have been revoked."""
+    if not devices:
+        return []
+    cursor = await conn.execute(
+        "SELECT d.tenant_id, d.device FROM devices d"
+        " JOIN unnest(%s::bigint[], %s::text[]) AS u (tenant_id, device)"
+        "   ON d.tenant_id = u.tenant_id AND d.device = u.device"
+        " WHERE d.revoked_at IS NOT NULL",
+        ([t for t, _ in devices], [d for _, d in devices]),
+    )
+    return [(int(tenant), str(device)) for tenant, device in await cursor.fetchall()]
+
+
+# --- invitations ---------------------------------------------------------------------------
+
+
+async def create_invitation(
+    conn: psycopg.AsyncConnection,
+    tenant_id: int,
+    user: str,
+    code_hash: bytes,
+    created_by: str,
+    expires_at: datetime,
+) -> None:
+    """Keep an enrollment code's SHA-256 (never the code) until `expires_at`; the
+    user's earlier unused codes stop working."""
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE invitations SET used_at = now()"
+            " WHERE tenant_id = %s AND user_id = %s AND used_at IS NULL",
+            (tenant_id, user),
+        )
+        await conn.execute(
+            "INSERT INTO invitations (tenant_id, code_hash, user_id, created_by, expires_at)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (tenant_id, code_hash, user, created_by, expires_at),
+        )
+
+
+async def use_invitation(
+    conn: psycopg.AsyncConnection, tenant_id: int, user: str, code_hash: bytes
+) -> bool:
+    """Spend the user's enrollment code (once, before it expires), in the caller's
+    transaction; False when it is unknown, another user's, used or expired."""
+    cursor = await conn.execute(
+        "UPDATE invitations SET used_at = now()"
+        " WHERE tenant_id = %s AND code_hash = %s AND user_id = %s"
+        "   AND used_at IS NULL AND expires_at > now() RETURNING 1",
+        (tenant_id, code_hash, user),
+    )
+    return await cursor.fetchone() is not None
 
 
 async def signing_key(conn: psycopg.AsyncConnection, new_key: bytes) -> bytes:
@@ -613,16 +987,3 @@ async def devices(conn: psycopg.AsyncConnection, tenant_id: int) -> list[DeviceR
         (tenant_id,),
     )
     return [DeviceRow(*row) for row in await cursor.fetchall()]
-
-
-async def last_touches(
-    conn: psycopg.AsyncConnection, tenant_id: int, after: int
-) -> dict[str, tuple[int, str]]:
-    """Entity key -> (version, client) of the last change above `after` to each entity."""
-    cursor = await conn.execute(
-        "SELECT DISTINCT ON (key) key, version, client"
-        " FROM change_log, jsonb_object_keys(after) AS key"
-        " WHERE tenant_id = %s AND version > %s ORDER BY key, version DESC",
-        (tenant_id, after),
-    )
-    return {key: (int(version), client) for key, version, client in await cursor.fetchall()}

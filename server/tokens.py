@@ -370,6 +370,18 @@ class _FailureWindow(Generic[_Key]):
     def forget(self, key: _Key) -> None:
         self._failures.pop(key, None)
 
+    def forgive_latest(self, key: _Key) -> None:
+        """Take back the key's newest failure."""
+        failures = self._failures.get(key)
+        if failures:
+            failures.pop()
+
+    def forgive(self, key: _Key, at: float) -> None:
+        """Take back the failure recorded at `at` (a reserved attempt that was good)."""
+        failures = self._failures.get(key)
+        if failures is not None and at in failures:
+            failures.remove(at)
+
     def _drop_old(self, failures: deque[float], now: float) -> None:
         while failures and failures[0] <= now - self._window:
             failures.popleft()
@@ -443,6 +455,16 @@ class FailureLimiter:
         """Record one failure that names no user against the address only."""
         self._addresses.record(address, now)
 
-    def succeeded(self, *, tenant: str, user: str) -> None:
-        """Forget the user's failures (the address's remain)."""
+    def forgive(self, *, tenant: str, user: str, address: str, at: float) -> None:
+        """Take back the failure `failed` recorded at `at`: attempts are counted as
+        failures before their password is checked (so simultaneous attempts cannot
+        get past the limit), and given back when they turn out good or never ran."""
+        self._users.forgive((tenant, user), at)
+        self._addresses.forgive(address, at)
+
+    def succeeded(self, *, tenant: str, user: str, address: str | None = None) -> None:
+        """Forget the user's failures (the address's remain, but for the attempt's
+        own reservation when `address` is given)."""
         self._users.forget((tenant, user))
+        if address is not None:
+            self._addresses.forgive_latest(address)

@@ -33,7 +33,8 @@ RESOURCE_TYPES: dict[str, list[str]] = {
     "report": ["read", "create", "export"],
     "audit-log": ["read", "export"],
     "user": ["read", "create", "update", "delete"],
-    "role": ["read", "create", "update", "delete", "assign"],
+    # escalate: conferring permissions one does not hold oneself (only tenant-admin).
+    "role": ["read", "create", "update", "delete", "assign", "escalate"],
 }
 
 DEPOTS: dict[str, list[str]] = {
@@ -68,6 +69,9 @@ def role(
 ) -> dict[str, Any]:
     """One role of the tenant."""
     return {
+        # The id is the name it was created with: a rule about a role names it by
+        # id (`resource.id`), which stays when the role is renamed.
+        "id": name,
         "name": name,
         "description": description,
         "inherits": inherits,
@@ -289,7 +293,7 @@ ROLES = [
         "role, manages every account.",
         ["it-admin"],
         [
-            rule("role", ["read", "create", "update", "delete", "assign"]),
+            rule("role", ["read", "create", "update", "delete", "assign", "escalate"]),
             rule("user", ["*"]),
             rule("audit-log", ["read", "export"]),
         ],
@@ -470,6 +474,14 @@ def build() -> dict[str, Any]:
     rng.choice(by_role["finance-clerk"])["grants"] = [
         rule("payment", ["create"], {"resource.category": "fuel", "resource.amount": {"lte": 2000}})
     ]
+
+    # Just-in-time elevation: every dispatcher may take the night desk for a shift,
+    # and the second IT administrator may break glass for up to four hours.
+    for dispatcher in by_role["dispatcher"]:
+        dispatcher["roles"].append({"role": "night-dispatcher", "eligible": {"max_hours": 8}})
+    it_admins[1]["roles"].append({"role": "tenant-admin", "eligible": {"max_hours": 4}})
+    # A driver on long-term leave: suspended, every request denied, roles kept.
+    drivers[-1]["suspended"] = True
 
     return {
         "format": "fleetgate.policy/1",

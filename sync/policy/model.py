@@ -84,6 +84,12 @@ def condition_key(when: Mapping[str, Any] | None) -> str | None:
     return None if when is None else _text(when)
 
 
+def json_key(value: Any) -> str:
+    """A JSON value's canonical text, type-strict as in `canonical_rule` (`true` is
+    not `1`, `5` is `5.0`): equal keys mean the same value."""
+    return _text(value)
+
+
 def rule_key_of(resource: Any, actions: Any, when: Any) -> str:
     """`rule_key` of a rule given by its document's parts (`resource`, `actions`,
     `when`; a stored entity's, not parsed): the same key as the built Rule's."""

@@ -22,8 +22,10 @@ from typing import Any, NoReturn
 
 from sync.policy.document import reject_json_constant, unique_pairs
 from sync.policy.instant import check_instant
-from sync.protocol.errors import ErrorCode, ProtocolBug, ProtocolViolation, quoted
+from sync.policy.wording import quoted
+from sync.protocol.errors import ErrorCode, ProtocolBug, ProtocolViolation
 from sync.protocol.messages import (
+    HASH_HEX,
     MAX_BATCH,
     MAX_DEPTH,
     MAX_ID,
@@ -32,17 +34,24 @@ from sync.protocol.messages import (
     MAX_PASSWORD,
     MAX_TEXT,
     MAX_TOKEN,
+    PROTOCOL_VERSION,
     CatchUp,
     Change,
     Changes,
+    Clock,
+    Conflict,
     DecisionsRecorded,
     Direction,
+    Enroll,
     Error,
     Hello,
+    Invite,
+    Invited,
     Message,
     Mutation,
     OfflineDecision,
     Outcome,
+    PasswordSet,
     Ping,
     Pong,
     Push,
@@ -50,13 +59,17 @@ from sync.protocol.messages import (
     RecordDecisions,
     Refresh,
     Result,
+    Resume,
     Resync,
+    SetPassword,
     SignedIn,
     SignIn,
     Snapshot,
     SnapshotResume,
+    StaleDecisions,
     Welcome,
     Wipe,
+    WipeCode,
 )
 
 Check = Callable[[Any, str], Any]
@@ -166,12 +179,58 @@ def _instant(value: Any, where: str) -> str:
     return str(text)
 
 
+_HEX = re.compile(f"[0-9a-f]{{{HASH_HEX}}}")
+
+
+def _hash(value: Any, where: str) -> str:
+    if type(value) is not str or not _HEX.fullmatch(value):
+        _fail(where, f"must be {HASH_HEX} lowercase hex digits")
+    return value
+
+
+def _any(value: Any, where: str) -> Any:
+    return value  # any JSON value: decode has already refused what JSON cannot hold
+
+
+def _items(check: Check, limit: int) -> Check:
+    """A list of at most `limit` values, each passing `check`."""
+
+    def items(value: Any, where: str) -> tuple[Any, ...]:
+        if type(value) is not list:
+            _fail(where, "must be a list")
+        if len(value) > limit:
+            raise ProtocolViolation(ErrorCode.TOO_MANY, f"{where}: more than {limit} entries")
+        return tuple(check(item, f"{where}[{i}]") for i, item in enumerate(value))
+
+    return items
+
+
+def _nested(kind: type, schema: dict[str, Check]) -> Check:
+    def check(value: Any, where: str) -> Any:
+        return _build(kind, schema, value, where)
+
+    return check
+
+
+_HOURS = 720
+
 _DECISION: dict[str, Check] = {
+    "seq": _integer,
+    "prev_hash": _hash,
+    "hash": _hash,
     "request": _object,
     "allowed": _boolean,
     "reason": _TEXT,
     "at": _instant,
+    "clock": _enum(Clock),
+    "lease_fresh": _boolean,
+    "pending": _items(_integer, MAX_BATCH),
     "policy_version": _integer,
+}
+_CONFLICT: dict[str, Check] = {
+    "member": _TEXT,
+    "server": _optional(_any),
+    "client": _optional(_any),
 }
 _RESULT: dict[str, Check] = {
     "client": _ID,
@@ -180,45 +239,66 @@ _RESULT: dict[str, Check] = {
     "version": _optional(_integer),
     "code": _optional(_ID),
     "reason": _optional(_TEXT),
+    "conflict": _optional(_nested(Conflict, _CONFLICT)),
 }
+_RESUME: dict[str, Check] = {"snapshot": _ID, "next_chunk": _integer}
+
+
+def _hours(value: Any, where: str) -> int:
+    if type(value) is not int or not 1 <= value <= _HOURS:
+        _fail(where, f"must be a whole number of hours from 1 to {_HOURS}")
+    return value
+
 
 _SCHEMAS: dict[str, tuple[type, Direction, dict[str, Check]]] = {
     "sign_in": (SignIn, Direction.TO_SERVER, {
         "ref": _ID, "tenant": _ID, "user": _ID,
         "password": _string(MAX_PASSWORD), "device": _ID}),
+    "enroll": (Enroll, Direction.TO_SERVER, {
+        "ref": _ID, "tenant": _ID, "user": _ID, "code": _TOKEN,
+        "password": _string(MAX_PASSWORD), "device": _ID}),
     "refresh": (Refresh, Direction.TO_SERVER, {
         "ref": _ID, "refresh_token": _TOKEN, "device": _ID}),
     "hello": (Hello, Direction.TO_SERVER, {
         "protocol": _integer, "access_token": _TOKEN, "device": _ID, "client": _ID,
-        "cursor": _integer}),
+        "cursor": _integer, "resume": _optional(_nested(Resume, _RESUME))}),
     "push": (Push, Direction.TO_SERVER, {
         "ref": _ID, "mutations": _list_of(Mutation, _MUTATION, MAX_BATCH)}),
-    "snapshot_resume": (SnapshotResume, Direction.TO_SERVER, {
-        "snapshot": _ID, "next_chunk": _integer}),
+    "snapshot_resume": (SnapshotResume, Direction.TO_SERVER, _RESUME),
     "record_decisions": (RecordDecisions, Direction.TO_SERVER, {
         "ref": _ID, "decisions": _list_of(OfflineDecision, _DECISION, MAX_BATCH)}),
+    "invite": (Invite, Direction.TO_SERVER, {"ref": _ID, "user": _ID, "hours": _hours}),
+    "set_password": (SetPassword, Direction.TO_SERVER, {
+        "ref": _ID, "user": _ID, "password": _string(MAX_PASSWORD)}),
     "ping": (Ping, Direction.TO_SERVER, {"ref": _ID}),
     "signed_in": (SignedIn, Direction.TO_CLIENT, {
         "ref": _ID, "access_token": _TOKEN, "access_expires": _ID,
         "refresh_token": _TOKEN, "user": _ID, "tenant": _ID}),
     "welcome": (Welcome, Direction.TO_CLIENT, {
-        "tenant": _ID, "user": _ID, "version": _integer, "catch_up": _enum(CatchUp)}),
+        "tenant": _ID, "user": _ID, "version": _integer, "catch_up": _enum(CatchUp),
+        "server_time": _instant, "last_seq": _integer, "lease_seconds": _integer,
+        "stale_decisions": _enum(StaleDecisions), "ops": _items(_ID, MAX_BATCH),
+        "decisions_through": _integer}),
     "changes": (Changes, Direction.TO_CLIENT, {
         "from_version": _integer, "to_version": _integer,
-        "changes": _list_of(Change, _CHANGE, 10 * MAX_BATCH), "more": _boolean}),
+        "changes": _list_of(Change, _CHANGE, 10 * MAX_BATCH), "more": _boolean,
+        "digest": _optional(_hash)}),
     "snapshot": (Snapshot, Direction.TO_CLIENT, {
         "snapshot": _ID, "version": _integer, "chunk": _integer, "chunks": _integer,
-        "part": _object}),
+        "part": _object, "digest": _hash}),
     "push_result": (PushResult, Direction.TO_CLIENT, {
-        "ref": _ID, "results": _list_of(Result, _RESULT, MAX_BATCH)}),
+        "ref": _ID, "results": _list_of(Result, _RESULT, MAX_BATCH), "more": _boolean}),
     "decisions_recorded": (DecisionsRecorded, Direction.TO_CLIENT, {
-        "ref": _ID, "count": _integer}),
+        "ref": _ID, "count": _integer, "through": _integer, "head": _hash}),
     "resync": (Resync, Direction.TO_CLIENT, {"reason": _TEXT}),
-    "wipe": (Wipe, Direction.TO_CLIENT, {"reason": _TEXT}),
-    "pong": (Pong, Direction.TO_CLIENT, {"ref": _ID}),
+    "wipe": (Wipe, Direction.TO_CLIENT, {"code": _enum(WipeCode), "reason": _TEXT}),
+    "invited": (Invited, Direction.TO_CLIENT, {
+        "ref": _ID, "user": _ID, "code": _TOKEN, "expires": _instant}),
+    "password_set": (PasswordSet, Direction.TO_CLIENT, {"ref": _ID, "user": _ID}),
+    "pong": (Pong, Direction.TO_CLIENT, {"ref": _ID, "server_time": _instant}),
     "error": (Error, Direction.TO_CLIENT, {
         "code": _enum(ErrorCode), "message": _TEXT, "fatal": _boolean,
-        "ref": _optional(_ID)}),
+        "ref": _optional(_ID), "expected_seq": _optional(_integer)}),
 }  # fmt: skip
 _TYPES: dict[type, str] = {cls: name for name, (cls, _d, _s) in _SCHEMAS.items()}
 
@@ -318,6 +398,15 @@ def decode(data: bytes | str, direction: Direction) -> Message:
     schema = _SCHEMAS.get(kind) if type(kind) is str else None
     if schema is None or schema[1] is not direction:
         raise ProtocolViolation(ErrorCode.UNKNOWN_TYPE, f"no message type {quoted(kind)} here", ref)
+    if kind == "hello" and direction is Direction.TO_SERVER:
+        # Read before the strict checks: another version's hello may have other fields.
+        version = document.get("protocol")
+        if type(version) is int and version != PROTOCOL_VERSION:
+            raise ProtocolViolation(
+                ErrorCode.UPGRADE_REQUIRED,
+                f"this server speaks sync protocol {PROTOCOL_VERSION}, not {version}: "
+                "upgrade the client (its pending edits are kept)",
+            )
     cls, _direction, checks = schema
     try:
         message: Message = _build(cls, checks, document, "")
@@ -391,4 +480,24 @@ def change_pages(
 
 def error_for(violation: ProtocolViolation, *, fatal: bool = False) -> Error:
     """The `error` message answering a violation."""
-    return Error(violation.code, violation.message, fatal, violation.ref)
+    return Error(violation.code, violation.message, fatal, violation.ref, violation.expected_seq)
+
+
+def push_results(ref: str, results: Sequence[Result]) -> list[PushResult]:
+    """The `push_result` messages answering a push: as few as fit the frame limit
+    (each outcome's reason is capped, but 500 outcomes of long client ids and
+    reasons may not fit one message), all but the last with `more`."""
+    messages: list[PushResult] = []
+    batch: list[Result] = []
+    size = 0
+    for result in results:
+        result_size = len(
+            json.dumps(_plain(result), ensure_ascii=False, separators=(",", ":")).encode()
+        )
+        if batch and size + result_size > MAX_PAGE_BYTES:
+            messages.append(PushResult(ref, tuple(batch), more=True))
+            batch, size = [], 0
+        batch.append(result)
+        size += result_size + 1
+    messages.append(PushResult(ref, tuple(batch), more=False))
+    return messages

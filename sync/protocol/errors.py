@@ -10,7 +10,8 @@ Rules of this module:
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+
+from sync.policy.wording import cap_bytes
 
 
 class ErrorCode(StrEnum):
@@ -26,7 +27,17 @@ class ErrorCode(StrEnum):
     REVOKED = "revoked"
     WRONG_STATE = "wrong_state"
     NOT_FOUND = "not_found"
-    UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    UPGRADE_REQUIRED = "upgrade_required"
+    """The hello's protocol version is not this server's: the client keeps its outbox."""
+    SEQ_GAP = "seq_gap"
+    """A push's first new seq is not the client's last + 1: nothing was recorded."""
+    UNSUPPORTED_OP = "unsupported_op"
+    """A pushed edit's op is not one this server accepts (welcome.ops): nothing was recorded."""
+    CHAIN_BROKEN = "chain_broken"
+    """Uploaded offline decisions do not continue the client's stored chain."""
+    SUSPENDED = "suspended"
+    """The user is suspended: no sign-in, no session (the replica is kept)."""
+    WEAK_PASSWORD = "weak_password"  # noqa: S105 - an error code, not a secret
     INTERNAL = "internal"
 
 
@@ -41,30 +52,37 @@ class CloseCode:
     UNAUTHENTICATED = 4401
     FORBIDDEN = 4403
     REVOKED = 4409
+    """Wiped: the device was revoked or the user removed (the `wipe` message says which)."""
+    AUTH_TIMEOUT = 4408
+    """The connection did not authenticate in time."""
+    SUSPENDED = 4423
+    """The user is suspended; the replica stays."""
+    UPGRADE_REQUIRED = 4426
     RATE_LIMITED = 4429
 
 
 MAX_ERROR_TEXT = 1024
-"""Characters of an error's message: what it quotes of the peer's input is cut."""
-
-
-def quoted(value: Any, limit: int = 64) -> str:
-    """`value` for an error message: its repr, cut to `limit` characters of the value."""
-    if isinstance(value, str) and len(value) > limit:
-        return repr(value[:limit]) + "…"
-    return repr(value)
+"""UTF-8 bytes of an error's message (what it quotes of the peer's input is cut
+further, to 64 characters: `sync.policy.wording.quoted`)."""
 
 
 class ProtocolViolation(Exception):
     """The peer sent something wrong: `code` and a message for the `error` reply."""
 
-    def __init__(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
-        if len(message) > MAX_ERROR_TEXT:
-            message = message[: MAX_ERROR_TEXT - 1] + "…"
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        ref: str | None = None,
+        *,
+        expected_seq: int | None = None,
+    ) -> None:
+        message = cap_bytes(message, MAX_ERROR_TEXT)
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref
+        self.expected_seq = expected_seq
 
 
 class ProtocolBug(Exception):

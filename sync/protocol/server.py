@@ -6,32 +6,38 @@ Rules of this module (PROTOCOL.md):
   client asked for comes out of `events()`, frames to write out of
   `outgoing()`. When `close_code` is set the server closes the socket with it
   after writing what is outgoing. Nothing here reads a clock or a socket:
-  `now` is handed in (monotonic seconds, for the rate limit).
-- What each message may do in each state is one table, `_ALLOWED`; a message
-  outside it is answered with `wrong_state` and changes nothing.
+  `now` is handed in (monotonic seconds, for the rate limit and deadlines).
+- States and transitions are the tables of `sync.protocol.states`; a message
+  the table does not allow is answered with `wrong_state` and changes nothing.
+- A connection must say hello within `auth_timeout` seconds of opening
+  (`deadline()`, then `expire(now)`), so an idle socket cannot be held open.
 - A peer's mistake is answered with an `error` frame; an oversized frame, a
-  flood, or `MAX_VIOLATIONS` mistakes close the connection. A server that
-  calls a method in the wrong state has a bug: `ProtocolBug`.
+  flood, an unknown protocol version or `MAX_VIOLATIONS` mistakes close the
+  connection. A server that calls a method in the wrong state has a bug:
+  `ProtocolBug`.
 - Authentication is the server's business: the connection only says a
   `hello` arrived and waits for `welcome` or `refuse`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 
 from sync.protocol.codec import decode, encode
 from sync.protocol.errors import CloseCode, ErrorCode, ProtocolBug, ProtocolViolation
 from sync.protocol.messages import (
-    PROTOCOL_VERSION,
     Changes,
     DecisionsRecorded,
     Direction,
+    Enroll,
     Error,
     Hello,
+    Invite,
+    Invited,
     Message,
     Mutation,
+    PasswordSet,
     Ping,
     Pong,
     Push,
@@ -39,30 +45,23 @@ from sync.protocol.messages import (
     RecordDecisions,
     Refresh,
     Resync,
+    SetPassword,
     SignedIn,
     SignIn,
     Snapshot,
     SnapshotResume,
     Welcome,
     Wipe,
+    WipeCode,
 )
+from sync.protocol.states import ALLOWED, TRANSITIONS, State, Trigger
 
 MAX_VIOLATIONS = 3
 """Mistakes a connection may make before it is closed."""
 RATE_PER_SECOND = 50.0
 RATE_BURST = 200.0
-
-
-class State(Enum):
-    OPEN = "open"
-    """Connected; may sign in, refresh, or say hello."""
-    AUTHENTICATING = "authenticating"
-    """A hello arrived; the server is checking its token."""
-    SYNCING = "syncing"
-    """Welcomed; the server is sending the changes or snapshot the client missed."""
-    LIVE = "live"
-    """Caught up; pushes are decided and committed changes are broadcast."""
-    CLOSED = "closed"
+AUTH_TIMEOUT = 10.0
+"""Seconds a connection may stay open without saying hello."""
 
 
 # --- events (what the client asked for) -------------------------------------------------
@@ -71,6 +70,11 @@ class State(Enum):
 @dataclass(frozen=True, slots=True)
 class SignInRequested:
     message: SignIn
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollRequested:
+    message: Enroll
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,24 +103,32 @@ class DecisionsReceived:
     message: RecordDecisions
 
 
-Event = (
-    SignInRequested | RefreshRequested | HelloReceived | PushReceived | SnapshotResumeRequested
-    | DecisionsReceived
-)  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class InviteRequested:
+    message: Invite
 
-_ALLOWED: dict[State, frozenset[type]] = {
-    State.OPEN: frozenset({SignIn, Refresh, Hello, Ping}),
-    State.AUTHENTICATING: frozenset({Ping}),
-    State.SYNCING: frozenset({Push, SnapshotResume, RecordDecisions, Ping, Refresh}),
-    State.LIVE: frozenset({Push, SnapshotResume, RecordDecisions, Ping, Refresh}),
-    State.CLOSED: frozenset(),
-}
+
+@dataclass(frozen=True, slots=True)
+class SetPasswordRequested:
+    message: SetPassword
+
+
+@dataclass(frozen=True, slots=True)
+class PingReceived:
+    ref: str
+
+
+Event = (
+    SignInRequested | EnrollRequested | RefreshRequested | HelloReceived | PushReceived
+    | SnapshotResumeRequested | DecisionsReceived | InviteRequested | SetPasswordRequested
+    | PingReceived
+)  # fmt: skip
 
 
 class ServerConnection:
     """One client's connection, from the server's side."""
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, *, auth_timeout: float = AUTH_TIMEOUT) -> None:
         self.state = State.OPEN
         self.close_code: int | None = None
         self._events: list[Event] = []
@@ -124,6 +136,13 @@ class ServerConnection:
         self._violations = 0
         self._tokens = RATE_BURST
         self._last = now
+        self._hello_by: float | None = now + auth_timeout
+
+    def _move(self, trigger: Trigger) -> None:
+        target = TRANSITIONS.get((self.state, trigger))
+        if target is None:
+            raise ProtocolBug(f"{trigger.value} is not allowed while {self.state.value}")
+        self.state = target
 
     # --- input ---------------------------------------------------------------------------
 
@@ -145,8 +164,23 @@ class ServerConnection:
                 ProtocolViolation(ErrorCode.MALFORMED, "binary frames are not part of the protocol")
             )
 
+    def deadline(self) -> float | None:
+        """When `expire` must be called if nothing arrives before (None: no deadline)."""
+        return self._hello_by if self.state is State.OPEN else None
+
+    def expire(self, now: float) -> None:
+        """Time has passed to `now`: a connection that has not said hello in time closes
+        (nothing happens in any other state)."""
+        if self.state is State.OPEN and self._hello_by is not None and now >= self._hello_by:
+            self._fail(
+                Error(ErrorCode.UNAUTHENTICATED, "no hello in time: sign in, then say hello",
+                      fatal=True),
+                CloseCode.AUTH_TIMEOUT,
+            )  # fmt: skip
+
     def _admitted(self, now: float) -> bool:
         """False when closed, or when the frame is over the rate (which closes)."""
+        self.expire(now)
         if self.state is State.CLOSED:
             return False
         if not self._within_rate(now):
@@ -167,7 +201,7 @@ class ServerConnection:
         return True
 
     def _dispatch(self, message: Message) -> None:
-        if type(message) not in _ALLOWED[self.state]:
+        if type(message) not in ALLOWED[self.state]:
             ref = getattr(message, "ref", None)
             self._violation(
                 ProtocolViolation(
@@ -178,23 +212,15 @@ class ServerConnection:
             )
             return
         if isinstance(message, Ping):
-            self._send(Pong(message.ref))
+            self._events.append(PingReceived(message.ref))
         elif isinstance(message, SignIn):
             self._events.append(SignInRequested(message))
+        elif isinstance(message, Enroll):
+            self._events.append(EnrollRequested(message))
         elif isinstance(message, Refresh):
             self._events.append(RefreshRequested(message))
         elif isinstance(message, Hello):
-            if message.protocol != PROTOCOL_VERSION:
-                self._fail(
-                    Error(
-                        ErrorCode.UNSUPPORTED_PROTOCOL,
-                        f"this server speaks protocol {PROTOCOL_VERSION}",
-                        fatal=True,
-                    ),
-                    CloseCode.PROTOCOL_ERROR,
-                )
-                return
-            self.state = State.AUTHENTICATING
+            self._move(Trigger.HELLO)
             self._events.append(HelloReceived(message))
         elif isinstance(message, Push):
             self._events.append(PushReceived(message.ref, message.mutations))
@@ -202,21 +228,24 @@ class ServerConnection:
             self._events.append(SnapshotResumeRequested(message))
         elif isinstance(message, RecordDecisions):
             self._events.append(DecisionsReceived(message))
+        elif isinstance(message, Invite):
+            self._events.append(InviteRequested(message))
+        elif isinstance(message, SetPassword):
+            self._events.append(SetPasswordRequested(message))
 
     def _violation(self, violation: ProtocolViolation) -> None:
         self._violations += 1
-        fatal = (
-            violation.code in (ErrorCode.TOO_LARGE, ErrorCode.TOO_DEEP)
-            or self._violations >= MAX_VIOLATIONS
-        )
-        error = Error(violation.code, violation.message, fatal, violation.ref)
-        if fatal:
-            code = (
-                CloseCode.TOO_LARGE
-                if violation.code is ErrorCode.TOO_LARGE
-                else CloseCode.PROTOCOL_ERROR
-            )
-            self._fail(error, code)
+        closing = {
+            ErrorCode.TOO_LARGE: CloseCode.TOO_LARGE,
+            ErrorCode.TOO_DEEP: CloseCode.PROTOCOL_ERROR,
+            ErrorCode.UPGRADE_REQUIRED: CloseCode.UPGRADE_REQUIRED,
+        }
+        close = closing.get(violation.code)
+        if close is None and self._violations >= MAX_VIOLATIONS:
+            close = CloseCode.PROTOCOL_ERROR
+        error = Error(violation.code, violation.message, close is not None, violation.ref)
+        if close is not None:
+            self._fail(error, close)
         else:
             self._send(error)
 
@@ -237,7 +266,10 @@ class ServerConnection:
 
     def _fail(self, error: Error, close_code: int) -> None:
         self._send(error)
-        self.state = State.CLOSED
+        self._close(close_code)
+
+    def _close(self, close_code: int) -> None:
+        self._move(Trigger.CLOSE)
         self.close_code = close_code
 
     def _expect(self, *states: State) -> None:
@@ -250,18 +282,29 @@ class ServerConnection:
         self._expect(State.OPEN, State.SYNCING, State.LIVE)
         self._send(answer)
 
+    def pong(self, answer: Pong) -> None:
+        """Answer a ping (`answer.server_time` is the server's wall clock)."""
+        if self.state is not State.CLOSED:
+            self._send(answer)
+
     def welcome(self, answer: Welcome) -> None:
         """The hello's token was good: catching up starts."""
         self._expect(State.AUTHENTICATING)
-        self.state = State.SYNCING
+        self._move(Trigger.WELCOME)
         self._send(answer)
 
     def refuse(
-        self, code: ErrorCode, message: str, *, ref: str | None = None, close: int | None = None
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        ref: str | None = None,
+        close: int | None = None,
+        expected_seq: int | None = None,
     ) -> None:
         """Answer a request with an error; with `close`, end the connection with that code."""
         self._expect(State.OPEN, State.AUTHENTICATING, State.SYNCING, State.LIVE)
-        error = Error(code, message, close is not None, ref)
+        error = Error(code, message, close is not None, ref, expected_seq)
         if close is not None:
             self._fail(error, close)
         else:
@@ -276,18 +319,28 @@ class ServerConnection:
         self._expect(State.SYNCING, State.LIVE)
         self._outgoing.append(encoded if encoded is not None else encode(batch))
         if not batch.more:
-            self.state = State.LIVE
+            self._move(Trigger.CAUGHT_UP)
 
     def snapshot(self, chunk: Snapshot, encoded: bytes | None = None) -> None:
         """One chunk of a snapshot (`encoded` as for `changes`)."""
         self._expect(State.SYNCING, State.LIVE)
         self._outgoing.append(encoded if encoded is not None else encode(chunk))
 
-    def push_result(self, result: PushResult) -> None:
+    def push_result(self, results: Sequence[PushResult]) -> None:
+        """The answer to a push: one message, or several of the same ref (`more`)."""
         self._expect(State.SYNCING, State.LIVE)
-        self._send(result)
+        for result in results:
+            self._send(result)
 
     def decisions_recorded(self, answer: DecisionsRecorded) -> None:
+        self._expect(State.SYNCING, State.LIVE)
+        self._send(answer)
+
+    def invited(self, answer: Invited) -> None:
+        self._expect(State.SYNCING, State.LIVE)
+        self._send(answer)
+
+    def password_set(self, answer: PasswordSet) -> None:
         self._expect(State.SYNCING, State.LIVE)
         self._send(answer)
 
@@ -295,19 +348,22 @@ class ServerConnection:
         """The client fell too far behind: tell it, and close so it reconnects."""
         self._expect(State.SYNCING, State.LIVE)
         self._send(Resync(reason))
-        self.state = State.CLOSED
-        self.close_code = CloseCode.NORMAL
+        self._close(CloseCode.NORMAL)
 
-    def wipe(self, reason: str) -> None:
-        """The device was revoked: tell it to wipe its replica, and close."""
+    def wipe(self, code: WipeCode, reason: str) -> None:
+        """The device was revoked or the user removed: wipe the replica, and close."""
         if self.state is State.CLOSED:
             return
-        self._send(Wipe(reason))
-        self.state = State.CLOSED
-        self.close_code = CloseCode.REVOKED
+        self._send(Wipe(code, reason))
+        self._close(CloseCode.REVOKED)
+
+    def suspended(self, reason: str) -> None:
+        """The user was suspended: end the session (the client keeps its replica)."""
+        if self.state is State.CLOSED:
+            return
+        self._fail(Error(ErrorCode.SUSPENDED, reason, fatal=True), CloseCode.SUSPENDED)
 
     def going_away(self) -> None:
         """The server is shutting down."""
         if self.state is not State.CLOSED:
-            self.state = State.CLOSED
-            self.close_code = CloseCode.GOING_AWAY
+            self._close(CloseCode.GOING_AWAY)

@@ -14,7 +14,6 @@ Rules of this module:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from sync.policy.document import constraints_document, role_document, user_document
 from sync.policy.edits import Undo
 from sync.policy.model import FORMAT, Policy, Role, User
+from sync.replication.encoding import compact_json
 
 ROLE = "role"
 USER = "user"
@@ -151,7 +151,8 @@ def _user_with_names(user: Document, name: Any) -> Document:
     if "roles" not in user:
         return user
     roles = [
-        {"role": name(a["role_id"])} | {k: v for k, v in a.items() if k != "role_id"}
+        # `role` last: a stray `role` field of a damaged entry must not name another role.
+        {k: v for k, v in a.items() if k != "role_id"} | {"role": name(a["role_id"])}
         for a in user["roles"]
     ]
     return user | {"roles": roles}
@@ -159,7 +160,7 @@ def _user_with_names(user: Document, name: Any) -> Document:
 
 def entity_bytes(document: Any) -> int:
     """Bytes of an entity document as compact UTF-8 JSON."""
-    return len(json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode())
+    return len(compact_json(document).encode("utf-8", "surrogatepass"))
 
 
 def oversized(entities: Iterable[Entity]) -> Entity | None:

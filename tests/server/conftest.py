@@ -67,7 +67,7 @@ ACME_POLICY: dict[str, Any] = {
     "format": "fleetgate.policy/1",
     "tenant": "acme",
     "resource_types": {
-        "role": ["read", "create", "update", "delete", "assign"],
+        "role": ["read", "create", "update", "delete", "assign", "escalate"],
         "user": ["read", "create", "update", "delete"],
         "vehicle": ["read", "dispatch"],
     },
@@ -79,8 +79,9 @@ ACME_POLICY: dict[str, Any] = {
          "grants": [{"resource": "vehicle", "actions": ["read"]}]},
         {"id": "r-clerk", "name": "clerk",
          "grants": [{"resource": "user", "actions": ["read", "update"]},
+                    {"resource": "vehicle", "actions": ["read"]},
                     {"resource": "role", "actions": ["assign"],
-                     "when": {"resource.id": {"eq": "driver"}}}]},
+                     "when": {"resource.id": {"eq": "r-driver"}}}]},
     ],
     "users": [
         {"id": "admin", "roles": [{"role": "tenant-admin"}]},
@@ -89,8 +90,8 @@ ACME_POLICY: dict[str, Any] = {
         {"id": "dora", "attributes": {"depot": "north"}},
     ],
 }  # fmt: skip
-"""A small tenant for server tests: an admin role, a clerk who may assign only
-`driver`, and a user with no role."""
+"""A small tenant for server tests: an admin role (which may escalate), a clerk who
+may assign only `driver` (and holds what it grants), and a user with no role."""
 
 
 TEST_KEY = b"fleetgate-test-signing-key-32-bytes!!"

@@ -14,7 +14,7 @@ import pytest
 from server import audit, store
 from server.app import SyncServer
 from tests.server.conftest import ACME_POLICY, PASSWORD, add_account, make_tenant
-from tests.server.wsclient import Client, mutation
+from tests.server.wsclient import Client, decisions, mutation
 
 
 def document_for(tenant: str) -> dict[str, Any]:
@@ -104,14 +104,18 @@ async def test_refresh_token_works_once_and_rotates(server: SyncServer, acme: in
     )
     assert renewed["type"] == "signed_in"
     assert renewed["refresh_token"] != first["refresh_token"]
-    again = await connection.call(
-        {"type": "refresh", "refresh_token": first["refresh_token"], "device": "dev-1"}
-    )
-    assert again["code"] == "unauthenticated"
     other_device = await connection.call(
         {"type": "refresh", "refresh_token": renewed["refresh_token"], "device": "dev-2"}
     )
     assert other_device["code"] == "unauthenticated"
+    used = await connection.call(
+        {"type": "refresh", "refresh_token": renewed["refresh_token"], "device": "dev-1"}
+    )
+    assert used["type"] == "signed_in"
+    again = await connection.call(
+        {"type": "refresh", "refresh_token": first["refresh_token"], "device": "dev-1"}
+    )
+    assert again["code"] == "unauthenticated"
     await connection.close()
 
 
@@ -182,7 +186,7 @@ async def test_each_mutation_gets_exactly_one_outcome_in_order(
     result = await connection.push(
         mutation("cli-1", 1, base, op="create_user", user_id="eve"),
         mutation("cli-1", 2, base, op="assign_role", user_id="eve", role_id="no-such-role"),
-        mutation("cli-1", 3, base, op="frobnicate"),
+        mutation("cli-1", 3, base, op="create_user", user_id=5),
         mutation("cli-1", 4, base + 99, op="create_user", user_id="fay"),
         mutation("cli-1", 5, base, op="assign_role", user_id="eve", role_id="driver"),
     )
@@ -192,6 +196,7 @@ async def test_each_mutation_gets_exactly_one_outcome_in_order(
         (4, "rejected", "invalid"), (5, "applied", None),
     ]  # fmt: skip
     assert "no role with id 'no-such-role'" in result["results"][1]["reason"]
+    assert result["results"][2]["reason"] == "create_user.user_id: must be a string, not a number"
     await connection.close()
 
 
@@ -208,13 +213,12 @@ async def test_the_server_enforces_the_tenants_policy_on_the_author(
     outcomes = [(r["outcome"], r.get("code")) for r in result["results"]]
     assert outcomes == [("applied", None), ("rejected", "forbidden"), ("rejected", "forbidden")]
     assert result["results"][1]["reason"] == (
-        "carl may not assign_role (needs role:assign on 'tenant-admin'): "
-        "no grant matches role assign"
+        "carl may not assign_role (needs role:assign on 'r-admin'): no grant matches role assign"
     )
     await carl.close()
 
 
-async def test_stale_edit_of_an_entity_someone_else_changed_is_a_conflict(
+async def test_a_stale_edit_of_a_field_someone_else_changed_is_a_conflict_with_both_values(
     server: SyncServer, acme: int
 ) -> None:
     admin, welcome, _ = await signed_in(server)
@@ -230,7 +234,9 @@ async def test_stale_edit_of_an_entity_someone_else_changed_is_a_conflict(
     )
     conflict, other = second["results"]
     assert (conflict["outcome"], conflict["code"], conflict["version"]) == (
-        "conflict", "stale_base", base + 1)  # fmt: skip
+        "conflict", "concurrent_change", base + 1)  # fmt: skip
+    assert conflict["conflict"] == {"member": "user dora attribute depot", "server": "s",
+                                    "client": "e"}  # fmt: skip
     assert other["outcome"] == "applied"
     await admin.close()
     await ann.close()
@@ -277,7 +283,8 @@ async def test_revoked_device_is_told_to_wipe_and_cannot_come_back(
     async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
         assert await store.revoke_device(conn, acme, "lost-laptop")
     wipe = await connection.recv_type("wipe")
-    assert "revoked" in wipe["reason"]
+    assert (wipe["code"], wipe["reason"]) == (
+        "device_revoked", "this device was revoked by an administrator")  # fmt: skip
     assert await connection.closed() == 4409
     again = await Client.connect(server.port)
     refused = await again.sign_in("acme", "admin", PASSWORD, "lost-laptop")
@@ -287,7 +294,8 @@ async def test_revoked_device_is_told_to_wipe_and_cannot_come_back(
     old = await refresh.call(
         {"type": "refresh", "refresh_token": answer["refresh_token"], "device": "lost-laptop"}
     )
-    assert old["code"] == "unauthenticated"
+    assert old["code"] == "revoked"
+    assert (await refresh.recv())["code"] == "device_revoked"
 
 
 # --- imports, audit, health ----------------------------------------------------------------
@@ -370,7 +378,9 @@ async def test_frames_on_the_wire_are_json_text(server: SyncServer, acme: int) -
     await connection.send({"type": "ping", "ref": "p"})
     frame = await connection.websocket.recv()
     assert isinstance(frame, str)
-    assert json.loads(frame) == {"type": "pong", "ref": "p"}
+    pong = json.loads(frame)
+    assert (pong["type"], pong["ref"]) == ("pong", "p")
+    assert pong["server_time"].endswith("Z")
     await connection.close()
 
 
@@ -395,14 +405,12 @@ async def test_offline_decisions_uploaded_land_in_the_audit_chain(
     server: SyncServer, acme: int, migrated: str
 ) -> None:
     connection, welcome, _ = await signed_in(server, device="laptop")
-    decision = {
-        "request": {"user": "dora", "action": "read", "resource": {"type": "vehicle"}},
-        "allowed": False, "reason": "no grant matches vehicle read",
-        "at": "2026-11-20T06:00:00Z", "policy_version": welcome["version"],
-    }  # fmt: skip
-    answer = await connection.call({"type": "record_decisions", "decisions": [decision] * 3})
-    assert (answer["type"], answer["count"]) == ("decisions_recorded", 3)
-    bad = await connection.call({"type": "record_decisions", "decisions": [decision | {"at": "x"}]})
+    assert welcome["decisions_through"] == 0
+    chain = decisions("cli-1", 3, policy_version=welcome["version"])
+    answer = await connection.call({"type": "record_decisions", "decisions": chain})
+    assert (answer["type"], answer["count"], answer["through"], answer["head"]) == (
+        "decisions_recorded", 3, 3, chain[-1]["hash"])  # fmt: skip
+    bad = await connection.call({"type": "record_decisions", "decisions": [chain[0] | {"at": "x"}]})
     assert (bad["code"], bad["message"]) == (
         "malformed",
         "decisions[0].at: must be an RFC 3339 date-time",
@@ -413,6 +421,61 @@ async def test_offline_decisions_uploaded_land_in_the_audit_chain(
     assert len(rows) == 3
     assert (rows[0]["actor"], rows[0]["device"]) == ("admin", "laptop")
     assert rows[0]["payload"]["decided_at"] == "2026-11-20T06:00:00Z"
+    assert [r["payload"]["hash"] for r in rows] == [d["hash"] for d in chain]
+    await connection.close()
+
+
+async def test_doubled_offline_decisions_a_retried_upload_adds_each_decision_once(
+    server: SyncServer, acme: int, migrated: str
+) -> None:
+    """Defect 7: a lost `decisions_recorded` and a retry put duplicates in the audit chain."""
+    connection, _, _ = await signed_in(server, device="laptop")
+    chain = decisions("cli-1", 4)
+    first = await connection.call({"type": "record_decisions", "decisions": chain[:3]})
+    retried = await connection.call({"type": "record_decisions", "decisions": chain})
+    assert (first["count"], retried["count"], retried["through"]) == (3, 1, 4)
+    again, welcome, _ = await signed_in(server, device="laptop")
+    assert welcome["decisions_through"] == 4
+    async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
+        rows = await audit.rows(conn, acme, kind="decision.offline")
+    assert [r["payload"]["seq"] for r in rows] == [1, 2, 3, 4]
+    await connection.close()
+    await again.close()
+
+
+async def test_a_broken_decision_chain_is_refused_and_audited(
+    server: SyncServer, acme: int, migrated: str
+) -> None:
+    connection, _, _ = await signed_in(server, device="laptop")
+    chain = decisions("cli-1", 3)
+    forged = [chain[0], chain[1] | {"allowed": True}, chain[2]]
+    refused = await connection.call({"type": "record_decisions", "decisions": forged})
+    assert (refused["code"], refused["message"]) == (
+        "chain_broken", "decision 2: its hash is not the hash of its content")  # fmt: skip
+    gap = await connection.call({"type": "record_decisions", "decisions": chain[1:]})
+    assert gap["message"] == "decision 2: expected decision 1 next"
+    not_a_request = decisions("cli-1", 1, request={"action": "read"})
+    bad = await connection.call({"type": "record_decisions", "decisions": not_a_request})
+    assert "its request is malformed" in bad["message"]
+    async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
+        assert await audit.rows(conn, acme, kind="decision.offline") == []
+        broken = await audit.rows(conn, acme, kind="decision.chain_broken")
+        assert (await audit.verify(conn, acme)).ok
+    assert [b["payload"]["seq"] for b in broken] == [2, 2, 1]
+    await connection.close()
+
+
+async def test_offline_decisions_beyond_the_hourly_quota_are_refused(
+    server: SyncServer, acme: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("server.tenants.DECISIONS_PER_HOUR", 5)
+    connection, _, _ = await signed_in(server, device="laptop")
+    chain = decisions("cli-1", 8)
+    assert (await connection.call({"type": "record_decisions", "decisions": chain[:4]}))[
+        "count"] == 4  # fmt: skip
+    over = await connection.call({"type": "record_decisions", "decisions": chain[4:]})
+    assert over["code"] == "rate_limited"
+    assert "may upload 5 offline decisions an hour" in over["message"]
     await connection.close()
 
 
@@ -434,7 +497,7 @@ async def test_a_bug_in_one_session_ends_that_session_only(
     await bystander.close()
 
 
-async def test_after_compaction_old_cursors_get_a_snapshot_and_old_edits_conflict(
+async def test_after_compaction_old_cursors_get_a_snapshot_and_old_edits_still_merge(
     server: SyncServer, acme: int, migrated: str
 ) -> None:
     writer, welcome, _ = await signed_in(server)
@@ -444,17 +507,19 @@ async def test_after_compaction_old_cursors_get_a_snapshot_and_old_edits_conflic
             mutation("cli-1", seq, base + seq - 1, op="create_user", user_id=f"c{seq}")
         )
     async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
-        assert await store.compact(conn, acme, keep=2) == base + 3
+        assert await store.compact(conn, acme, keep=2) == (base + 3, 0)
         assert [r.version for r in await store.changes_after(conn, acme, 0, 100)] == [
             base + 4, base + 5]  # fmt: skip
     late, welcome2, _ = await signed_in(server, device="d2", client="c2", cursor=base + 1)
     assert welcome2["catch_up"] == "snapshot"
     recent, welcome3, _ = await signed_in(server, device="d3", client="c3", cursor=base + 3)
     assert welcome3["catch_up"] == "changes"
-    stale = await late.push(mutation("c2", 1, base + 1, op="create_user", user_id="old"))
-    assert (stale["results"][0]["outcome"], stale["results"][0]["code"]) == (
-        "conflict", "stale_base")  # fmt: skip
-    assert "compacted at version" in stale["results"][0]["reason"]
+    offline = await late.push(
+        mutation("c2", 1, base + 1, op="create_user", user_id="old"),
+        mutation("c2", 2, base + 1, op="set_user_attribute", user_id="c5", key="k", value=1),
+    )
+    assert [r["outcome"] for r in offline["results"]] == ["applied", "rejected"]
+    assert offline["results"][1]["code"] == "superseded"  # c5 was created after its base
     for connection in (writer, late, recent):
         await connection.close()
 
@@ -574,14 +639,8 @@ async def test_every_message_of_a_session_reads_and_writes_its_own_tenant_only(
     # push: A's edits land in A; B's version is unchanged.
     await a.push(mutation("ca", 1, a_welcome["version"], op="create_user", user_id="only-a"))
     # record_decisions: into A's audit chain only.
-    decision = {
-        "request": {"user": "x", "action": "read", "resource": {"type": "vehicle"}},
-        "allowed": True,
-        "reason": "r",
-        "at": "2026-11-01T00:00:00Z",
-        "policy_version": 1,
-    }
-    assert (await a.call({"type": "record_decisions", "decisions": [decision]}))["count"] == 1
+    chain = decisions("ca", 1)
+    assert (await a.call({"type": "record_decisions", "decisions": chain}))["count"] == 1
     async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
         assert len(await audit.rows(conn, acme, kind="decision.offline")) == 1
         assert await audit.rows(conn, other, kind="decision.offline") == []

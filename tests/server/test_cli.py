@@ -11,6 +11,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.server.conftest import PASSWORD
+
+PW = f"{PASSWORD}\n"
+
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "resources" / "demo" / "acme-logistics.json"
 
@@ -30,7 +34,7 @@ def fleetgate(
 @pytest.fixture
 def acme(migrated: str) -> str:
     created = fleetgate(migrated, "admin", "create-tenant", "acme-logistics", "--admin", "dreed",
-                        stdin="s3cret\n")  # fmt: skip
+                        stdin=PW)  # fmt: skip
     assert created.returncode == 0, created.stderr
     imported = fleetgate(migrated, "admin", "import", "acme-logistics", str(DEMO))
     assert imported.returncode == 0, imported.stderr
@@ -39,22 +43,28 @@ def acme(migrated: str) -> str:
 
 
 def test_create_tenant_reads_the_password_from_stdin_and_refuses_a_second(migrated: str) -> None:
-    first = fleetgate(migrated, "admin", "create-tenant", "t1", "--admin", "ann", stdin="pw\n",
+    first = fleetgate(migrated, "admin", "create-tenant", "t1", "--admin", "ann", stdin=PW,
                       via_app=True)  # fmt: skip
     assert (first.returncode, first.stdout) == (0, "created tenant 't1' (id 1) with admin 'ann'\n")
-    again = fleetgate(migrated, "admin", "create-tenant", "t1", "--admin", "ann", stdin="pw\n")
+    again = fleetgate(migrated, "admin", "create-tenant", "t1", "--admin", "ann", stdin=PW)
     assert (again.returncode, again.stderr) == (2, "fleetgate: a tenant named 't1' exists\n")
     empty = fleetgate(migrated, "admin", "create-tenant", "t2", "--admin", "ann", stdin="\n")
     assert (empty.returncode, empty.stderr) == (
         2,
-        "fleetgate: a password is 1 to 1,024 characters\n",
+        "fleetgate: a password needs at least 12 characters (this one has 0)\n",
+    )
+    common = fleetgate(migrated, "admin", "create-tenant", "t2", "--admin", "ann",
+                       stdin="password1234\n")  # fmt: skip
+    assert (common.returncode, common.stderr) == (
+        2,
+        "fleetgate: this password is in a list of commonly used passwords; choose another\n",
     )
 
 
 def test_import_refuses_another_tenants_policy_and_invalid_documents(
     acme: str, tmp_path: Path
 ) -> None:
-    other = fleetgate(acme, "admin", "create-tenant", "beta", "--admin", "b", stdin="pw\n")
+    other = fleetgate(acme, "admin", "create-tenant", "beta", "--admin", "b", stdin=PW)
     assert other.returncode == 0
     wrong = fleetgate(acme, "admin", "import", "beta", str(DEMO))
     assert wrong.returncode == 2
@@ -72,7 +82,15 @@ def test_import_refuses_another_tenants_policy_and_invalid_documents(
 
 
 def test_import_warns_about_accounts_the_policy_no_longer_has(migrated: str) -> None:
-    fleetgate(migrated, "admin", "create-tenant", "acme-logistics", "--admin", "ghost", stdin="p\n")
+    fleetgate(
+        migrated,
+        "admin",
+        "create-tenant",
+        "acme-logistics",
+        "--admin",
+        "ghost",
+        stdin=PW,
+    )
     imported = fleetgate(migrated, "admin", "import", "acme-logistics", str(DEMO))
     assert imported.returncode == 0
     assert imported.stderr == (
@@ -174,14 +192,16 @@ def test_compact_moves_the_horizon_and_refuses_a_negative_keep(acme: str) -> Non
     compacted = fleetgate(acme, "admin", "compact", "acme-logistics", "--keep", "0")
     assert (compacted.returncode, compacted.stdout) == (0, (
         "the change log of 'acme-logistics' starts after version 2; "
-        "clients behind it catch up by snapshot\n"))  # fmt: skip
+        "clients behind it catch up by snapshot\n"
+        "merge stamps are kept from version 0; an edit made against an older version merges "
+        "as if everything it touches had changed\n"))  # fmt: skip
     negative = fleetgate(acme, "admin", "compact", "acme-logistics", "--keep", "-1")
     assert (negative.returncode, negative.stderr) == (
         2, "fleetgate: --keep is a number of changes, 0 or more\n")  # fmt: skip
 
 
 def test_import_refuses_a_user_too_large_to_sync(migrated: str, tmp_path: Path) -> None:
-    fleetgate(migrated, "admin", "create-tenant", "t", "--admin", "a", stdin="pw\n")
+    fleetgate(migrated, "admin", "create-tenant", "t", "--admin", "a", stdin=PW)
     big = tmp_path / "big.json"
     big.write_text(json.dumps({
         "format": "fleetgate.policy/1", "tenant": "t", "resource_types": {"doc": ["read"]},
@@ -202,9 +222,54 @@ def test_without_a_database_url_the_embedded_postgres_keeps_the_data(tmp_path: P
             capture_output=True, text=True, cwd=ROOT, timeout=180, check=False,
         )  # fmt: skip
 
-    created = run("admin", "create-tenant", "t", "--admin", "ann", stdin="pw\n")
+    created = run("admin", "create-tenant", "t", "--admin", "ann", stdin=PW)
     assert created.returncode == 0, created.stderr
     # Each command started the embedded server and stopped it on exit; the next finds the data.
     listed = run("admin", "users", "t")
     assert (listed.returncode, listed.stdout) == (0, "ann\tdevices=0\trevoked=0\n")
     assert listed.stderr == ""
+
+
+def test_set_password_gives_any_user_of_the_policy_an_account(acme: str) -> None:
+    done = fleetgate(acme, "admin", "set-password", "acme-logistics", "orivera", stdin=PW)
+    assert (done.returncode, done.stdout) == (
+        0, "set the password of 'orivera'; their refresh tokens no longer work\n")  # fmt: skip
+    users = fleetgate(acme, "admin", "users", "acme-logistics")
+    assert "orivera\t" in users.stdout
+    weak = fleetgate(acme, "admin", "set-password", "acme-logistics", "orivera",
+                     stdin="oriveraorivera\n")  # fmt: skip
+    assert (weak.returncode, weak.stderr) == (2, (
+        "fleetgate: a password must not be built from the user name, the tenant name or "
+        "'fleetgate'\n"))  # fmt: skip
+    ghost = fleetgate(acme, "admin", "set-password", "acme-logistics", "ghost", stdin=PW)
+    assert (ghost.returncode, ghost.stderr) == (
+        2, "fleetgate: tenant 'acme-logistics' has no user 'ghost' in its policy\n")  # fmt: skip
+
+
+def test_invite_prints_a_one_time_code_stored_only_as_its_hash(acme: str) -> None:
+    invited = fleetgate(acme, "admin", "invite", "acme-logistics", "orivera", "--hours", "2")
+    assert invited.returncode == 0, invited.stderr
+    head, code = invited.stdout.splitlines()
+    assert head.startswith("enrollment code for 'orivera' (works once, until 20")
+    assert len(code.replace("-", "")) == 24
+    with psycopg.connect(acme) as conn:
+        stored = conn.execute("SELECT code_hash, user_id FROM invitations").fetchall()
+        dump = conn.execute("SELECT payload FROM audit WHERE kind = 'account.invited'").fetchall()
+    assert len(stored) == 1 and stored[0][1] == "orivera"
+    assert code not in str(stored) and code not in str(dump)
+    too_long = fleetgate(acme, "admin", "invite", "acme-logistics", "orivera", "--hours", "721")
+    assert too_long.returncode == 2
+    assert "an invitation lasts 1 to 720 hours" in too_long.stderr
+
+
+def test_set_lease_says_how_long_replicas_trust_their_decisions(acme: str) -> None:
+    done = fleetgate(acme, "admin", "set-lease", "acme-logistics", "--hours", "48",
+                     "--stale-decisions", "deny")  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, (
+        "replicas of 'acme-logistics' trust their decisions for 48 h offline; "
+        "after that they deny\n"))  # fmt: skip
+    with psycopg.connect(acme) as conn:
+        row = conn.execute("SELECT lease_seconds, stale_decisions FROM tenants").fetchone()
+    assert row == (48 * 3600, "deny")
+    bad = fleetgate(acme, "admin", "set-lease", "acme-logistics", "--hours", "0")
+    assert bad.returncode == 2

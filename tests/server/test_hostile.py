@@ -56,7 +56,7 @@ from server.app import SyncServer
 from server.tokens import TokenSigner
 from sync.protocol.messages import MAX_INT, MAX_MESSAGE_BYTES
 from tests.server.conftest import ACME_POLICY, PASSWORD, TEST_KEY, add_account, make_tenant
-from tests.server.wsclient import Client, mutation
+from tests.server.wsclient import Client, decisions, mutation
 
 ACME: dict[str, Any] = ACME_POLICY | {
     "roles": [
@@ -171,7 +171,7 @@ async def catch_up(
     client = await connect(server)
     token = (await client.sign_in("acme", "admin", PASSWORD, device))["access_token"]
     await client.send(
-        {"type": "hello", "protocol": 1, "access_token": token, "device": device,
+        {"type": "hello", "protocol": 2, "access_token": token, "device": device,
          "client": client_id, "cursor": cursor}
     )  # fmt: skip
     messages: list[dict[str, Any]] = []
@@ -185,7 +185,8 @@ async def catch_up(
 
 async def assert_alive(client: Client) -> None:
     """The connection still answers."""
-    assert await client.call({"type": "ping", "ref": "alive"}) == {"type": "pong", "ref": "alive"}
+    answer = await client.call({"type": "ping", "ref": "alive"})
+    assert (answer["type"], answer["ref"]) == ("pong", "alive")
 
 
 async def tenant_version(url: str, tenant_id: int) -> int:
@@ -526,7 +527,7 @@ async def test_an_unknown_or_server_to_client_type_is_unknown_type(
         ({"type": "push", "mutations": [{"client": "cli-1", "base_version": 0,
                                          "edit": {"op": "create_user", "user_id": "eve"}}]},
          "mutations[0].seq: is missing"),
-        ({"type": "hello", "protocol": 1, "access_token": "t", "device": "d", "client": "c"},
+        ({"type": "hello", "protocol": 2, "access_token": "t", "device": "d", "client": "c"},
          "cursor: is missing"),
     ],
     ids=["sign-in-password", "push-mutations", "mutation-seq", "hello-cursor"],
@@ -624,7 +625,7 @@ async def test_a_seq_that_is_not_a_whole_number_in_range_is_malformed_and_not_ap
           "password": "p", "device": "d"}, "tenant: must be 1 to 256 characters", "l"),
         ({"type": "sign_in", "ref": "l", "tenant": "acme", "user": "admin",
           "password": "p" * 1025, "device": "d"}, "password: must be 1 to 1024 characters", "l"),
-        ({"type": "hello", "ref": "l", "protocol": 1, "access_token": "t" * 4097,
+        ({"type": "hello", "ref": "l", "protocol": 2, "access_token": "t" * 4097,
           "device": "d", "client": "c", "cursor": 0},
          "access_token: must be 1 to 4096 characters", "l"),
         ({"type": "refresh", "ref": "l", "refresh_token": "t", "device": "d" * 257},
@@ -684,11 +685,8 @@ async def test_an_offline_decision_naming_its_own_user_is_malformed_and_not_reco
     server: SyncServer, acme: int, migrated: str
 ) -> None:
     session, welcome = await live(server)
-    decision = {
-        "request": {"user": "dora", "action": "read", "resource": {"type": "vehicle"}},
-        "allowed": True, "reason": "", "at": "2026-11-20T06:00:00Z",
-        "policy_version": welcome["version"], "user": "ann", "device": "dev-ann",
-    }  # fmt: skip
+    (decision,) = decisions("cli-1", 1, policy_version=welcome["version"])
+    decision |= {"user": "ann", "device": "dev-ann"}
     answer = await session.call({"type": "record_decisions", "ref": "d", "decisions": [decision]})
     assert answer == error("malformed", "decisions[0]: unknown field 'device'", ref="d")
     assert await scalar(migrated, "SELECT count(*) FROM audit WHERE kind = 'decision.offline'") == 0
@@ -792,19 +790,23 @@ async def test_two_mistakes_are_answered_and_the_third_closes_with_1008(
     await assert_server_healthy(server, migrated, acme)
 
 
-async def test_an_unsupported_protocol_version_is_fatal_with_1008(
-    server: SyncServer, acme: int, migrated: str
+@pytest.mark.parametrize("version", [1, 3])
+async def test_another_protocol_version_gets_upgrade_required_with_4426(
+    server: SyncServer, acme: int, migrated: str, version: int
 ) -> None:
     client = await connect(server)
     token = (await client.sign_in("acme", "admin", PASSWORD, "dev-1"))["access_token"]
     await client.send(
-        {"type": "hello", "protocol": 2, "access_token": token, "device": "dev-1",
-         "client": "cli-1", "cursor": 0}
+        {"type": "hello", "protocol": version, "access_token": token, "device": "dev-1",
+         "client": "cli-1", "cursor": 0, "capabilities": ["from", "the", "future"]}
     )  # fmt: skip
     assert await client.recv() == error(
-        "unsupported_protocol", "this server speaks protocol 1", fatal=True
+        "upgrade_required",
+        f"this server speaks sync protocol 2, not {version}: upgrade the client "
+        "(its pending edits are kept)",
+        fatal=True,
     )
-    assert await client.closed() == 1008
+    assert await client.closed() == 4426
     assert await scalar(migrated, "SELECT count(*) FROM clients") == 0
     await assert_server_healthy(server, migrated, acme)
 
@@ -833,7 +835,7 @@ async def test_a_flood_past_the_burst_is_rate_limited_with_4429_and_others_carry
     pongs, last = messages[:-1], messages[-1]
     assert last == error("rate_limited", "too many messages", fatal=True)
     assert await flooder.closed() == 4429
-    assert pongs == [{"type": "pong", "ref": f"f{i}"} for i in range(len(pongs))]
+    assert [(p["type"], p["ref"]) for p in pongs] == [("pong", f"f{i}") for i in range(len(pongs))]
     assert 200 <= len(pongs) < 200 + 2 * FLOOD_BATCH and rate > 1000
     await assert_alive(bystander)
     result = await bystander.push(_create_eve(1, welcome["version"]))
@@ -966,7 +968,7 @@ async def _remove_ann(server: SyncServer) -> None:
     await admin.close()
 
 
-async def test_a_token_of_a_user_removed_from_the_policy_is_forbidden_4403_and_claims_nothing(
+async def test_a_token_of_a_user_removed_from_the_policy_is_wiped_4409_and_claims_nothing(
     server: SyncServer, acme: int, migrated: str
 ) -> None:
     client = await connect(server)
@@ -974,29 +976,27 @@ async def test_a_token_of_a_user_removed_from_the_policy_is_forbidden_4403_and_c
     await _remove_ann(server)
     version = await tenant_version(migrated, acme)
     welcome, _ = await client.hello(token, "dev-ann", "cli-ann")
-    assert welcome == error(
-        "forbidden", "user 'ann' is no longer in the tenant's policy", fatal=True
-    )
-    assert await client.closed() == 4403
+    assert welcome == {"type": "wipe", "code": "user_removed", "reason": "user 'ann' was removed"}
+    assert await client.closed() == 4409
     assert await tenant_version(migrated, acme) == version
     assert await scalar(migrated, "SELECT count(*) FROM clients WHERE client = 'cli-ann'") == 0
     await assert_server_healthy(server, migrated, acme)
 
 
-async def test_a_live_session_of_a_user_removed_mid_session_can_change_nothing(
+async def test_a_live_session_of_a_user_removed_mid_session_is_wiped_and_changes_nothing(
     server: SyncServer, acme: int, migrated: str
 ) -> None:
     ann, _ = await live(server, user="ann", device="dev-ann", client="cli-ann")
     await _remove_ann(server)
     version = await tenant_version(migrated, acme)
-    result = await ann.push(
-        mutation("cli-ann", 1, version, op="assign_role", user_id="dora", role_id="r-admin")
-    )
-    assert result["results"] == [
-        {"client": "cli-ann", "seq": 1, "outcome": "rejected", "code": "forbidden",
-         "reason": "ann may not assign_role (needs role:assign on 'tenant-admin'): "
-                   "unknown user 'ann'"}
-    ]  # fmt: skip
+    with contextlib.suppress(ConnectionClosed):
+        await ann.send({"type": "push", "ref": "late", "mutations": [
+            mutation("cli-ann", 1, version, op="assign_role", user_id="dora", role_id="r-admin")
+        ]})  # fmt: skip
+    messages, code = await until_closed(ann)
+    assert {"type": "wipe", "code": "user_removed", "reason": "user 'ann' was removed"} in messages
+    assert not any(m["type"] == "push_result" for m in messages)
+    assert code == 4409
     assert await tenant_version(migrated, acme) == version
     assert not (await server.tenants.current(acme)).engine.policy.users["dora"].roles
     await ann.close()
@@ -1006,18 +1006,24 @@ async def test_a_live_session_of_a_user_removed_mid_session_can_change_nothing(
 # --- refresh tokens --------------------------------------------------------------------------
 
 
-async def test_a_refresh_token_used_twice_is_unauthenticated_the_second_time(
+async def test_a_refresh_token_used_again_after_its_successor_revokes_the_family(
     server: SyncServer, acme: int, migrated: str
 ) -> None:
     client = await connect(server)
     first = await client.sign_in("acme", "admin", PASSWORD, "dev-1")
     refresh = {"type": "refresh", "refresh_token": first["refresh_token"], "device": "dev-1"}
-    assert (await client.call(refresh))["type"] == "signed_in"
+    second = await client.call(refresh)
+    third = await client.call({"type": "refresh", "refresh_token": second["refresh_token"],
+                               "device": "dev-1"})  # fmt: skip
     tokens = await scalar(migrated, "SELECT count(*) FROM refresh_tokens")
     assert await client.call(refresh | {"ref": "twice"}) == error(
         "unauthenticated", BAD_REFRESH, ref="twice"
     )
     assert await scalar(migrated, "SELECT count(*) FROM refresh_tokens") == tokens
+    newest = {"type": "refresh", "refresh_token": third["refresh_token"], "device": "dev-1"}
+    assert (await client.call(newest | {"ref": "family"}))["code"] == "unauthenticated"
+    live_tokens = "SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL"
+    assert await scalar(migrated, live_tokens) == 0
     await client.close()
     await assert_server_healthy(server, migrated, acme)
 
@@ -1226,20 +1232,28 @@ async def test_a_batch_repeating_or_lowering_a_seq_applies_each_seq_once(
 ) -> None:
     session, welcome = await live(server)
     version = welcome["version"]
+    gap = await session.push(mutation("cli-1", 5, version, op="create_user", user_id="eve"))
+    assert gap == error(
+        "seq_gap",
+        "seq 5 was pushed where seq 1 was expected next (the last recorded seq is 0); nothing "
+        "was recorded: push again from seq 1",
+        ref=gap["ref"],
+    ) | {"expected_seq": 1}
     result = await session.push(
-        mutation("cli-1", 5, version, op="create_user", user_id="eve"),
-        mutation("cli-1", 5, version, op="create_user", user_id="fay"),
-        mutation("cli-1", 3, version, op="create_user", user_id="gus"),
+        mutation("cli-1", 1, version, op="create_user", user_id="eve"),
+        mutation("cli-1", 1, version, op="create_user", user_id="fay"),
+        mutation("cli-1", 2, version, op="create_user", user_id="gus"),
+        mutation("cli-1", 1, version, op="create_user", user_id="hal"),
     )
-    applied = {"client": "cli-1", "seq": 5, "outcome": "applied", "version": version + 1}
+    applied = {"client": "cli-1", "seq": 1, "outcome": "applied", "version": version + 1}
     assert result["results"] == [
         applied, applied,
-        {"client": "cli-1", "seq": 3, "outcome": "rejected", "code": "stale",
-         "reason": "seq 3 was used before"},
+        {"client": "cli-1", "seq": 2, "outcome": "applied", "version": version + 2},
+        applied,
     ]  # fmt: skip
     users = (await server.tenants.current(acme)).engine.policy.users
-    assert ("eve" in users, "fay" in users, "gus" in users) == (True, False, False)
-    assert await tenant_version(migrated, acme) == version + 1
+    assert [u in users for u in ("eve", "fay", "gus", "hal")] == [True, False, True, False]
+    assert await tenant_version(migrated, acme) == version + 2
     await session.close()
     await assert_server_healthy(server, migrated, acme)
 
@@ -1316,8 +1330,7 @@ async def test_assigning_oneself_tenant_admin_without_role_assign_is_forbidden(
     )  # fmt: skip
     assert (result["outcome"], result["code"]) == ("rejected", "forbidden")
     assert result["reason"] == (
-        "carl may not assign_role (needs role:assign on 'tenant-admin'): "
-        "no grant matches role assign"
+        "carl may not assign_role (needs role:assign on 'r-admin'): no grant matches role assign"
     )
     carl = (await server.tenants.current(acme)).engine.policy.users["carl"]
     assert [a.role_id for a in carl.roles] == ["r-clerk"]
@@ -1335,9 +1348,8 @@ async def test_creating_a_role_that_inherits_tenant_admin_without_role_assign_is
     assert [(r["outcome"], r["code"]) for r in results] == [("rejected", "forbidden")] * 2
     # The reason names what is missing: role:assign on the parent.
     assert [r["reason"] for r in results] == [
-        "mia may not create_role (needs role:assign on 'tenant-admin'): "
-        "no grant matches role assign",
-        "mia may not add_inheritance (needs role:assign on 'tenant-admin'): "
+        "mia may not create_role (needs role:assign on 'r-admin'): no grant matches role assign",
+        "mia may not add_inheritance (needs role:assign on 'r-admin'): "
         "no grant matches role assign",
     ]
     policy = (await server.tenants.current(acme)).engine.policy

@@ -13,6 +13,9 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from sync.protocol.messages import Clock, OfflineDecision
+from sync.replication.decisions import GENESIS, decision_hash
+
 TIMEOUT = 10.0
 
 
@@ -81,7 +84,7 @@ class Client:
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Say hello and read until caught up: (welcome, every message after it)."""
         await self.send(
-            {"type": "hello", "protocol": 1, "access_token": token, "device": device,
+            {"type": "hello", "protocol": 2, "access_token": token, "device": device,
              "client": client, "cursor": cursor}
         )  # fmt: skip
         welcome = await self.recv()
@@ -95,8 +98,42 @@ class Client:
                 return welcome, after
 
     async def push(self, *mutations: dict[str, Any]) -> dict[str, Any]:
-        return await self.call({"type": "push", "mutations": list(mutations)})
+        """Push and read the whole answer: a `push_result` in several parts (`more`)
+        comes back as one, with `parts` saying how many there were."""
+        answer = await self.call({"type": "push", "mutations": list(mutations)})
+        if answer["type"] != "push_result":
+            return answer
+        results, parts = list(answer["results"]), 1
+        while answer["more"]:
+            answer = await self.recv_type("push_result")
+            results += answer["results"]
+            parts += 1
+        return answer | {"results": results, "parts": parts}
 
 
 def mutation(client: str, seq: int, base: int, **edit: Any) -> dict[str, Any]:
     return {"client": client, "seq": seq, "base_version": base, "edit": edit}
+
+
+def decisions(
+    client: str, count: int, *, start: int = 1, prev: str = GENESIS, **fields: Any
+) -> list[dict[str, Any]]:
+    """`count` offline decisions of `client`'s chain from seq `start` (after `prev`),
+    hashed as a replica hashes them (sync/replication/decisions.py)."""
+    chain = []
+    for seq in range(start, start + count):
+        values: dict[str, Any] = {
+            "request": {"user": "dora", "action": "read", "resource": {"type": "vehicle"}},
+            "allowed": False, "reason": "no grant matches vehicle read",
+            "at": "2026-11-20T06:00:00Z", "clock": "wall", "lease_fresh": True, "pending": [],
+            "policy_version": 1,
+        } | fields  # fmt: skip
+        decision = OfflineDecision(
+            seq, prev, "0" * 64, values["request"], values["allowed"], values["reason"],
+            values["at"], Clock(values["clock"]), values["lease_fresh"],
+            tuple(values["pending"]), values["policy_version"],
+        )  # fmt: skip
+        digest = decision_hash(client, decision)
+        chain.append({"seq": seq, "prev_hash": prev, "hash": digest} | values)
+        prev = digest
+    return chain

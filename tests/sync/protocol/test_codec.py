@@ -1,4 +1,5 @@
-"""sync.protocol: every message round-trips; hostile frames get a named violation."""
+"""sync.protocol.codec: every message of protocol 2 round-trips; hostile frames get a
+named violation; answers fit a frame by construction."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sync.protocol.codec import decode, encode, error_for
+from sync.protocol.codec import decode, encode, error_for, push_results
 from sync.protocol.errors import ErrorCode, ProtocolBug, ProtocolViolation
 from sync.protocol.messages import (
     MAX_BATCH,
@@ -15,43 +16,97 @@ from sync.protocol.messages import (
     CatchUp,
     Change,
     Changes,
+    Clock,
+    Conflict,
+    DecisionsRecorded,
     Direction,
+    Enroll,
     Error,
     Hello,
+    Invite,
+    Invited,
     Message,
     Mutation,
+    OfflineDecision,
     Outcome,
+    PasswordSet,
     Ping,
     Pong,
     Push,
     PushResult,
+    RecordDecisions,
     Refresh,
     Result,
+    Resume,
     Resync,
+    SetPassword,
     SignedIn,
     SignIn,
     Snapshot,
     SnapshotResume,
+    StaleDecisions,
     Welcome,
     Wipe,
+    WipeCode,
 )
 
 EDIT = {"op": "assign_role", "user_id": "alice", "role_id": "r-1", "expires": None}
+HASH = "ab" * 32
+DECISION = OfflineDecision(
+    3, "0" * 64, HASH, {"user": "dan", "action": "read", "resource": {"type": "vehicle"}},
+    True, "granted by role driver: vehicle read", "2026-11-22T09:00:00Z", Clock.FROZEN, False,
+    (7, 8), 41,
+)  # fmt: skip
 TO_SERVER: list[Message] = [
     SignIn("r1", "acme", "alice", "correct horse", "dev-1"),
     Refresh("r2", "refresh-token", "dev-1"),
-    Hello(1, "access-token", "dev-1", "client-1", 0),
+    Hello(2, "access-token", "dev-1", "client-1", 0),
     Push("r3", (Mutation("client-1", 1, 41, EDIT), Mutation("client-1", 2, 41, EDIT))),
     SnapshotResume("snap-1", 3),
     Ping("r4"),
+    Enroll("r5", "acme", "alice", "ABCD-EFGH", "a long new password", "dev-1"),
+    Hello(2, "access-token", "dev-1", "client-1", 0, Resume("s42-abc", 3)),
+    RecordDecisions("r6", (DECISION,)),
+    Invite("r7", "bob", 72),
+    SetPassword("r8", "bob", "another long password"),
 ]
 TO_CLIENT: list[Message] = [
     SignedIn("r1", "access", "2026-11-22T10:00:00Z", "refresh", "alice", "acme"),
-    Welcome("acme", "alice", 42, CatchUp.CHANGES),
+    Welcome(
+        "acme",
+        "alice",
+        42,
+        CatchUp.CHANGES,
+        "2026-11-22T10:00:00Z",
+        7,
+        604800,
+        StaleDecisions.DENY,
+        ("assign_role", "create_user"),
+        3,
+    ),
     Changes(
         40, 42, (Change(41, EDIT, "alice", "dev-1", "client-1", 1, "2026-11-22T09:00:00Z"),), False
     ),
-    Snapshot("snap-1", 42, 0, 3, {"roles": []}),
+    Changes(40, 42, (), False, HASH),
+    Snapshot("snap-1", 42, 0, 3, {"roles": []}, HASH),
+    PushResult(
+        "r9",
+        (
+            Result(
+                "c",
+                4,
+                Outcome.CONFLICT,
+                40,
+                "concurrent_change",
+                "kept",
+                Conflict("role r-1 name", "a", None),
+            ),
+        ),
+        more=True,
+    ),
+    DecisionsRecorded("r6", 1, 3, HASH),
+    Invited("r7", "bob", "ABCD-EFGH", "2026-11-25T10:00:00Z"),
+    PasswordSet("r8", "bob"),
     PushResult(
         "r3",
         (
@@ -62,9 +117,11 @@ TO_CLIENT: list[Message] = [
         ),
     ),
     Resync("fell behind"),
-    Wipe("device revoked"),
-    Pong("r4"),
+    Wipe(WipeCode.DEVICE_REVOKED, "device revoked"),
+    Wipe(WipeCode.USER_REMOVED, "user removed"),
+    Pong("r4", "2026-11-22T10:00:00.25Z"),
     Error(ErrorCode.FORBIDDEN, "role:assign needed", fatal=False, ref="r3"),
+    Error(ErrorCode.SEQ_GAP, "expected seq 8", ref="r3", expected_seq=8),
 ]
 
 
@@ -87,6 +144,7 @@ def test_wire_form_is_the_documented_one() -> None:
     }
     result = json.loads(encode(PushResult("r", (Result("c", 7, Outcome.APPLIED, version=43),))))
     assert result["results"] == [{"client": "c", "seq": 7, "outcome": "applied", "version": 43}]
+    assert result["more"] is False
 
 
 def test_secrets_stay_out_of_reprs() -> None:
@@ -94,12 +152,15 @@ def test_secrets_stay_out_of_reprs() -> None:
     assert "refresh-token" not in repr(TO_SERVER[1])
     assert "access-token" not in repr(TO_SERVER[2])
     assert "refresh" not in repr(TO_CLIENT[0]).split("tenant")[1]
+    assert "a long new password" not in repr(TO_SERVER[6]) and "ABCD" not in repr(TO_SERVER[6])
+    assert "another long password" not in repr(TO_SERVER[10])
+    assert "ABCD" not in repr(Invited("r7", "bob", "ABCD-EFGH", "2026-11-25T10:00:00Z"))
 
 
 def _hello(**changes: Any) -> dict[str, Any]:
     document = {
         "type": "hello",
-        "protocol": 1,
+        "protocol": 2,
         "access_token": "t",
         "device": "d",
         "client": "c",
@@ -107,6 +168,14 @@ def _hello(**changes: Any) -> dict[str, Any]:
     }
     document.update(changes)
     return document
+
+
+def _decision() -> dict[str, Any]:
+    return {
+        "seq": 1, "prev_hash": "0" * 64, "hash": "0" * 64, "request": {}, "allowed": False,
+        "reason": "r", "at": "2026-11-22T09:00:00Z", "clock": "wall", "lease_fresh": True,
+        "pending": [], "policy_version": 1,
+    }  # fmt: skip
 
 
 def _push(count: int, **mutation: Any) -> dict[str, Any]:
@@ -130,7 +199,29 @@ HOSTILE: list[tuple[str, bytes | str, ErrorCode, str]] = [
     ("no type", b'{"ref": "x"}', ErrorCode.UNKNOWN_TYPE, "None"),
     ("unknown type", b'{"type": "drop_tables"}', ErrorCode.UNKNOWN_TYPE, "drop_tables"),
     ("type not a string", b'{"type": 5}', ErrorCode.UNKNOWN_TYPE, "5"),
-    ("server-only type", json.dumps({"type": "wipe", "reason": "x"}), ErrorCode.UNKNOWN_TYPE, ""),
+    ("server-only type", json.dumps({"type": "wipe", "code": "user_removed", "reason": "x"}),
+     ErrorCode.UNKNOWN_TYPE, ""),
+    ("protocol 1", json.dumps(_hello(protocol=1)), ErrorCode.UPGRADE_REQUIRED, "protocol 2, not 1"),
+    ("protocol 3 with new fields", json.dumps(_hello(protocol=3, features=["x"])),
+     ErrorCode.UPGRADE_REQUIRED, "upgrade the client"),
+    ("protocol not a number", json.dumps(_hello(protocol="2")), ErrorCode.MALFORMED, "protocol"),
+    ("resume not an object", json.dumps(_hello(resume="s1")), ErrorCode.MALFORMED, "resume"),
+    ("resume without chunk", json.dumps(_hello(resume={"snapshot": "s"})), ErrorCode.MALFORMED,
+     "resume.next_chunk"),
+    ("invite hours 0", json.dumps({"type": "invite", "ref": "r", "user": "u", "hours": 0}),
+     ErrorCode.MALFORMED, "hours"),
+    ("invite hours a bool", json.dumps({"type": "invite", "ref": "r", "user": "u", "hours": True}),
+     ErrorCode.MALFORMED, "hours"),
+    ("decision hash not hex", json.dumps({"type": "record_decisions", "ref": "r", "decisions": [
+        {**_decision(), "hash": "XYZ"}]}), ErrorCode.MALFORMED, "decisions[0].hash"),
+    ("decision clock unknown", json.dumps({"type": "record_decisions", "ref": "r", "decisions": [
+        {**_decision(), "clock": "sundial"}]}), ErrorCode.MALFORMED, "decisions[0].clock"),
+    ("decision pending strings", json.dumps({"type": "record_decisions", "ref": "r", "decisions": [
+        {**_decision(), "pending": ["1"]}]}), ErrorCode.MALFORMED, "pending[0]"),
+    ("decision at not a time", json.dumps({"type": "record_decisions", "ref": "r", "decisions": [
+        {**_decision(), "at": "yesterday"}]}), ErrorCode.MALFORMED, "decisions[0].at"),
+    ("decision request a list", json.dumps({"type": "record_decisions", "ref": "r", "decisions": [
+        {**_decision(), "request": []}]}), ErrorCode.MALFORMED, "decisions[0].request"),
     ("missing field", json.dumps({"type": "ping"}), ErrorCode.MALFORMED, "ref: is missing"),
     ("unknown field", json.dumps(_hello(author="root")), ErrorCode.MALFORMED, "'author'"),
     ("tenant in hello", json.dumps(_hello(tenant="other")), ErrorCode.MALFORMED, "'tenant'"),
@@ -196,13 +287,14 @@ def test_encoding_something_that_is_not_a_message_is_our_bug() -> None:
     with pytest.raises(ProtocolBug):
         encode(object())  # type: ignore[arg-type]
     with pytest.raises(ProtocolBug):
-        encode(Snapshot("s", 1, 0, 1, {"blob": "x" * MAX_MESSAGE_BYTES}))
+        encode(Snapshot("s", 1, 0, 1, {"blob": "x" * MAX_MESSAGE_BYTES}, HASH))
 
 
 def test_optional_result_fields_may_be_absent_or_null() -> None:
     frame = json.dumps(
         {"type": "push_result", "ref": "r", "results": [
-            {"client": "c", "seq": 1, "outcome": "applied", "version": 3, "code": None}]}
+            {"client": "c", "seq": 1, "outcome": "applied", "version": 3, "code": None}],
+         "more": False}
     )  # fmt: skip
     message = decode(frame, Direction.TO_CLIENT)
     assert isinstance(message, PushResult)
@@ -212,4 +304,26 @@ def test_optional_result_fields_may_be_absent_or_null() -> None:
 def test_pong_and_ping_are_directional() -> None:
     assert decode(encode(Ping("x")), Direction.TO_SERVER) == Ping("x")
     with pytest.raises(ProtocolViolation):
-        decode(encode(Pong("x")), Direction.TO_SERVER)
+        decode(encode(Pong("x", "2026-11-22T10:00:00Z")), Direction.TO_SERVER)
+
+
+def test_a_stuck_queue_from_a_big_answer_results_are_split_to_fit_frames() -> None:
+    """Defect 5: 500 outcomes with long multibyte reasons and client ids must still
+    reach the client, in frames under the limit, in order."""
+    client = "\u00e9\u0001" * 128  # 256 characters that JSON spells in 6 bytes each
+    reason = "ü" * 512  # 1,024 bytes of UTF-8
+    results = [
+        Result(client, seq, Outcome.REJECTED, None, "forbidden", reason) for seq in range(1, 501)
+    ]
+    messages = push_results("r", results)
+    assert len(messages) > 1
+    assert [m.more for m in messages] == [True] * (len(messages) - 1) + [False]
+    frames = [encode(m) for m in messages]
+    assert all(len(frame) <= MAX_MESSAGE_BYTES for frame in frames)
+    decoded = [decode(frame, Direction.TO_CLIENT) for frame in frames]
+    assert [r for m in decoded for r in m.results] == results  # type: ignore[union-attr]
+
+
+def test_a_small_answer_is_one_message() -> None:
+    results = [Result("c", 1, Outcome.APPLIED, 3)]
+    assert push_results("r", results) == [PushResult("r", tuple(results), more=False)]
