@@ -56,7 +56,7 @@ def _policy(users: int) -> dict[str, Any]:
         "format": "fleetgate.policy/1",
         "tenant": "bench",
         "resource_types": {
-            "role": ["read", "create", "update", "delete", "assign"],
+            "role": ["read", "create", "update", "delete", "assign", "escalate"],
             "user": ["read", "create", "update", "delete"],
         },
         "roles": [{"name": "tenant-admin", "grants": [
@@ -130,13 +130,16 @@ def _roles_policy(users: int) -> dict[str, Any]:
 
 
 def _online_edit(n: int, users: int) -> dict[str, Any]:
-    """What the online client does meanwhile: attributes, revoked grants and roles."""
+    """What the online client does meanwhile (every edit changes something): attributes,
+    grants added, assignments cut shorter and shorter."""
     kind = n % 4
     user = f"u{n % users}"
     if kind == 0:
         return {"op": "set_user_attribute", "user_id": user, "key": "shift", "value": n}
-    if kind == 1:
-        return {"op": "unassign_role", "user_id": user, "role_id": f"team-{n % users % 40}"}
+    if kind == 1:  # a narrowing: the team role ends sooner each time
+        ends = f"2027-{1 + (10_000 - n) // 1000 % 12:02d}-01T00:00:{n % 60:02d}Z"
+        return {"op": "assign_role", "user_id": user, "role_id": f"team-{n % users % 40}",
+                "expires": ends}  # fmt: skip
     if kind == 2:
         return {
             "op": "add_rule",

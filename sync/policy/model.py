@@ -128,6 +128,7 @@ class Rule:
     condition: Condition | None = field(default=None, compare=False, repr=False)
     predicate: Any = field(default=None, compare=False, repr=False)
     _identity: str = field(default="", init=False, compare=False, repr=False)
+    _document: dict[str, Any] | None = field(default=None, init=False, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -184,9 +185,15 @@ class Rule:
         return text
 
     def to_document(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"resource": self.resource, "actions": list(self.actions)}
-        if self.when is not None:
-            document["when"] = self.when
+        """The rule as a document: made once and the same object every time (an edit of
+        a role writes all its rules again, before and after), so it must not be
+        changed by the caller, as the `when` it holds must not."""
+        document = self._document
+        if document is None:
+            document = {"resource": self.resource, "actions": list(self.actions)}
+            if self.when is not None:
+                document["when"] = self.when
+            object.__setattr__(self, "_document", document)
         return document
 
 

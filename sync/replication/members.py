@@ -306,9 +306,15 @@ def member_changes(kind: str, entity_id: str, before: Any, after: Any) -> list[M
         )  # fmt: skip
         if not only:
             return []
+    changes: list[MemberChange] = []
+    if only is not None and only & _RULE_SECTIONS:
+        # A role with many rules: only the rules that differ get their keys made.
+        for section, part in (("grants", "grant"), ("denies", "deny")):
+            if section in only:
+                changes += _rule_changes((kind, entity_id), part, before, after, section)
+        only -= _RULE_SECTIONS
     old = entity_members(kind, entity_id, before, only)
     new = entity_members(kind, entity_id, after, only)
-    changes: list[MemberChange] = []
     for member, value in new.items():
         previous = old.get(member, ABSENT)
         if previous is ABSENT or not _same(previous, value):
@@ -316,6 +322,55 @@ def member_changes(kind: str, entity_id: str, before: Any, after: Any) -> list[M
     for member, value in old.items():
         if member not in new:
             changes.append(MemberChange(member, classify(member, value, ABSENT), value, ABSENT))
+    return changes
+
+
+_RULE_SECTIONS = frozenset({"grants", "denies"})
+
+
+def _rule_changes(
+    prefix: Member, part: str, before: Mapping[str, Any], after: Mapping[str, Any], section: str
+) -> list[MemberChange]:
+    """The rules added to and removed from one section. Rules whose documents are the
+    same on both sides are matched first, without a key (making a rule's key is the
+    costly part); the others are compared by their keys."""
+    old_rules = [_mapping(r) for r in _items(before.get(section))]
+    new_rules = [_mapping(r) for r in _items(after.get(section))]
+    # The same document object on both sides is the same rule (documents of an
+    # unchanged rule are made once: Rule.to_document); the rest by their text.
+    same_object: dict[int, int] = {}
+    for rule in old_rules:
+        same_object[id(rule)] = same_object.get(id(rule), 0) + 1
+    fresh = []
+    for rule in new_rules:
+        if same_object.get(id(rule)):
+            same_object[id(rule)] -= 1
+        else:
+            fresh.append(rule)
+    unmatched: dict[bytes, list[Mapping[str, Any]]] = {}
+    for rule in old_rules:
+        if same_object.get(id(rule)):
+            same_object[id(rule)] -= 1
+            unmatched.setdefault(canonical_json_bytes(rule), []).append(rule)
+    added = []
+    for rule in fresh:
+        same = unmatched.get(canonical_json_bytes(rule))
+        if same:
+            same.pop()
+        else:
+            added.append(rule)
+    removed = [rule for rules in unmatched.values() for rule in rules]
+
+    def keys(rules: Sequence[Mapping[str, Any]]) -> dict[Member, Any]:
+        return dict(_rule_members(prefix, part, rules))
+
+    old, new = keys(removed), keys(added)
+    changes = [
+        MemberChange(m, classify(m, ABSENT, True), ABSENT, True) for m in new if m not in old
+    ]
+    changes += [
+        MemberChange(m, classify(m, True, ABSENT), True, ABSENT) for m in old if m not in new
+    ]
     return changes
 
 
