@@ -75,6 +75,8 @@ def bench_server() -> int:
     _ensure_venv("dev,bench")
     if (code := _run("-m", "bench.pushes")) != 0:
         return code
+    if (code := _run("-m", "bench.slow_readers")) != 0:
+        return code
     return _run("-m", "bench.sync_server", *sys.argv[2:])
 
 

@@ -220,6 +220,7 @@ class SyncServer:
         self.stop = asyncio.Event()
         self._server: Server | None = None
         self._hub_task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self.password_checks = asyncio.Semaphore(PASSWORD_CHECKS)
         """Bounds the memory and cores concurrent sign-ins can take (argon2id)."""
@@ -241,6 +242,7 @@ class SyncServer:
     async def start(self) -> None:
         """Listen on the configured host and port (port 0 picks a free one)."""
         self._hub_task = asyncio.create_task(self.hub.run(self.stop))
+        self._watchdog = asyncio.create_task(self._watch_sends())
         self._server = await serve(
             self._session,
             self.settings.host,
@@ -273,9 +275,26 @@ class SyncServer:
         self.stop.set()
         if self._hub_task is not None:
             await self._hub_task
+        if self._watchdog is not None:
+            await self._watchdog
         if self._server is not None:
             await self._server.wait_closed()
         log("stopped")
+
+    async def _watch_sends(self) -> None:
+        """Drop every session whose current frame has not been taken in within
+        `send_timeout`: a peer that stops reading must not pin its queue, its
+        snapshot frames and a task for ever."""
+        limit = self.settings.send_timeout
+        interval = min(1.0, limit / 4)
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), interval)
+            now = time.monotonic()
+            for session in list(self.sessions):
+                since = session.sending_since
+                if since is not None and now - since > limit:
+                    session.drop()
 
     # --- HTTP ----------------------------------------------------------------------------
 
@@ -354,6 +373,8 @@ class Session:
         self._closing: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._dropped = False
+        self.sending_since: float | None = None
+        """When the frame being sent started to be sent (None: nothing being sent)."""
         address = websocket.remote_address
         self.address = str(address[0]) if address else "unknown"
 
@@ -421,19 +442,20 @@ class Session:
             for frame in self.conn.outgoing():
                 if self._dropped:
                     break
+                # The server's watchdog drops a session whose send has taken longer
+                # than `send_timeout` (a timer per frame would cost every fan-out).
+                self.sending_since = time.monotonic()
                 try:
-                    await asyncio.wait_for(
-                        self.websocket.send(frame, text=True), self.server.settings.send_timeout
-                    )
+                    await self.websocket.send(frame, text=True)
                 except ConnectionClosed:
                     pass
-                except TimeoutError:
-                    self._drop()
+                finally:
+                    self.sending_since = None
         if self.conn.close_code is not None and self._closer is None and not self._dropped:
             self._count_error_frames()
             self._closer = asyncio.create_task(self.websocket.close(self.conn.close_code))
 
-    def _drop(self) -> None:
+    def drop(self) -> None:
         """The peer stopped taking its data: cut the connection without a handshake."""
         if self._dropped:
             return

@@ -200,7 +200,9 @@ class Tenants:
     def loaded(self) -> int:
         return len(self._loaded)
 
-    async def _load(self, conn: psycopg.AsyncConnection, tenant_id: int) -> Tenant:
+    async def _load(
+        self, conn: psycopg.AsyncConnection, tenant_id: int, *, stored_back: bool = False
+    ) -> Tenant:
         row = await store.tenant_by_id(conn, tenant_id)
         if row is None:
             raise LookupError(f"no tenant with id {tenant_id}")
@@ -212,13 +214,14 @@ class Tenants:
         if repair.changed:
             log("stored policy damaged: serving it repaired", logging.ERROR, tenant=row.name,
                 problems=len(repair.problems))  # fmt: skip
-            if conn.info.transaction_status is psycopg.pq.TransactionStatus.IDLE:
+            idle = conn.info.transaction_status is psycopg.pq.TransactionStatus.IDLE
+            if idle and not stored_back:
                 # Stored back as a new version (like an import), so the database
                 # says what every process serves and clients catch up by snapshot;
                 # inside another transaction it is served from memory only.
                 await replace_policy(conn, tenant_id, repair.policy, "server",
                                      problems=repair.problems)  # fmt: skip
-                return await self._load(conn, tenant_id)
+                return await self._load(conn, tenant_id, stored_back=True)
         return Tenant(row, engine, stamps, digest)
 
     async def _reload(self, conn: psycopg.AsyncConnection, tenant: Tenant) -> None:

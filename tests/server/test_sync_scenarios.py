@@ -417,7 +417,7 @@ async def test_only_someone_holding_everything_an_account_holds_may_reset_it(
 # --- resources ---------------------------------------------------------------------------
 
 
-async def test_a_connection_that_never_authenticates_is_closed_after_the_deadline(
+async def test_unauthenticated_websockets_are_closed_after_the_deadline(
     migrated: str, pool: AsyncConnectionPool, acme: int
 ) -> None:
     """Defect 14: 2,000 idle unauthenticated sockets held 2,012 descriptors."""
@@ -478,7 +478,7 @@ async def test_sessions_that_never_read_are_dropped_and_free_their_memory(
         await quick.shutdown()
 
 
-async def test_simultaneous_wrong_passwords_past_the_limit_are_never_checked(
+async def test_sign_in_limit_bypassed_by_concurrency_attempts_past_it_are_never_checked(
     server: SyncServer, acme: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Defect 12: 40 simultaneous wrong-password sign-ins were all checked (642 MiB)."""
@@ -508,7 +508,7 @@ async def test_simultaneous_wrong_passwords_past_the_limit_are_never_checked(
         await client.close()
 
 
-async def test_malformed_edits_never_recompile_the_tenant(
+async def test_a_malformed_mutation_never_recompiles_the_tenant(
     server: SyncServer, acme: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Defect 16: each malformed mutation recompiled the whole tenant under its lock."""
@@ -532,7 +532,7 @@ async def test_malformed_edits_never_recompile_the_tenant(
     await client.close()
 
 
-async def test_a_big_answer_is_split_so_the_queue_never_sticks(
+async def test_a_stuck_queue_from_a_big_answer_the_answer_is_split_and_repeats_whole(
     server: SyncServer, acme: int
 ) -> None:
     """Defect 5: a push_result over 1 MiB killed the session after the push committed."""

@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync.protocol.codec import decode, encode, error_for, push_results
 from sync.protocol.errors import ErrorCode, ProtocolBug, ProtocolViolation
@@ -327,3 +329,54 @@ def test_a_stuck_queue_from_a_big_answer_results_are_split_to_fit_frames() -> No
 def test_a_small_answer_is_one_message() -> None:
     results = [Result("c", 1, Outcome.APPLIED, 3)]
     assert push_results("r", results) == [PushResult("r", tuple(results), more=False)]
+
+
+# --- fuzz: every field of every message given a value of another type -----------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False,
+    allow_infinity=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                max_size=3),
+    max_leaves=6,
+)  # fmt: skip
+
+
+def _fields(document: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a message document a value sits at."""
+    found = [path] if path else []
+    if isinstance(document, dict):
+        for key, value in document.items():
+            if path or key != "type":
+                found += _fields(value, (*path, key))
+    elif isinstance(document, list):
+        for index, value in enumerate(document):
+            found += _fields(value, (*path, index))
+    return found
+
+
+def _replaced(document: Any, path: tuple[Any, ...], value: Any) -> Any:
+    copy = json.loads(json.dumps(document))
+    target = copy
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return copy
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_any_field_of_any_message_given_any_json_value_is_decoded_or_refused(
+    data: st.DataObject,
+) -> None:
+    """Wrong types, not only wrong values: decode answers with a message or a
+    ProtocolViolation, never another exception."""
+    message = data.draw(st.sampled_from(TO_SERVER + TO_CLIENT))
+    direction = Direction.TO_SERVER if message in TO_SERVER else Direction.TO_CLIENT
+    document = json.loads(encode(message))
+    path = data.draw(st.sampled_from(_fields(document)))
+    frame = json.dumps(_replaced(document, path, data.draw(_JSON)))
+    try:
+        decode(frame, direction)
+    except ProtocolViolation as violation:
+        assert violation.message

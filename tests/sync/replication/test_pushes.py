@@ -358,7 +358,7 @@ def test_exception_text_as_reasons_a_fault_is_internal_without_its_text(
     assert export_policy(engine.policy) == before
 
 
-def test_a_fault_in_authorization_is_taken_back_too(
+def test_half_applied_push_a_fault_while_authorizing_leaves_the_engine_as_it_was(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sync.replication import pushes
