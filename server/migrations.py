@@ -255,6 +255,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         -- checked, and released by id when it succeeds.
         ALTER TABLE sign_in_failures ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY;
 
+        -- Stored outcomes, one row per push: a push's new seqs are consecutive
+        -- (sync/replication/pushes.py), so its outcomes are one range, in order.
+        CREATE TABLE client_outcomes (
+            tenant_id bigint NOT NULL,
+            client    text   NOT NULL,
+            first_seq bigint NOT NULL,
+            last_seq  bigint NOT NULL CHECK (last_seq >= first_seq),
+            outcomes  jsonb  NOT NULL,  -- outcome documents of first_seq .. last_seq
+            at        timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (tenant_id, client, first_seq),
+            FOREIGN KEY (tenant_id, client) REFERENCES clients (tenant_id, client)
+                ON DELETE CASCADE
+        );
+        INSERT INTO client_outcomes (tenant_id, client, first_seq, last_seq, outcomes, at)
+            SELECT tenant_id, client, seq, seq, jsonb_build_array(outcome), at
+            FROM client_mutations;
+        DROP TABLE client_mutations;
+
         -- One-time enrollment codes (fleetgate admin invite), stored as SHA-256.
         CREATE TABLE invitations (
             tenant_id  bigint NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,

@@ -510,12 +510,18 @@ async def stored_outcomes(
     """The stored outcome documents of the client's `seqs` that have one."""
     if not seqs:
         return {}
+    wanted = set(seqs)
     cursor = await conn.execute(
-        "SELECT seq, outcome FROM client_mutations"
-        " WHERE tenant_id = %s AND client = %s AND seq = ANY(%s)",
-        (tenant_id, client, list(seqs)),
+        "SELECT first_seq, outcomes FROM client_outcomes"
+        " WHERE tenant_id = %s AND client = %s AND last_seq >= %s AND first_seq <= %s",
+        (tenant_id, client, min(wanted), max(wanted)),
     )
-    return {int(seq): outcome for seq, outcome in await cursor.fetchall()}
+    found: dict[int, dict[str, Any]] = {}
+    for first, outcomes in await cursor.fetchall():
+        for seq, outcome in enumerate(outcomes, int(first)):
+            if seq in wanted:
+                found[seq] = outcome
+    return found
 
 
 async def record_outcomes(
@@ -524,16 +530,22 @@ async def record_outcomes(
     client: str,
     outcomes: Sequence[tuple[int, dict[str, Any]]],
 ) -> None:
-    """Store each (seq, outcome) and advance the client's last seq, in the caller's transaction."""
+    """Store the outcomes of a push's new seqs (consecutive, in order: the push rules
+    make them so) as one row, and advance the client's last seq, in the caller's
+    transaction. Raises ValueError for seqs that are not consecutive (our bug)."""
     if not outcomes:
         return
+    first, last = outcomes[0][0], outcomes[-1][0]
+    if [seq for seq, _ in outcomes] != list(range(first, last + 1)):
+        raise ValueError("the outcomes of one push must be of consecutive seqs")
     await conn.execute(
-        "WITH recorded AS (INSERT INTO client_mutations (tenant_id, client, seq, outcome)"
-        "   SELECT %s, %s, r.s, r.o FROM json_to_recordset(%s::json) AS r (s bigint, o jsonb))"
+        "WITH recorded AS (INSERT INTO client_outcomes"
+        "   (tenant_id, client, first_seq, last_seq, outcomes)"
+        "   VALUES (%s, %s, %s, %s, %s::jsonb))"
         " UPDATE clients SET last_seq = greatest(last_seq, %s)"
         " WHERE tenant_id = %s AND client = %s",
-        (tenant_id, client, _json([{"s": seq, "o": o} for seq, o in outcomes]),
-         max(seq for seq, _ in outcomes), tenant_id, client),
+        (tenant_id, client, first, last, _json([o for _, o in outcomes]), last, tenant_id,
+         client),
     )  # fmt: skip
 
 

@@ -210,7 +210,12 @@ async def writes(url: str, tenant_id: int) -> tuple[int, int, int, int]:
         await tenant_version(url, tenant_id),
         await scalar(url, "SELECT count(*) FROM change_log WHERE tenant_id = %s", tenant_id),
         await scalar(url, "SELECT count(*) FROM clients WHERE tenant_id = %s", tenant_id),
-        await scalar(url, "SELECT count(*) FROM client_mutations WHERE tenant_id = %s", tenant_id),
+        await scalar(
+            url,
+            "SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM client_outcomes"
+            " WHERE tenant_id = %s",
+            tenant_id,
+        ),
     )
 
 

@@ -323,7 +323,7 @@ async def test_a_rolling_upgrade_an_op_the_old_process_lacks_is_held_not_rejecte
         edit = mutation("cli-1", 1, welcome["version"], op="suspend_user", user_id="dora")
         held = await client.push(edit)
         assert (held["type"], held["code"]) == ("error", "unsupported_op")
-        assert await _stored(migrated, "SELECT seq FROM client_mutations") == []
+        assert await _stored(migrated, "SELECT first_seq FROM client_outcomes") == []
         await client.close()
         upgraded, welcome2, _ = await signed_in(server)
         assert "suspend_user" in welcome2["ops"] and welcome2["last_seq"] == 0
