@@ -173,10 +173,15 @@ def _put_user(policy: Policy, undo: Undo, user: User, new: User) -> Touched:
     return Touched(users=frozenset({user.id}))
 
 
-def _without(user: User, drop: Callable[[Assignment], bool]) -> tuple[Assignment, ...] | None:
-    """The user's assignments without those `drop` picks; None when it picks none."""
+def _drop_entries(
+    policy: Policy, undo: Undo, user_id: str, drop: Callable[[Assignment], bool]
+) -> Touched:
+    """Take away the user's assignments that `drop` picks (none picked: no change)."""
+    user = _user(policy, user_id)
     kept = tuple(a for a in user.roles if not drop(a))
-    return None if len(kept) == len(user.roles) else kept
+    if len(kept) == len(user.roles):
+        return Touched()
+    return _put_user(policy, undo, user, replace(user, roles=kept))
 
 
 def check_rule(policy: Policy, rule: Rule) -> None:
@@ -681,11 +686,7 @@ class UnassignRole(_AssignmentEdit):
     schema: ClassVar[Schema] = {"user_id": (_ID, True), "role_id": (_role_ref, True)}
 
     def apply(self, policy: Policy, undo: Undo, now: Instant) -> Touched:
-        user = _user(policy, self.user_id)
-        kept = _without(user, lambda a: _ordinary(a, self.role_id))
-        if kept is None:
-            return Touched()
-        return _put_user(policy, undo, user, replace(user, roles=kept))
+        return _drop_entries(policy, undo, self.user_id, lambda a: _ordinary(a, self.role_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -731,11 +732,7 @@ class RemoveEligible(_AssignmentEdit):
     schema: ClassVar[Schema] = {"user_id": (_ID, True), "role_id": (_role_ref, True)}
 
     def apply(self, policy: Policy, undo: Undo, now: Instant) -> Touched:
-        user = _user(policy, self.user_id)
-        kept = _without(user, lambda a: _eligible(a, self.role_id))
-        if kept is None:
-            return Touched()
-        return _put_user(policy, undo, user, replace(user, roles=kept))
+        return _drop_entries(policy, undo, self.user_id, lambda a: _eligible(a, self.role_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -802,11 +799,10 @@ class DeactivateRole(_AssignmentEdit):
     schema: ClassVar[Schema] = {"user_id": (_ID, True), "role_id": (_role_ref, True)}
 
     def apply(self, policy: Policy, undo: Undo, now: Instant) -> Touched:
-        user = _user(policy, self.user_id)
-        kept = _without(user, lambda a: _ordinary(a, self.role_id) and a.expires is not None)
-        if kept is None:
-            return Touched()
-        return _put_user(policy, undo, user, replace(user, roles=kept))
+        role_id = self.role_id
+        return _drop_entries(
+            policy, undo, self.user_id, lambda a: _ordinary(a, role_id) and a.expires is not None
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from server import store
 from server.app import Settings, SyncServer
 from server.tenants import SERVER_OPS
+from server.tokens import TokenSigner
 from sync.policy.instant import parse_instant
 from tests.server.conftest import PASSWORD, TEST_KEY, add_account, cheap_passwords, make_tenant
 from tests.server.test_app import document_for, signed_in
@@ -417,13 +418,17 @@ async def test_only_someone_holding_everything_an_account_holds_may_reset_it(
 # --- resources ---------------------------------------------------------------------------
 
 
+def _server(pool: AsyncConnectionPool, url: str, **settings: Any) -> SyncServer:
+    """A server on a free port with some settings of its own."""
+    return SyncServer(pool, url, TokenSigner(TEST_KEY), passwords=cheap_passwords(),
+                      settings=Settings(port=0, poll_interval=0.2, **settings))  # fmt: skip
+
+
 async def test_unauthenticated_websockets_are_closed_after_the_deadline(
     migrated: str, pool: AsyncConnectionPool, acme: int
 ) -> None:
     """Defect 14: 2,000 idle unauthenticated sockets held 2,012 descriptors."""
-    quick = SyncServer(pool, migrated, __import__("server.tokens").tokens.TokenSigner(TEST_KEY),
-                       passwords=cheap_passwords(),
-                       settings=Settings(port=0, poll_interval=0.2, auth_timeout=0.5))  # fmt: skip
+    quick = _server(pool, migrated, auth_timeout=0.5)
     await quick.start()
     try:
         idle = await Client.connect(quick.port)
@@ -442,9 +447,7 @@ async def test_sessions_that_never_read_are_dropped_and_free_their_memory(
     """Defect 13: sessions that stopped reading pinned memory for ever."""
     import socket
 
-    quick = SyncServer(pool, migrated, __import__("server.tokens").tokens.TokenSigner(TEST_KEY),
-                       passwords=cheap_passwords(),
-                       settings=Settings(port=0, poll_interval=0.2, send_timeout=0.5))  # fmt: skip
+    quick = _server(pool, migrated, send_timeout=0.5)
     await quick.start()
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
