@@ -606,25 +606,6 @@ DEVICES_CHANNEL = "fleetgate_devices"
 # --- accounts, devices, tokens ---------------------------------------------------------
 
 
-async def failure_wait(
-    conn: psycopg.AsyncConnection, limits: Sequence[tuple[str, int]], window: float
-) -> float:
-    """Seconds until every (key, limit) is under its limit of failures within
-    `window` seconds again; 0.0 when all are now."""
-    wait = 0.0
-    for key, limit in limits:
-        cursor = await conn.execute(
-            "SELECT extract(epoch FROM at + make_interval(secs => %s) - now())"
-            " FROM sign_in_failures WHERE key = %s AND at > now() - make_interval(secs => %s)"
-            " ORDER BY at DESC OFFSET %s LIMIT 1",
-            (window, key, window, limit - 1),
-        )
-        row = await cursor.fetchone()
-        if row is not None:
-            wait = max(wait, float(row[0]))
-    return wait
-
-
 async def reserve_attempt(
     conn: psycopg.AsyncConnection, limits: Sequence[tuple[str, int]], window: float
 ) -> tuple[list[int], float]:
@@ -665,17 +646,6 @@ async def release_attempt(conn: psycopg.AsyncConnection, ids: Sequence[int]) -> 
     """Give back rows `reserve_attempt` took (the attempt succeeded, or never ran)."""
     if ids:
         await conn.execute("DELETE FROM sign_in_failures WHERE id = ANY(%s)", (list(ids),))
-
-
-async def record_failure(conn: psycopg.AsyncConnection, keys: Sequence[str], window: float) -> None:
-    """One failed attempt against each key; failures older than `window` are dropped."""
-    async with conn.transaction():
-        await conn.execute(
-            "DELETE FROM sign_in_failures WHERE at < now() - make_interval(secs => %s)", (window,)
-        )
-        await conn.execute(
-            "INSERT INTO sign_in_failures (key) SELECT unnest(%s::text[])", (list(keys),)
-        )
 
 
 async def forget_failures(conn: psycopg.AsyncConnection, key: str) -> None:
