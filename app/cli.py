@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
+from app import client_cli
 from app.batch import (
     MalformedLine,
     WorkerDied,
@@ -27,7 +28,9 @@ from app.batch import (
     run_batch,
     usable_cores,
 )
+from app.errors import BadInput, Failed
 from app.policy_files import gc_paused, load_policy_file
+from app.replica_commands import add_replica_parser
 from sync.policy.diff import diff_policies
 from sync.policy.document import PolicyInvalid, dump_policy, reject_json_constant
 from sync.policy.edits import EditRefused, apply_edit, edit_from_document
@@ -41,14 +44,6 @@ EXIT_OK = 0
 EXIT_DIFFERENT = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 70
-
-
-class BadInput(Exception):
-    """Input we cannot use; the message says what and where."""
-
-
-class Failed(Exception):
-    """The command could not finish for a reason other than its input."""
 
 
 def _now() -> Instant:
@@ -149,6 +144,12 @@ def _single_request(args: argparse.Namespace, user: str | None = None) -> Reques
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.replica_dir is not None or args.owner is not None:
+        if args.policy is not None:
+            raise BadInput("give either --policy or --replica-dir/--tenant/--as, not both")
+        return client_cli.cmd_check_replica(args, _single_request)
+    if args.policy is None:
+        raise BadInput("give --policy FILE, or --replica-dir DIR --tenant T --as OWNER")
     now = _now()
     started = time.perf_counter()
     policy = _load(args.policy, now)
@@ -359,8 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    check = commands.add_parser("check", help="decide requests against a policy file")
-    check.add_argument("--policy", required=True, help="policy document (JSON or YAML)")
+    check = commands.add_parser("check", help="decide requests against a policy or a replica")
+    check.add_argument("--policy", help="policy document (JSON or YAML)")
+    client_cli.check_options(check)
     check.add_argument("--requests", help="JSONL file of requests, one per line ('-': stdin)")
     check.add_argument(
         "--jobs",
@@ -414,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("file")
     export.add_argument("--yaml", action="store_true")
     export.set_defaults(run=cmd_policy_export)
+    client_cli.add_client_commands(commands)
+    add_replica_parser(commands)
     return parser
 
 

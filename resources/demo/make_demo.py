@@ -449,7 +449,10 @@ def build() -> dict[str, Any]:
     rng.choice(by_role["maintenance-tech"])["roles"].append(
         {"role": "maintenance-lead", "expires": "2027-01-15T00:00:00Z"}
     )
-    it_admins[0]["roles"].append({"role": "tenant-admin", "expires": "2026-11-30T18:00:00Z"})
+    # The demo's admin (app/demo.py signs in as the first IT admin) holds tenant-admin for
+    # good; the second's break-glass activation is over (it stays eligible, below).
+    it_admins[0]["roles"].append({"role": "tenant-admin"})
+    it_admins[1]["roles"].append({"role": "tenant-admin", "expires": "2026-11-30T18:00:00Z"})
     rng.choice(by_role["finance-clerk"])["roles"].append(
         {"role": "safety-auditor", "expires": "2026-09-30T23:59:59Z"}
     )

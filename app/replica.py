@@ -1,0 +1,737 @@
+"""The client's local replica: what its tables hold and how they change.
+
+Rules of this module (the client issue, § The replica):
+
+- One encrypted file per tenant and user (`app/replica_file.py` keeps the
+  key, the lock and the damage checks); every table is inside it.
+- `entities` holds the confirmed policy: the server's, at `cursor`. A
+  snapshot or a page of changes is written with the cursor and digest in the
+  same transaction, so no reader ever sees half a batch.
+- `outbox` holds the replica's own edits, each with the client id, a seq
+  that only grows, the base version it was made against, its document and
+  times. Writing an edit *is* its optimistic effect: the replica's view is
+  the confirmed policy with the outbox replayed over it
+  (`sync/replication/overlay.py`), so the two cannot disagree. A row leaves
+  the outbox only with an outcome: applied and merged ones once the cursor
+  reaches their version, rejected and conflicting ones into `outcomes`,
+  which a person must see and dismiss.
+- `decisions` is the device's offline decision chain; links are deleted
+  only up to what the server confirmed (`through`).
+- `meta` holds single values (cursor, digest, lease, clock mark, the
+  session's ids and token expiry); the refresh and access tokens are secrets
+  (the keyring, or the replica itself in passphrase mode).
+- FTS5 indexes roles, users and their rules (`entity_text`), the outbox
+  (`outbox_text`) and the decision log (`decision_text`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlite_utils
+
+from app.replica_file import KeyMode, Migration, ReplicaFile
+from sync.policy.document import PolicyInvalid, parse_policy
+from sync.policy.edits import EDIT_TYPES
+from sync.policy.instant import Instant, format_instant, parse_instant
+from sync.policy.model import Policy
+from sync.protocol.messages import (
+    Clock,
+    Mutation,
+    OfflineDecision,
+    Outcome,
+    Result,
+    StaleDecisions,
+)
+from sync.replication.decisions import GENESIS, ChainHead
+from sync.replication.digest import digest_text
+from sync.replication.entities import ROLE, SETTINGS, USER, Entity, policy_document
+from sync.replication.offline import DEFAULT_LEASE_SECONDS, Lease
+from sync.replication.overlay import LocalEdit
+from sync.replication.repair import repair_entities
+
+_SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE entities (
+    rowid INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    document TEXT NOT NULL,
+    UNIQUE (kind, id)
+);
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY,
+    base_version INTEGER NOT NULL,
+    edit TEXT NOT NULL,
+    made_at TEXT NOT NULL,
+    wall_at TEXT NOT NULL,
+    cancels INTEGER,
+    outcome TEXT,
+    version INTEGER,
+    answered_at TEXT
+);
+CREATE TABLE outcomes (
+    seq INTEGER PRIMARY KEY,
+    edit TEXT NOT NULL,
+    made_at TEXT NOT NULL,
+    wall_at TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    code TEXT,
+    reason TEXT,
+    version INTEGER,
+    conflict TEXT,
+    answered_at TEXT NOT NULL,
+    dismissed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE decisions (
+    seq INTEGER PRIMARY KEY,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    request TEXT NOT NULL,
+    allowed INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at TEXT NOT NULL,
+    clock TEXT NOT NULL,
+    lease_fresh INTEGER NOT NULL,
+    pending TEXT NOT NULL,
+    policy_version INTEGER NOT NULL
+);
+CREATE VIRTUAL TABLE entity_text USING fts5(kind UNINDEXED, text, tokenize = 'unicode61');
+CREATE VIRTUAL TABLE outbox_text USING fts5(text, tokenize = 'unicode61');
+CREATE VIRTUAL TABLE decision_text USING fts5(text, tokenize = 'unicode61');
+"""
+
+MIGRATIONS = (
+    Migration(1, "tables: meta, entities, outbox, outcomes, decisions, search", _SCHEMA_1),
+)
+
+OUTBOX_TABLES = ("meta", "outbox", "outcomes", "decisions")
+"""What `salvage` keeps of a damaged replica: everything the server does not have."""
+
+
+_OUTBOX_QUERY = (
+    "SELECT seq, base_version, edit, made_at, wall_at, cancels, outcome, version FROM outbox "
+)
+_OUTCOMES_QUERY = (
+    "SELECT seq, edit, made_at, outcome, code, reason, version, conflict, answered_at FROM outcomes"
+)
+
+
+_SEARCH_QUERIES = {
+    "outbox_text": "SELECT rowid FROM outbox_text WHERE outbox_text MATCH ? LIMIT ?",
+    "decision_text": "SELECT rowid FROM decision_text WHERE decision_text MATCH ? LIMIT ?",
+}
+
+
+class OutboxRefused(Exception):
+    """An edit cannot go into the outbox (the message says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    base_version: int
+    edit: dict[str, Any]
+    made_at: str
+    wall_at: str
+    cancels: int | None = None
+    outcome: str | None = None
+    version: int | None = None
+
+    def mutation(self, client: str) -> Mutation:
+        return Mutation(client, self.seq, self.base_version, self.edit)
+
+    def local(self) -> LocalEdit:
+        return LocalEdit(self.seq, self.edit, parse_instant(self.made_at))
+
+
+@dataclass(frozen=True, slots=True)
+class Attention:
+    """An outcome a person must see: rejected, superseded, or a conflict with both values."""
+
+    seq: int
+    edit: dict[str, Any]
+    made_at: str
+    outcome: str
+    code: str | None
+    reason: str | None
+    version: int | None
+    conflict: dict[str, Any] | None
+    answered_at: str
+
+
+@dataclass(slots=True)
+class Meta:
+    """The replica's single values, as stored in `meta`."""
+
+    tenant: str = ""
+    user: str = ""
+    server: str = ""
+    device: str = ""
+    cursor: int = 0
+    digest: str | None = None
+    lease_seconds: int = DEFAULT_LEASE_SECONDS
+    stale_decisions: str = StaleDecisions.ANSWER.value
+    synced_at: str | None = None
+    clock_mark: str | None = None
+    ops: list[str] = field(default_factory=lambda: sorted(EDIT_TYPES))
+    last_seq: int = 0
+    """The highest seq this client has used (pushed or not)."""
+    decisions_through: int = 0
+    chain_seq: int = 0
+    chain_hash: str = GENESIS
+    access_expires: str | None = None
+    held_back: str | None = None
+    """Why the queue is held (an op the server does not accept), for the outbox view."""
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(
+            self.lease_seconds,
+            StaleDecisions(self.stale_decisions),
+            parse_instant(self.synced_at) if self.synced_at else None,
+        )
+
+    @property
+    def chain_head(self) -> ChainHead:
+        return ChainHead(self.chain_seq, self.chain_hash)
+
+
+_META_FIELDS = tuple(Meta.__dataclass_fields__)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _search_text(kind: str, entity_id: str, document: Any) -> str:
+    """The words a role or user is found by: ids, names, description, attributes, rules."""
+    words = [entity_id]
+    if isinstance(document, dict):
+        for key in ("name", "description"):
+            if isinstance(document.get(key), str):
+                words.append(document[key])
+        attributes = document.get("attributes")
+        if isinstance(attributes, dict):
+            words.extend(f"{k} {v}" for k, v in attributes.items())
+        for part in ("grants", "denies"):
+            for rule in document.get(part) or ():
+                if isinstance(rule, dict):
+                    actions = rule.get("actions")
+                    listed = " ".join(map(str, actions)) if isinstance(actions, list) else ""
+                    words.append(f"{part[:-1]} {rule.get('resource')} {listed}")
+        for entry in document.get("roles") or ():
+            if isinstance(entry, dict) and isinstance(entry.get("role_id"), str):
+                words.append(entry["role_id"])
+        for parent in document.get("inherits") or ():
+            if isinstance(parent, str):
+                words.append(parent)
+    return " ".join(words)
+
+
+class Replica:
+    """One tenant's replica for one user (module rules)."""
+
+    def __init__(self, file: ReplicaFile) -> None:
+        self.file = file
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        tenant: str,
+        user: str,
+        *,
+        create: bool = False,
+        passphrase: Callable[[], str] | None = None,
+        mode: KeyMode | None = None,
+        wait: float = 10.0,
+    ) -> Replica:
+        """Open (or with `create`, make) the replica of `user` in `tenant`.
+
+        Raises the errors of `app.replica_file` (ReplicaMissing, WrongKey, ...).
+        """
+        file = ReplicaFile.open(
+            directory, tenant, user, migrations=MIGRATIONS, create=create,
+            passphrase=passphrase, mode=mode, wait=wait,
+        )  # fmt: skip
+        replica = cls(file)
+        if create:
+            meta = replica.meta()
+            if not meta.tenant:
+                with file.write():
+                    replica._set_meta(tenant=tenant, user=user, device="d-" + secrets.token_hex(12))
+        return replica
+
+    @property
+    def client(self) -> str:
+        return self.file.client_id
+
+    def close(self) -> None:
+        self.file.close()
+
+    # --- meta -----------------------------------------------------------------------------
+
+    def _query(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        """Rows of one query, read in a transaction (so damage is named, not raw)."""
+        with self.file.read():
+            return self.file.conn.execute(sql, parameters).fetchall()
+
+    def meta(self) -> Meta:
+        rows = self._query("SELECT key, value FROM meta")
+        values = {key: orjson.loads(value) for key, value in rows if key in _META_FIELDS}
+        return Meta(**values)
+
+    def _set_meta(self, **values: Any) -> None:
+        """Set meta values (inside a write transaction)."""
+        for key, value in values.items():
+            if key not in _META_FIELDS:
+                raise KeyError(key)
+            self.file.conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, _dumps(value)),
+            )
+
+    def set_meta(self, **values: Any) -> None:
+        with self.file.write():
+            self._set_meta(**values)
+
+    # --- the confirmed policy -------------------------------------------------------------
+
+    def _document(self, kind: str, entity_id: str) -> Any:
+        rows = self._query(
+            "SELECT document FROM entities WHERE kind = ? AND id = ?", (kind, entity_id)
+        )
+        return orjson.loads(rows[0][0]) if rows else None
+
+    def entities(self) -> list[Entity]:
+        """Every confirmed entity: settings, then roles, then users, in stored order."""
+        order = {SETTINGS: 0, ROLE: 1, USER: 2}
+        with self.file.read():
+            rows = self.file.conn.execute(
+                "SELECT kind, id, document FROM entities ORDER BY rowid"
+            ).fetchall()
+        found = [Entity(kind, entity_id, orjson.loads(doc)) for kind, entity_id, doc in rows]
+        found.sort(key=lambda e: order.get(e.kind, 3))
+        return found
+
+    def has_policy(self) -> bool:
+        return bool(self._query("SELECT 1 FROM entities LIMIT 1"))
+
+    def load_policy(self, now: Instant) -> Policy:
+        """The whole confirmed policy (repaired fail-closed if it does not load)."""
+        return _policy(self.meta().tenant, self.entities(), now)
+
+    def load_partial(self, user_id: str, names: Iterable[tuple[str, str]], now: Instant) -> Policy:
+        """The part of the confirmed policy a decision for `user_id` needs: the
+        settings, the user, the roles it holds and everything they inherit, plus
+        the entities `names` (what pending edits name) and their roles' closure.
+
+        Decisions for `user_id` are the same as on the whole policy: they read
+        nothing else (the client issue: cold start independent of tenant size).
+        """
+        with self.file.read():
+            tenant = self.meta().tenant
+            loaded: dict[tuple[str, str], Any] = {}
+            waiting: list[tuple[str, str]] = [(USER, user_id), *names]
+            while waiting:
+                kind, entity_id = waiting.pop()
+                if (kind, entity_id) in loaded or kind not in (ROLE, USER):
+                    continue
+                document = self._document(kind, entity_id)
+                loaded[kind, entity_id] = document
+                if not isinstance(document, dict):
+                    continue
+                if kind == USER:
+                    for entry in document.get("roles") or ():
+                        if isinstance(entry, dict) and isinstance(entry.get("role_id"), str):
+                            waiting.append((ROLE, entry["role_id"]))
+                else:
+                    for parent in document.get("inherits") or ():
+                        if isinstance(parent, str):
+                            waiting.append((ROLE, parent))
+            types = self._document(SETTINGS, "resource_types")
+            constraints = self._document(SETTINGS, "constraints") or []
+        roles = {i for (k, i), d in loaded.items() if k == ROLE and d is not None}
+        # A constraint on a role not loaded cannot be broken by the loaded users.
+        kept = [
+            c for c in constraints
+            if isinstance(c, dict) and set(c.get("exclusive") or ()) <= roles
+        ]  # fmt: skip
+        entities = [Entity(SETTINGS, "resource_types", types or {}),
+                    Entity(SETTINGS, "constraints", kept)]  # fmt: skip
+        entities += [Entity(k, i, d) for (k, i), d in loaded.items() if d is not None]
+        entities.sort(key=lambda e: {SETTINGS: 0, ROLE: 1, USER: 2}[e.kind])
+        return _policy(tenant, entities, now)
+
+    def replace_all(self, version: int, entities: Sequence[Entity], digest: int) -> None:
+        """A snapshot: the confirmed policy becomes `entities` at `version`, in one transaction."""
+        with self.file.write():
+            conn = self.file.conn
+            conn.execute("DELETE FROM entities")
+            conn.execute("DELETE FROM entity_text")
+            conn.executemany(
+                "INSERT INTO entities (kind, id, document) VALUES (?, ?, ?)",
+                ((e.kind, e.id, _dumps(e.document)) for e in entities),
+            )
+            conn.executemany(
+                "INSERT INTO entity_text (rowid, kind, text) "
+                "SELECT rowid, ?, ? FROM entities WHERE kind = ? AND id = ?",
+                (
+                    (e.kind, _search_text(e.kind, e.id, e.document), e.kind, e.id)
+                    for e in entities
+                    if e.kind != SETTINGS
+                ),
+            )
+            self._set_meta(cursor=version, digest=digest_text(digest))
+            self._prune_confirmed(version)
+
+    def apply_changes(self, version: int, after: Sequence[Entity], digest: int) -> None:
+        """A page of changes: each entity of `after` replaced (None: removed), the cursor
+        moved to `version` and the digest set, in one transaction."""
+        with self.file.write():
+            conn = self.file.conn
+            for entity in after:
+                old = conn.execute(
+                    "SELECT rowid FROM entities WHERE kind = ? AND id = ?", (entity.kind, entity.id)
+                ).fetchone()
+                if old is not None:
+                    conn.execute("DELETE FROM entity_text WHERE rowid = ?", (old[0],))
+                if entity.document is None:
+                    conn.execute(
+                        "DELETE FROM entities WHERE kind = ? AND id = ?", (entity.kind, entity.id)
+                    )
+                    continue
+                document = _dumps(entity.document)
+                if old is None:
+                    rowid = conn.execute(
+                        "INSERT INTO entities (kind, id, document) VALUES (?, ?, ?)",
+                        (entity.kind, entity.id, document),
+                    ).lastrowid
+                else:
+                    rowid = old[0]
+                    conn.execute(
+                        "UPDATE entities SET document = ? WHERE rowid = ?", (document, rowid)
+                    )
+                if entity.kind != SETTINGS:
+                    conn.execute(
+                        "INSERT INTO entity_text (rowid, kind, text) VALUES (?, ?, ?)",
+                        (rowid, entity.kind, _search_text(entity.kind, entity.id, entity.document)),
+                    )
+            self._set_meta(cursor=version, digest=digest_text(digest))
+            self._prune_confirmed(version)
+
+    def _prune_confirmed(self, cursor: int) -> None:
+        """Applied and merged edits the cursor has reached leave the outbox (their
+        effect is in the confirmed policy now)."""
+        conn = self.file.conn
+        gone = conn.execute(
+            "SELECT seq FROM outbox WHERE outcome IN ('applied', 'merged') AND version <= ?",
+            (cursor,),
+        ).fetchall()
+        for (seq,) in gone:
+            conn.execute("DELETE FROM outbox_text WHERE rowid = ?", (seq,))
+        conn.execute(
+            "DELETE FROM outbox WHERE outcome IN ('applied', 'merged') AND version <= ?", (cursor,)
+        )
+
+    # --- the outbox -----------------------------------------------------------------------
+
+    def add_edits(
+        self,
+        documents: Sequence[dict[str, Any]],
+        made_at: Instant,
+        wall_at: Instant,
+        cancels: int | None = None,
+        clock_mark: Instant | None = None,
+    ) -> list[int]:
+        """Queue edits (documents as `Edit.to_document` writes them), in one transaction.
+
+        Returns their seqs. The caller has checked them against the replica's view.
+        """
+        with self.file.write():
+            meta = self.meta()
+            seq = meta.last_seq
+            seqs = []
+            for document in documents:
+                seq += 1
+                self.file.conn.execute(
+                    "INSERT INTO outbox (seq, base_version, edit, made_at, wall_at, cancels) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (seq, meta.cursor, _dumps(document), format_instant(made_at),
+                     format_instant(wall_at), cancels),
+                )  # fmt: skip
+                self.file.conn.execute(
+                    "INSERT INTO outbox_text (rowid, text) VALUES (?, ?)",
+                    (seq, " ".join(str(v) for v in document.values())),
+                )
+                seqs.append(seq)
+            self._set_meta(last_seq=seq)
+            if clock_mark is not None:
+                self._set_meta(clock_mark=format_instant(clock_mark))
+        return seqs
+
+    def _rows(self, where: str, parameters: Sequence[Any] = ()) -> list[OutboxRow]:
+        """Outbox rows; `where` is one of this module's constant clauses."""
+        query = _OUTBOX_QUERY + where + " ORDER BY seq"
+        rows = self._query(query, parameters)
+        return [
+            OutboxRow(seq, base, orjson.loads(edit), made, wall, cancels, outcome, version)
+            for seq, base, edit, made, wall, cancels, outcome, version in rows
+        ]
+
+    def pending(self) -> list[OutboxRow]:
+        """Edits without an outcome, lowest seq first."""
+        return self._rows("WHERE outcome IS NULL")
+
+    def outbox(self) -> list[OutboxRow]:
+        """Every row of the outbox: pending, and applied ones not yet confirmed."""
+        return self._rows("")
+
+    def view_edits(self) -> list[LocalEdit]:
+        """What the replica's view replays over the confirmed policy (module rules)."""
+        return [row.local() for row in self._rows("WHERE outcome IS NULL OR version > ?",
+                                                   (self.meta().cursor,))]  # fmt: skip
+
+    def pushable(self, ops: Iterable[str], limit: int) -> tuple[list[OutboxRow], str | None]:
+        """The next push: pending edits from the lowest seq, at most `limit`, stopping
+        before the first whose op the server does not accept (seqs may not skip one).
+        Also the reason the queue is held, if it is."""
+        accepted = set(ops)
+        batch: list[OutboxRow] = []
+        for row in self.pending():
+            op = row.edit.get("op")
+            if op not in accepted:
+                return batch, (f"edit {row.seq} ({op}) is held back: the server does not "
+                               "accept that edit yet")  # fmt: skip
+            batch.append(row)
+            if len(batch) >= limit:
+                break
+        return batch, None
+
+    def record_outcomes(self, results: Sequence[Result], answered_at: Instant) -> None:
+        """Store the server's outcomes; rejected and conflicting edits go to `outcomes`."""
+        at = format_instant(answered_at)
+        with self.file.write():
+            conn = self.file.conn
+            cursor = self.meta().cursor
+            for result in results:
+                row = conn.execute(
+                    "SELECT edit, made_at, wall_at FROM outbox WHERE seq = ? AND outcome IS NULL",
+                    (result.seq,),
+                ).fetchone()
+                if row is None:
+                    continue  # answered before (a repeated push)
+                if result.outcome in (Outcome.APPLIED, Outcome.MERGED):
+                    if result.version is not None and result.version <= cursor:
+                        self._drop_outbox(result.seq)
+                    else:
+                        conn.execute(
+                            "UPDATE outbox SET outcome = ?, version = ?, answered_at = ? "
+                            "WHERE seq = ?",
+                            (result.outcome.value, result.version, at, result.seq),
+                        )
+                    continue
+                self._attention(result, row, at)
+                self._drop_outbox(result.seq)
+
+    def _attention(self, result: Result, row: Sequence[Any], at: str) -> None:
+        conflict = None
+        if result.conflict is not None:
+            conflict = {"member": result.conflict.member, "server": result.conflict.server,
+                        "client": result.conflict.client}  # fmt: skip
+        self.file.conn.execute(
+            "INSERT OR REPLACE INTO outcomes (seq, edit, made_at, wall_at, outcome, code, "
+            "reason, version, conflict, answered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (result.seq, row[0], row[1], row[2], result.outcome.value, result.code,
+             result.reason, result.version, _dumps(conflict) if conflict else None, at),
+        )  # fmt: skip
+
+    def _drop_outbox(self, seq: int) -> None:
+        self.file.conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+        self.file.conn.execute("DELETE FROM outbox_text WHERE rowid = ?", (seq,))
+
+    def renumber_from(self, expected: int) -> None:
+        """The server expects seq `expected` next, below our first pending one: it
+        has no record of ours from there (its database was restored, or this
+        replica was rebuilt), so the pending edits take seqs from `expected` on."""
+        with self.file.write():
+            conn = self.file.conn
+            pending = [row.seq for row in self.pending()]
+            if not pending or pending[0] <= expected:
+                return
+            shift = pending[0] - expected
+            for seq in pending:
+                conn.execute("UPDATE outbox SET seq = ? WHERE seq = ?", (seq - shift, seq))
+                found = conn.execute(
+                    "SELECT text FROM outbox_text WHERE rowid = ?", (seq,)
+                ).fetchone()
+                conn.execute("DELETE FROM outbox_text WHERE rowid = ?", (seq,))
+                if found is not None:
+                    conn.execute(
+                        "INSERT INTO outbox_text (rowid, text) VALUES (?, ?)",
+                        (seq - shift, found[0]),
+                    )
+            self._set_meta(last_seq=pending[-1] - shift)
+
+    def attention(self, *, include_dismissed: bool = False) -> list[Attention]:
+        query = _OUTCOMES_QUERY + ("" if include_dismissed else " WHERE dismissed = 0")
+        rows = self._query(query + " ORDER BY seq")
+        return [
+            Attention(
+                seq,
+                orjson.loads(edit),
+                made,
+                outcome,
+                code,
+                reason,
+                version,
+                orjson.loads(conflict) if conflict else None,
+                answered,
+            )
+            for seq, edit, made, outcome, code, reason, version, conflict, answered in rows
+        ]
+
+    def dismiss(self, seq: int) -> bool:
+        with self.file.write():
+            changed = self.file.conn.execute(
+                "UPDATE outcomes SET dismissed = 1 WHERE seq = ?", (seq,)
+            ).rowcount
+        return bool(changed)
+
+    # --- the decision chain ---------------------------------------------------------------
+
+    def append_decisions(
+        self, links: Sequence[OfflineDecision], clock_mark: Instant | None
+    ) -> None:
+        """Append links to the chain (and move the clock's mark), in one transaction."""
+        if not links:
+            if clock_mark is not None:
+                self.set_meta(clock_mark=format_instant(clock_mark))
+            return
+        with self.file.write():
+            conn = self.file.conn
+            conn.executemany(
+                "INSERT INTO decisions (seq, prev_hash, hash, request, allowed, reason, at, "
+                "clock, lease_fresh, pending, policy_version) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (d.seq, d.prev_hash, d.hash, _dumps(d.request), int(d.allowed), d.reason,
+                     d.at, d.clock.value, int(d.lease_fresh), _dumps(list(d.pending)),
+                     d.policy_version)
+                    for d in links
+                ),
+            )  # fmt: skip
+            conn.executemany(
+                "INSERT INTO decision_text (rowid, text) VALUES (?, ?)",
+                ((d.seq, _decision_text(d)) for d in links),
+            )
+            last = links[-1]
+            values: dict[str, Any] = {"chain_seq": last.seq, "chain_hash": last.hash}
+            if clock_mark is not None:
+                values["clock_mark"] = format_instant(clock_mark)
+            self._set_meta(**values)
+
+    def unsent_decisions(self, limit: int) -> list[OfflineDecision]:
+        """Links the server has not confirmed, oldest first."""
+        return self._decisions_from(self.meta().decisions_through, limit)
+
+    def decisions_confirmed(self, through: int) -> None:
+        """The server has the chain up to `through`: links up to it may go."""
+        with self.file.write():
+            conn = self.file.conn
+            conn.execute("DELETE FROM decisions WHERE seq <= ?", (through,))
+            conn.execute("DELETE FROM decision_text WHERE rowid <= ?", (through,))
+            self._set_meta(decisions_through=max(through, self.meta().decisions_through))
+
+    def decision_log(self, limit: int = 1000) -> list[OfflineDecision]:
+        rows = self._query("SELECT seq FROM decisions ORDER BY seq DESC LIMIT ?", (limit,))
+        if not rows:
+            return []
+        first = rows[-1][0]
+        return self._decisions_from(first - 1, limit)
+
+    def _decisions_from(self, after: int, limit: int) -> list[OfflineDecision]:
+        rows = self._query(
+            "SELECT seq, prev_hash, hash, request, allowed, reason, at, clock, lease_fresh, "
+            "pending, policy_version FROM decisions WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+        return [
+            OfflineDecision(seq, prev, digest, orjson.loads(request), bool(allowed), reason, at,
+                            Clock(clock), bool(fresh), tuple(orjson.loads(pending)), version)
+            for seq, prev, digest, request, allowed, reason, at, clock, fresh, pending, version
+            in rows
+        ]  # fmt: skip
+
+    # --- search ---------------------------------------------------------------------------
+
+    def search(self, text: str, limit: int = 50) -> list[tuple[str, str]]:
+        """Roles, users, outbox edits and decisions matching `text` (FTS5 prefix match
+        on each word), as (kind, key) pairs: ("role", id), ("user", id),
+        ("edit", seq), ("decision", seq)."""
+        query = _fts_query(text)
+        if not query:
+            return []
+        found: list[tuple[str, str]] = [
+            (kind, entity_id)
+            for kind, entity_id in self._query(
+                "SELECT e.kind, e.id FROM entity_text t JOIN entities e ON e.rowid = t.rowid "
+                "WHERE entity_text MATCH ? ORDER BY rank LIMIT ?",
+                (query, limit),
+            )
+        ]
+        for kind, table in (("edit", "outbox_text"), ("decision", "decision_text")):
+            found += [
+                (kind, str(seq)) for (seq,) in self._query(_SEARCH_QUERIES[table], (query, limit))
+            ]
+        return found[:limit]  # fmt: skip
+
+    # --- secrets --------------------------------------------------------------------------
+
+    def tokens(self) -> tuple[str | None, str | None]:
+        """(access token, refresh token) of the last sign-in, if any."""
+        return self.file.secret_get("access_token"), self.file.secret_get("refresh_token")
+
+    def store_tokens(self, access: str, refresh: str, access_expires: str) -> None:
+        self.file.secret_set("refresh_token", refresh)
+        self.file.secret_set("access_token", access)
+        self.set_meta(access_expires=access_expires)
+
+    def forget_tokens(self) -> None:
+        self.file.secret_delete("access_token")
+        self.file.secret_delete("refresh_token")
+
+    def db(self) -> sqlite_utils.Database:
+        return self.file.db
+
+
+def _decision_text(decision: OfflineDecision) -> str:
+    request = decision.request
+    resource = request.get("resource")
+    words = [str(request.get("user")), str(request.get("action"))]
+    if isinstance(resource, dict):
+        words += [str(resource.get("type")), str(resource.get("id", ""))]
+    words += ["allowed" if decision.allowed else "denied", decision.reason]
+    return " ".join(words)
+
+
+def _fts_query(text: str) -> str:
+    """Each word of `text` as a quoted prefix term: FTS5 syntax in the input means nothing."""
+    words = [w for w in "".join(c if c.isalnum() else " " for c in text).split() if w]
+    return " ".join(f'"{w}"*' for w in words[:16])
+
+
+def _policy(tenant: str, entities: Sequence[Entity], now: Instant) -> Policy:
+    """Validate entities into a policy; a replica that does not validate is read
+    repaired, fail-closed, as the server reads a damaged store."""
+    try:
+        return parse_policy(policy_document(tenant, entities), now=now)
+    except (PolicyInvalid, KeyError, TypeError, ValueError, AttributeError):
+        return repair_entities(tenant, entities, now).policy

@@ -1,0 +1,12 @@
+"""Where replicas live: a module of its own so commands can name the place cheaply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+
+
+def default_replica_dir() -> Path:
+    """Where replicas are kept unless told otherwise: the user's data directory."""
+    return Path(platformdirs.user_data_dir("Fleetgate", appauthor=False)) / "replicas"

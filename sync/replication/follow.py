@@ -1,0 +1,146 @@
+"""A replica's confirmed policy following the server: snapshots and changes, checked.
+
+Rules of this module (PROTOCOL.md § Catching up, § Digest):
+
+- A snapshot's chunks are collected until all `chunks` of one snapshot id
+  are there (in any order, repeats ignored); then the joined document is
+  validated and becomes the confirmed policy at the snapshot's version. Its
+  digest must be the snapshot's.
+- Changes are replayed in version order, each at its `at` (which times an
+  activation), on the confirmed policy. A change at or below the version is
+  skipped (already applied); one beyond version + 1 is a gap. A change that
+  does not replay, a gap, or a digest that differs from the page's means the
+  replica and the server disagree: `Diverged`, and the replica asks for a
+  fresh snapshot (the outbox is replayed over it as over any policy).
+- What a page changed is returned as entities (the last document of each,
+  None for a removed one) for the store to write with the new version and
+  digest in one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sync.policy.document import PolicyInvalid, parse_policy
+from sync.policy.edits import EditRefused, Undo, apply_edit, edit_from_document
+from sync.policy.instant import Instant, parse_instant
+from sync.policy.model import Policy
+from sync.protocol.messages import Change, Changes, Snapshot
+from sync.replication.digest import digest_of, digest_text, updated
+from sync.replication.entities import Entity, changed_entities, policy_entities
+from sync.replication.snapshots import join_snapshot_parts
+
+
+class Diverged(Exception):
+    """The replica's confirmed policy and the server's disagree: take a fresh snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """What one snapshot or page of changes did to the confirmed policy."""
+
+    version: int
+    digest: int
+    entities: list[Entity]
+    """A snapshot: every entity. Changes: each entity changed, its new document (None: gone)."""
+    whole: bool
+    """True for a snapshot (the store replaces everything)."""
+    changes: tuple[Change, ...] = ()
+    """The changes applied (not those skipped)."""
+
+
+class Follower:
+    """The confirmed policy of a replica, at `version`, with its digest."""
+
+    def __init__(self, policy: Policy | None, version: int, digest: int | None) -> None:
+        self.policy = policy
+        self.version = version
+        self.digest = digest
+        self._snapshot: str | None = None
+        self._parts: dict[int, Any] = {}
+
+    @property
+    def resume(self) -> tuple[str, int] | None:
+        """(snapshot id, next chunk) of a snapshot being received, if its chunks so far
+        run from 0 without a hole (so it can go on from there after a reconnect)."""
+        if self._snapshot is None or not self._parts:
+            return None
+        following = 0
+        while following in self._parts:
+            following += 1
+        return self._snapshot, following
+
+    def snapshot(self, message: Snapshot, now: Instant) -> Followed | None:
+        """Take one chunk; when the snapshot is whole, it becomes the confirmed policy.
+
+        Raises Diverged when the joined document does not validate or its
+        digest is not the server's.
+        """
+        if message.snapshot != self._snapshot:
+            self._snapshot, self._parts = message.snapshot, {}
+        self._parts.setdefault(message.chunk, message.part)
+        if len(self._parts) < message.chunks or any(
+            i not in self._parts for i in range(message.chunks)
+        ):
+            return None
+        document = join_snapshot_parts(self._parts[i] for i in range(message.chunks))
+        self._snapshot, self._parts = None, {}
+        try:
+            policy = parse_policy(document, now=now)
+        except PolicyInvalid as invalid:
+            raise Diverged(
+                f"the snapshot of version {message.version} does not validate: "
+                f"{invalid.problems[0]}"
+            ) from None
+        entities = list(policy_entities(policy))
+        digest = digest_of(entities)
+        if digest_text(digest) != message.digest:
+            raise Diverged(
+                f"the snapshot of version {message.version} does not have the server's digest"
+            )
+        self.policy, self.version, self.digest = policy, message.version, digest
+        return Followed(message.version, digest, entities, whole=True)
+
+    def changes(self, message: Changes) -> Followed:
+        """Replay a page of changes. Raises Diverged (module rules); then the
+        confirmed policy is as it was before the page."""
+        policy = self.policy
+        if policy is None or self.digest is None:
+            raise Diverged("the replica has no policy to apply changes to")
+        undo = Undo(policy)
+        version, digest = self.version, self.digest
+        after: dict[tuple[str, str], Entity] = {}
+        applied: list[Change] = []
+        try:
+            for change in message.changes:
+                if change.version <= version:
+                    continue
+                if change.version != version + 1:
+                    raise Diverged(f"change {change.version} arrived after version {version}")
+                mine = Undo(policy)
+                try:
+                    edit = edit_from_document(dict(change.edit), policy)
+                    apply_edit(policy, edit, parse_instant(change.at), mine)
+                except (EditRefused, ValueError) as error:
+                    raise Diverged(
+                        f"change {change.version} does not replay here: {error}"
+                    ) from None
+                before_entities, after_entities = changed_entities(mine)
+                digest = updated(digest, before_entities, after_entities)
+                for entity in after_entities:
+                    after[entity.kind, entity.id] = entity
+                undo.absorb(mine)
+                version = change.version
+                applied.append(change)
+            if (
+                message.digest is not None
+                and version == message.to_version
+                and (digest_text(digest) != message.digest)
+            ):
+                raise Diverged(f"the policy's digest at version {version} is not the server's")
+        except Diverged:
+            undo.revert()
+            raise
+        self.version, self.digest = version, digest
+        return Followed(self.version, digest, list(after.values()), False, tuple(applied))

@@ -1,0 +1,155 @@
+"""End to end: a sync server and two headless clients, run as `fleetgate` processes.
+
+A edits offline while B edits the same role online; A comes back; both converge,
+A sees the conflict with both values, and A's stale grant after B's revoke is
+superseded (the client issue, § Proof).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.server.conftest import ACME_POLICY, PASSWORD, add_account, make_tenant
+
+FLEETGATE = [
+    sys.executable,
+    "-c",
+    "import sys; from app.cli import run; sys.argv[0] = 'fleetgate'; run()",
+]
+
+
+def client_env() -> dict[str, str]:
+    """Passphrase mode (no keyring on a headless machine), as a field laptop would run."""
+    env = dict(os.environ)
+    env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.null.Keyring"
+    env["FLEETGATE_PASSPHRASE"] = "field laptop passphrase"
+    return env
+
+
+async def fleetgate(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *FLEETGATE, *args,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=client_env(),
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(stdin.encode() if stdin else None), 90)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+class Headless:
+    """One person's replica, driven through the command line."""
+
+    def __init__(self, port: int, directory: Path, user: str) -> None:
+        self.url = f"ws://127.0.0.1:{port}/sync"
+        self.directory = directory
+        self.user = user
+
+    @property
+    def replica(self) -> list[str]:
+        return ["--replica-dir", str(self.directory), "--tenant", "acme", "--as", self.user]
+
+    async def sync(self) -> tuple[int, str, str]:
+        return await fleetgate(
+            "sync", "--server", self.url, "--tenant", "acme", "--user", self.user,
+            "--replica-dir", str(self.directory), "--password-stdin", stdin=PASSWORD + "\n",
+        )  # fmt: skip
+
+    async def edit(self, edits: list[dict[str, Any]], tmp: Path) -> tuple[int, str, str]:
+        path = tmp / f"{self.user}-edits.json"
+        path.write_text(json.dumps(edits))
+        return await fleetgate("edit", *self.replica, "--edits", str(path))
+
+    async def outbox(self) -> dict[str, Any]:
+        code, out, err = await fleetgate("outbox", *self.replica, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+    async def check(self, *request: str) -> dict[str, Any]:
+        code, out, err = await fleetgate("check", *self.replica, *request)
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+async def acme(migrated: str) -> int:
+    tenant_id = await make_tenant(migrated, "acme", document=ACME_POLICY)
+    await add_account(migrated, tenant_id, "ann")
+    return tenant_id
+
+
+READ = {"resource": "vehicle", "actions": ["read"]}
+
+
+async def test_an_offline_edit_meets_an_online_one_and_both_replicas_converge(
+    server: Any, acme: int, tmp_path: Path
+) -> None:
+    a = Headless(server.port, tmp_path / "laptop-a", "admin")
+    b = Headless(server.port, tmp_path / "desk-b", "ann")
+    for person in (a, b):
+        code, _, err = await person.sync()
+        assert code == 0, err
+        assert "replica key: derived from a passphrase" in err
+
+    # A, offline: renames driver and gives it back a grant it already has.
+    code, _, err = await a.edit(
+        [{"op": "rename_role", "role_id": "r-driver", "name": "chauffeur"},
+         {"op": "add_rule", "owner": "role:r-driver", "effect": "deny",
+          "rule": {"resource": "vehicle", "actions": ["dispatch"]}}],
+        tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    # B, online: renames driver otherwise and revokes its read grant.
+    code, _, err = await b.edit(
+        [{"op": "rename_role", "role_id": "r-driver", "name": "motorist"},
+         {"op": "remove_rule", "owner": "role:r-driver", "effect": "grant", "rule": READ}],
+        tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = await b.sync()
+    assert code == 0, err
+    assert out.count("applied as version") == 2
+
+    # A, still offline, re-grants what B revoked: a stale grant.
+    code, _, err = await a.edit(
+        [{"op": "add_rule", "owner": "role:r-driver", "effect": "grant", "rule": READ}], tmp_path
+    )
+    assert code == 0, err
+    pending = await a.outbox()
+    assert [row["state"] for row in pending["pending"]] == ["pending"] * 3
+
+    code, out, err = await a.sync()
+    assert code == 0, err
+    outbox = await a.outbox()
+    assert outbox["pending"] == []
+    seen = {row["seq"]: row for row in outbox["outcomes"]}
+    rename, regrant = sorted(seen)
+    conflict = seen[rename]
+    assert conflict["outcome"] == "conflict"
+    assert conflict["conflict"]["server"] == "motorist"
+    assert conflict["conflict"]["client"] == "chauffeur"
+    assert seen[regrant]["code"] == "superseded", seen
+    # The deny between them (a narrowing) was merged: nothing for A to look at.
+
+    code, _, err = await b.sync()
+    assert code == 0, err
+    # Both replicas now hold the same policy as the server.
+    for person in (a, b):
+        decision = await person.check("--user", "admin", "--action", "read",
+                                      "--resource", "vehicle:v-1")  # fmt: skip
+        assert decision["lease"] == "fresh"
+    a_state, b_state = await a.outbox(), await b.outbox()
+    assert a_state["cursor"] == b_state["cursor"] == 5
+    assert a_state["digest"] == b_state["digest"] == await server_digest(server, acme)
+
+
+async def server_digest(server: Any, tenant_id: int) -> str:
+    tenant = await server.tenants.current(tenant_id)
+    return f"{tenant.digest:064x}"

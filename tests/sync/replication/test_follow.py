@@ -1,0 +1,146 @@
+"""sync.replication.follow: a replica's confirmed policy following the server's."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from sync.policy.document import export_policy, parse_policy
+from sync.policy.edits import Undo, apply_edit, edit_from_document
+from sync.policy.instant import format_instant, parse_instant
+from sync.policy.model import Policy
+from sync.protocol.messages import Change, Changes, Snapshot
+from sync.replication.catchup import snapshot_messages
+from sync.replication.digest import digest_of, digest_text
+from sync.replication.entities import policy_entities
+from sync.replication.follow import Diverged, Follower
+
+NOW = parse_instant("2026-12-01T08:00:00Z")
+
+DOCUMENT: dict[str, Any] = {
+    "format": "fleetgate.policy/1",
+    "tenant": "acme",
+    "resource_types": {"vehicle": ["read", "drive"]},
+    "roles": [
+        {
+            "id": "r-driver",
+            "name": "driver",
+            "grants": [{"resource": "vehicle", "actions": ["drive"]}],
+        },
+        {
+            "id": "r-viewer",
+            "name": "viewer",
+            "grants": [{"resource": "vehicle", "actions": ["read"]}],
+        },
+    ],
+    "users": [{"id": "ana", "roles": [{"role": "viewer"}]}, {"id": f"u-{'x' * 200}"}],
+}
+
+
+def server_policy() -> Policy:
+    return parse_policy(copy.deepcopy(DOCUMENT), now=NOW)
+
+
+def snapshot_of(policy: Policy, version: int) -> tuple[Snapshot, ...]:
+    digest = digest_text(digest_of(policy_entities(policy)))
+    return snapshot_messages(version, export_policy(policy), digest)
+
+
+def commit(policy: Policy, version: int, document: dict[str, Any]) -> Change:
+    """What the server does with an edit: apply it, and describe it as a change."""
+    apply_edit(policy, edit_from_document(document, policy), NOW, Undo(policy))
+    return Change(version, document, "dreed", "d-1", "c-1", version, format_instant(NOW))
+
+
+def digest(policy: Policy) -> str:
+    return digest_text(digest_of(policy_entities(policy)))
+
+
+def test_a_snapshot_becomes_the_confirmed_policy_once_every_chunk_is_in() -> None:
+    policy = server_policy()
+    messages = snapshot_of(policy, 4)
+    follower = Follower(None, 0, None)
+    results = [follower.snapshot(m, NOW) for m in reversed(messages)]
+    assert results[:-1] == [None] * (len(messages) - 1)
+    followed = results[-1]
+    assert followed is not None and followed.whole and followed.version == 4
+    assert follower.policy is not None
+    assert export_policy(follower.policy) == export_policy(policy)
+
+
+def test_an_interrupted_snapshot_says_where_to_resume() -> None:
+    from sync.replication import snapshots
+
+    policy = server_policy()
+    original = snapshots.PART_BYTES
+    snapshots.PART_BYTES = 200
+    try:
+        digest_value = digest(policy)
+        parts = snapshots.snapshot_parts(export_policy(policy), 200)
+    finally:
+        snapshots.PART_BYTES = original
+    messages = [
+        Snapshot("s4-x", 4, i, len(parts), part, digest_value) for i, part in enumerate(parts)
+    ]
+    assert len(messages) >= 3
+    follower = Follower(None, 0, None)
+    follower.snapshot(messages[0], NOW)
+    follower.snapshot(messages[1], NOW)
+    assert follower.resume == ("s4-x", 2)
+    for message in messages[2:]:
+        follower.snapshot(message, NOW)
+    assert follower.version == 4 and follower.resume is None
+
+
+def test_a_snapshot_whose_digest_is_not_the_servers_diverges() -> None:
+    policy = server_policy()
+    (message,) = snapshot_of(policy, 4)
+    wrong = Snapshot(message.snapshot, 4, 0, 1, message.part, "0" * 64)
+    with pytest.raises(Diverged, match="digest"):
+        Follower(None, 0, None).snapshot(wrong, NOW)
+
+
+def _following() -> tuple[Policy, Follower]:
+    server = server_policy()
+    follower = Follower(None, 0, None)
+    for message in snapshot_of(server, 4):
+        follower.snapshot(message, NOW)
+    return server, follower
+
+
+def test_changes_replay_in_order_and_keep_the_digest_the_servers() -> None:
+    server, follower = _following()
+    changes = (
+        commit(server, 5, {"op": "assign_role", "user_id": "ana", "role_id": "r-driver"}),
+        commit(server, 6, {"op": "rename_role", "role_id": "r-viewer", "name": "watcher"}),
+    )
+    followed = follower.changes(Changes(4, 6, changes, False, digest(server)))
+    assert followed.version == 6 and followed.changes == changes
+    assert {e.key for e in followed.entities} == {"user:ana", "role:r-viewer"}
+    assert follower.policy is not None
+    assert export_policy(follower.policy) == export_policy(server)
+    # The same page again (a repeated delivery) changes nothing.
+    again = follower.changes(Changes(4, 6, changes, False, digest(server)))
+    assert again.changes == () and again.version == 6
+
+
+def test_a_gap_a_change_that_does_not_replay_or_a_wrong_digest_diverges_changing_nothing() -> None:
+    server, follower = _following()
+    assert follower.policy is not None
+    before = export_policy(follower.policy)
+    five = commit(server, 5, {"op": "assign_role", "user_id": "ana", "role_id": "r-driver"})
+    seven = Change(
+        7, {"op": "delete_role", "role_id": "r-viewer"}, "x", "d", "c", 1, format_instant(NOW)
+    )
+    with pytest.raises(Diverged, match="arrived after"):
+        follower.changes(Changes(4, 7, (five, seven), False))
+    broken = Change(
+        6, {"op": "delete_role", "role_id": "r-nope"}, "x", "d", "c", 1, format_instant(NOW)
+    )
+    with pytest.raises(Diverged, match="does not replay"):
+        follower.changes(Changes(4, 6, (five, broken), False))
+    with pytest.raises(Diverged, match="digest"):
+        follower.changes(Changes(4, 5, (five,), False, "f" * 64))
+    assert export_policy(follower.policy) == before and follower.version == 4
