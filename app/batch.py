@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import gc
 import json
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
@@ -28,6 +25,9 @@ from sync.policy.document import reject_json_constant
 from sync.policy.engine import Engine
 from sync.policy.instant import Instant
 from sync.policy.request import MalformedRequest, Request, parse_request
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 BLOCK_BYTES = 1 << 20
 """About 4,500 requests: large enough to amortise a round trip to a worker."""
@@ -150,6 +150,9 @@ def run_batch(
     first = next(pieces, None)
     if first is None:
         return 0
+    # Imported here: a process pool costs more to import than a decision from a replica.
+    import multiprocessing  # noqa: PLC0415
+
     if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
         second = next(pieces, None)
         if second is not None:
@@ -184,6 +187,10 @@ def _run_forked(
 ) -> int:
     global _worker_engine, _worker_now  # noqa: PLW0603 - handed to forked workers
     _worker_engine, _worker_now = engine, now
+    import multiprocessing  # noqa: PLC0415 - see run_batch
+    from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+    from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415
+
     context = multiprocessing.get_context("fork")
     # A process pool executor, not multiprocessing.Pool: if a worker dies, its
     # futures fail with BrokenProcessPool instead of waiting forever.

@@ -40,9 +40,12 @@ def _directory(args: argparse.Namespace) -> Path:
 
 
 def open_replica(args: argparse.Namespace, user: str, *, create: bool = False) -> Any:
-    """The replica of `user` in `args.tenant`; ReplicaError becomes BadInput."""
+    """The replica of `user` in `args.tenant`; ReplicaError becomes BadInput.
+
+    A damaged replica is named; `sync` (`create`) rebuilds it, keeping its outbox.
+    """
     from app.replica import Replica
-    from app.replica_file import ReplicaError, passphrase_from_environment
+    from app.replica_file import ReplicaDamaged, ReplicaError, passphrase_from_environment
 
     try:
         return Replica.open(
@@ -53,8 +56,33 @@ def open_replica(args: argparse.Namespace, user: str, *, create: bool = False) -
             passphrase=passphrase_from_environment(),
             wait=10.0,
         )
+    except ReplicaDamaged as damaged:
+        if create:
+            return rebuild_replica(args, user, damaged)
+        raise BadInput(
+            f"{damaged}; `fleetgate sync` rebuilds it from the server, keeping its outbox"
+        ) from None
     except ReplicaError as error:
         raise BadInput(str(error)) from None
+
+
+def rebuild_replica(args: argparse.Namespace, user: str, damaged: Exception) -> Any:
+    """Rebuild a damaged replica (`Replica.rebuild`), saying so."""
+    from app.replica import Replica
+    from app.replica_file import ReplicaError, passphrase_from_environment
+
+    try:
+        replica, kept = Replica.rebuild(
+            _directory(args), args.tenant, user, passphrase=passphrase_from_environment()
+        )
+    except ReplicaError as error:
+        raise BadInput(f"{damaged}; it could not be rebuilt: {error}") from None
+    print(
+        f"fleetgate sync: {damaged}; it was moved aside, {kept} unsynced edit"
+        f"{'s' if kept != 1 else ''} kept, and the policy comes back from the server now",
+        file=sys.stderr,
+    )
+    return replica
 
 
 def _mode_line(replica: Any) -> str:
@@ -133,7 +161,7 @@ def _request_document(request: Any) -> dict[str, Any]:
 
 
 def _lease_note(replica: Any, logged: bool, count: int) -> None:
-    from app.sync_client import wall_now
+    from app.clock import wall_now
 
     meta = replica.meta()
     lease = meta.lease.describe(wall_now())
@@ -209,8 +237,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def _edits_to_file(args: argparse.Namespace) -> list[Any]:
     from app import offline
+    from app.clock import wall_now
     from app.policy_files import load_policy_file
-    from app.sync_client import wall_now
     from sync.policy.document import PolicyInvalid
     from sync.policy.reach import Unreachable, edits_to_reach
 
@@ -270,7 +298,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     if args.cancel is not None:
         return _cancel(args)
     from app import offline
-    from app.sync_client import wall_now
+    from app.clock import wall_now
 
     replica = open_replica(args, args.owner)
     try:
@@ -344,7 +372,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     from app import offline
-    from app.sync_client import wall_now
+    from app.clock import wall_now
     from sync.policy.edits import EditRefused, apply_edit, edit_from_document
     from sync.policy.reach import Unreachable, edits_to_reach
 
@@ -387,11 +415,7 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from app.replica_file import ReplicaError
-    from app.sync_client import EXIT_UNREACHABLE, SyncSession, Transport, jitter
-    from sync.protocol.client import ClientConnection, Password, Tokens
+    from app.replica_file import ReplicaDamaged
 
     password = None
     if args.password_stdin:
@@ -399,6 +423,24 @@ def cmd_sync(args: argparse.Namespace) -> int:
         if not password:
             raise BadInput("--password-stdin: standard input gave no password")
     replica = open_replica(args, args.user, create=True)
+    try:
+        return _sync_replica(args, replica, password)
+    except ReplicaDamaged as damaged:
+        # Found mid-sync (a page read for the first time): rebuild once, and sync again.
+        replica.close()
+        replica = rebuild_replica(args, args.user, damaged)
+        return _sync_replica(args, replica, password)
+    finally:
+        replica.close()
+
+
+def _sync_replica(args: argparse.Namespace, replica: Any, password: str | None) -> int:
+    import asyncio
+
+    from app.replica_file import ReplicaDamaged, ReplicaError, discard_rescued
+    from app.sync_client import EXIT_UNREACHABLE, SyncSession, Transport, jitter
+    from sync.protocol.client import ClientConnection, Password, Tokens
+
     try:
         print(_mode_line(replica), file=sys.stderr)
         meta = replica.meta()
@@ -438,11 +480,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
             )
             return EXIT_UNREACHABLE
         _sync_summary(replica, session)
+        discard_rescued(replica.file.directory, args.tenant, args.user)
         return 0
+    except ReplicaDamaged:
+        raise
     except ReplicaError as error:
         raise BadInput(str(error)) from None
-    finally:
-        replica.close()
 
 
 def _say(line: str) -> None:
@@ -450,7 +493,7 @@ def _say(line: str) -> None:
 
 
 def _sync_summary(replica: Any, session: Any) -> None:
-    from app.sync_client import wall_now
+    from app.clock import wall_now
 
     meta = replica.meta()
     pending = len(replica.pending())

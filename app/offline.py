@@ -30,8 +30,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from app.batch import MAX_LINE_BYTES, MalformedLine, parse_line
+from app.clock import wall_now
 from app.replica import Replica
-from app.sync_client import wall_now
 from sync.policy.authority import authorize
 from sync.policy.decision import Decision
 from sync.policy.edits import Edit, EditRefused, apply_edit, edit_from_document

@@ -30,12 +30,11 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import sqlite_utils
 
-from app.replica_file import KeyMode, Migration, ReplicaFile
+from app.replica_file import KeyMode, Migration, ReplicaFile, rescued_rows, salvage
 from sync.policy.document import PolicyInvalid, parse_policy
 from sync.policy.edits import EDIT_TYPES
 from sync.policy.instant import Instant, format_instant, parse_instant
@@ -53,7 +52,9 @@ from sync.replication.digest import digest_text
 from sync.replication.entities import ROLE, SETTINGS, USER, Entity, policy_document
 from sync.replication.offline import DEFAULT_LEASE_SECONDS, Lease
 from sync.replication.overlay import LocalEdit
-from sync.replication.repair import repair_entities
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 _SCHEMA_1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -126,6 +127,17 @@ _SEARCH_QUERIES = {
     "outbox_text": "SELECT rowid FROM outbox_text WHERE outbox_text MATCH ? LIMIT ?",
     "decision_text": "SELECT rowid FROM decision_text WHERE decision_text MATCH ? LIMIT ?",
 }
+
+
+_COLUMNS = {
+    "outbox": frozenset({"seq", "base_version", "edit", "made_at", "wall_at", "cancels",
+                         "outcome", "version", "answered_at"}),
+    "outcomes": frozenset({"seq", "edit", "made_at", "wall_at", "outcome", "code", "reason",
+                           "version", "conflict", "answered_at", "dismissed"}),
+    "decisions": frozenset({"seq", "prev_hash", "hash", "request", "allowed", "reason", "at",
+                            "clock", "lease_fresh", "pending", "policy_version"}),
+}  # fmt: skip
+"""The columns of the tables `rebuild` restores: rescued rows name no others."""
 
 
 class OutboxRefused(Exception):
@@ -271,6 +283,69 @@ class Replica:
     @property
     def client(self) -> str:
         return self.file.client_id
+
+    @classmethod
+    def rebuild(
+        cls,
+        directory: Path,
+        tenant: str,
+        user: str,
+        *,
+        passphrase: Callable[[], str] | None = None,
+        wait: float = 10.0,
+    ) -> tuple[Replica, int]:
+        """A damaged replica: keep every row that can be read of what the server does not
+        have (the outbox, outcomes, the decision chain and the replica's ids), move the
+        damaged file aside and start a fresh replica holding them; the policy comes back
+        with the next sync, as a snapshot. The rescued rows stay sealed in a rescue file
+        beside the replica until a sync completes (`discard_rescued`).
+
+        Returns the new replica and how many edits were kept. Raises ReplicaError.
+        """
+        salvage(directory, tenant, user, tables=OUTBOX_TABLES, passphrase=passphrase, wait=wait)
+        rows = rescued_rows(directory, tenant, user, passphrase=passphrase)
+        replica = cls.open(directory, tenant, user, create=True, passphrase=passphrase,
+                           wait=wait)  # fmt: skip
+        kept = replica._restore(rows)
+        return replica, kept
+
+    def _restore(self, rows: dict[str, list[dict[str, Any]]]) -> int:
+        """Put rescued rows back (module rules); the confirmed policy is not among them."""
+        keep = set(_META_FIELDS) - {"cursor", "digest", "tenant", "user"}
+        with self.file.write():
+            conn = self.file.conn
+            for row in rows.get("meta", ()):
+                if row.get("key") in keep and isinstance(row.get("value"), str):
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES (?, ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (row["key"], row["value"]),
+                    )
+            for table in ("outbox", "outcomes", "decisions"):
+                for row in rows.get(table, ()):
+                    columns = [c for c in row if c in _COLUMNS[table]]
+                    if "seq" not in columns:
+                        continue
+                    conn.execute(
+                        f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "  # noqa: S608 - names checked against _COLUMNS
+                        f"VALUES ({', '.join('?' * len(columns))})",
+                        [row[c] for c in columns],
+                    )
+            for seq, edit in conn.execute("SELECT seq, edit FROM outbox").fetchall():
+                text = " ".join(str(v) for v in orjson.loads(edit).values())
+                conn.execute("INSERT INTO outbox_text (rowid, text) VALUES (?, ?)", (seq, text))
+            highest = conn.execute(
+                "SELECT max(seq) FROM (SELECT seq FROM outbox UNION ALL SELECT seq FROM outcomes)"
+            ).fetchone()[0]
+            last = conn.execute(
+                "SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            meta = self.meta()
+            values: dict[str, Any] = {"last_seq": max(meta.last_seq, highest or 0)}
+            if last is not None and last[0] > meta.chain_seq:
+                values |= {"chain_seq": last[0], "chain_hash": last[1]}
+            self._set_meta(**values)
+            return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def close(self) -> None:
         self.file.close()
@@ -734,4 +809,6 @@ def _policy(tenant: str, entities: Sequence[Entity], now: Instant) -> Policy:
     try:
         return parse_policy(policy_document(tenant, entities), now=now)
     except (PolicyInvalid, KeyError, TypeError, ValueError, AttributeError):
+        from sync.replication.repair import repair_entities  # noqa: PLC0415 - rarely needed
+
         return repair_entities(tenant, entities, now).policy

@@ -48,10 +48,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import sqlcipher3.dbapi2 as sqlcipher
-import sqlite_utils
 
 from app import replica_keys
 from app.replica_keys import (
@@ -86,6 +85,9 @@ from app.replica_keys import (
     write_header,
 )
 from app.replica_paths import default_replica_dir
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 if sys.platform == "win32":
     import msvcrt
@@ -509,6 +511,20 @@ def _check_migrations(migrations: Sequence[Migration]) -> None:
         raise ValueError("migration versions must be positive integers in increasing order")
 
 
+class _LazyDatabase:
+    """What `read()` and `write()` hand out: the replica's sqlite-utils Database,
+    made only when the block uses it (most blocks use the connection)."""
+
+    def __init__(self, file: ReplicaFile) -> None:
+        self._file = file
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file.db, name)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._file.db[name]
+
+
 class ReplicaFile:
     """An open replica: its SQLCipher connection, transactions, secrets and key.
 
@@ -521,7 +537,6 @@ class ReplicaFile:
     header_path: Path
     mode: KeyMode
     client_id: str
-    db: sqlite_utils.Database
     conn: Connection
 
     def __init__(
@@ -550,7 +565,19 @@ class ReplicaFile:
         self.mode = header.mode
         self.client_id = header.client_id
         self.conn = conn
-        self.db = sqlite_utils.Database(conn, execute_plugins=False)
+        self._db: sqlite_utils.Database | None = None
+
+        self._lazy = cast("sqlite_utils.Database", _LazyDatabase(self))
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """sqlite-utils over the connection, made on first use: importing it takes
+        longer than a replica takes to answer one decision."""
+        if self._db is None:
+            import sqlite_utils  # noqa: PLC0415 - see above
+
+            self._db = sqlite_utils.Database(self.conn, execute_plugins=False)
+        return self._db
 
     def __repr__(self) -> str:
         return f"ReplicaFile({str(self.path)!r}, mode={self.mode.value})"
@@ -814,7 +841,7 @@ class ReplicaFile:
             self._writing += 1
             try:
                 with self.db.atomic():
-                    yield self.db
+                    yield self._lazy
             finally:
                 self._writing -= 1
             return
@@ -824,7 +851,7 @@ class ReplicaFile:
                 self.conn.execute("BEGIN IMMEDIATE")
             self._writing = 1
             try:
-                yield self.db
+                yield self._lazy
             except BaseException as error:
                 self._rollback()
                 translated = self._translate(error)
@@ -854,7 +881,7 @@ class ReplicaFile:
         if self._reading or self._writing:
             self._reading += 1
             try:
-                yield self.db
+                yield self._lazy
             finally:
                 self._reading -= 1
             return
@@ -865,7 +892,7 @@ class ReplicaFile:
             self.conn.execute("PRAGMA query_only = ON")
         self._reading = 1
         try:
-            yield self.db
+            yield self._lazy
         except BaseException as error:
             translated = self._translate(error)
             if translated is None:

@@ -25,15 +25,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection as Websocket
 from websockets.asyncio.client import connect
 
+from app.clock import wall_now
 from app.replica import Replica
-from sync.policy.instant import Instant, format_instant, instant_from_datetime, parse_instant
+from sync.policy.instant import Instant, format_instant, parse_instant
 from sync.protocol import client as protocol
 from sync.protocol.errors import ErrorCode
 from sync.protocol.messages import MAX_BATCH, MAX_MESSAGE_BYTES, Outcome, Result, Resume
@@ -41,10 +41,6 @@ from sync.replication.follow import Diverged, Follower
 from sync.replication.offline import ReplicaClock
 
 CONNECT_TIMEOUT = 10.0
-
-
-def wall_now() -> Instant:
-    return instant_from_datetime(datetime.now(UTC))
 
 
 @dataclass(frozen=True, slots=True)

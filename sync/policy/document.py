@@ -8,13 +8,12 @@ back, role ids included, so an export/import round trip keeps ids.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
-
-import yaml
 
 from sync.policy.conditions import ConditionError, is_json_value, json_kind
 from sync.policy.constraints import violations
@@ -101,27 +100,43 @@ def unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-class _YamlLoader(yaml.SafeLoader):
-    """Safe YAML without timestamp conversion: times stay RFC 3339 strings."""
+@functools.cache
+def _yaml_loader() -> type[Any]:
+    """Safe YAML without timestamp conversion: times stay RFC 3339 strings.
 
+    Made on first use: PyYAML takes longer to import than a replica takes to
+    answer one decision, and most documents are JSON.
+    """
+    import yaml  # noqa: PLC0415 - see above
 
-_YamlLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
+    class YamlLoader(yaml.SafeLoader):
+        pass
+
+    YamlLoader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    return YamlLoader
 
 
 def parse_text(text: str | bytes, *, yaml_syntax: bool = False) -> Any:
     """Parse a JSON (or YAML) document; raise PolicyInvalid naming line and column."""
+    if yaml_syntax:
+        import yaml  # noqa: PLC0415 - see _yaml_loader
+
+        try:
+            return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError as error:
+            raise PolicyInvalid([Problem("", f"not valid YAML: {error}")]) from None
+        except (ValueError, UnicodeDecodeError) as error:
+            raise PolicyInvalid([Problem("", f"not a valid document: {error}")]) from None
+        except RecursionError:
+            raise PolicyInvalid([Problem("", "the document nests too deeply")]) from None
     try:
-        if yaml_syntax:
-            return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
         return json.loads(text, object_pairs_hook=unique_pairs, parse_constant=reject_json_constant)
     except json.JSONDecodeError as error:
         where = f"line {error.lineno} column {error.colno}"
         raise PolicyInvalid([Problem("", f"not valid JSON at {where}: {error.msg}")]) from None
-    except yaml.YAMLError as error:
-        raise PolicyInvalid([Problem("", f"not valid YAML: {error}")]) from None
     except (ValueError, UnicodeDecodeError) as error:
         raise PolicyInvalid([Problem("", f"not a valid document: {error}")]) from None
     except RecursionError:
@@ -608,5 +623,7 @@ def dump_policy(policy: Policy, *, yaml_syntax: bool = False) -> str:
     """The exported document as JSON (2-space indent) or YAML text."""
     document = export_policy(policy)
     if yaml_syntax:
+        import yaml  # noqa: PLC0415 - see _yaml_loader
+
         return str(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,532 @@
+"""The client's commands on a replica, offline: `check --replica-dir`, `edit`, `outbox`,
+`activate`, and what a damaged or wrongly keyed replica says.
+
+The replica is filled as a snapshot would fill it (`Replica.replace_all`); the
+commands run in this process through `app.cli.main`, against the in-memory
+keyring (keyring mode) or the null one (passphrase mode).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keyring
+import pytest
+from keyring.backends.null import Keyring as NullKeyring
+
+from app import offline, replica_keys
+from app.cli import main
+from app.replica import Replica
+from app.replica_file import slot_name
+from sync.policy.document import parse_policy
+from sync.policy.instant import format_instant, parse_instant
+from sync.replication.decisions import ChainHead, continue_chain
+from sync.replication.digest import digest_of
+from sync.replication.entities import policy_entities
+from sync.replication.offline import instant_seconds, seconds_instant
+from tests.app.memory_keyring import MemoryKeyring
+
+SYNCED = "2026-12-01T08:00:00Z"
+
+POLICY: dict[str, Any] = {
+    "format": "fleetgate.policy/1",
+    "tenant": "acme",
+    "resource_types": {
+        "role": ["read", "create", "update", "delete", "assign", "escalate"],
+        "user": ["read", "create", "update", "delete"],
+        "vehicle": ["read", "drive"],
+    },
+    "roles": [
+        {
+            "id": "r-admin",
+            "name": "tenant-admin",
+            "grants": [
+                {"resource": "role", "actions": ["*"]},
+                {"resource": "user", "actions": ["*"]},
+            ],
+        },
+        {
+            "id": "r-driver",
+            "name": "driver",
+            "grants": [{"resource": "vehicle", "actions": ["drive"]}],
+        },
+        {
+            "id": "r-viewer",
+            "name": "viewer",
+            "grants": [{"resource": "vehicle", "actions": ["read"]}],
+        },
+        {"id": "r-clerk", "name": "clerk", "grants": [{"resource": "user", "actions": ["read"]}]},
+    ],
+    "users": [
+        {"id": "boss", "roles": [{"role": "tenant-admin"}]},
+        {
+            "id": "sam",
+            "roles": [{"role": "clerk"}, {"role": "driver", "eligible": {"max_hours": 8}}],
+        },
+        {"id": "vic", "roles": [{"role": "viewer"}]},
+    ],
+}
+
+
+@pytest.fixture(autouse=True)
+def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replica_keys, "ARGON2_DEFAULTS", replica_keys.Argon2Parameters(1, 8, 1))
+
+
+@pytest.fixture(autouse=True)
+def memory_keyring() -> Iterator[MemoryKeyring]:
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+def fill(
+    directory: Path,
+    owner: str,
+    *,
+    synced_at: str | None = SYNCED,
+    passphrase: str | None = None,
+    **meta: Any,
+) -> None:
+    """A replica of `owner` holding POLICY at version 7, as after a sync at `synced_at`."""
+    policy = parse_policy(copy.deepcopy(POLICY), now=parse_instant(SYNCED))
+    entities = list(policy_entities(policy))
+    source = (lambda: passphrase) if passphrase is not None else None
+    replica = Replica.open(directory, "acme", owner, create=True, passphrase=source)
+    try:
+        replica.replace_all(7, entities, digest_of(entities))
+        replica.set_meta(synced_at=synced_at, **meta)
+    finally:
+        replica.close()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def replica_args(directory: Path, owner: str) -> list[str]:
+    return ["--replica-dir", str(directory), "--tenant", "acme", "--as", owner]
+
+
+@pytest.fixture
+def boss(tmp_path: Path) -> Path:
+    """The directory of boss's replica (files of the test go beside it, not in it)."""
+    directory = tmp_path / "replicas"
+    fill(directory, "boss")
+    return directory
+
+
+def opened(directory: Path, owner: str = "boss") -> Replica:
+    return Replica.open(directory, "acme", owner)
+
+
+# --- check --replica-dir ---------------------------------------------------------------
+
+
+def test_check_from_a_replica_answers_with_the_lease_and_logs_the_decision(
+    boss: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(
+        capsys,
+        "check",
+        *replica_args(boss, "boss"),
+        "--user",
+        "vic",
+        "--action",
+        "read",
+        "--resource",
+        "vehicle:v-1",
+    )
+    assert code == 0, err
+    decision = json.loads(out)
+    assert decision["allowed"] and decision["lease"] == "fresh"
+    assert decision["policy_version"] == 7
+    assert "1 decision logged for upload" in err
+    replica = opened(boss)
+    links = replica.unsent_decisions(10)
+    replica.close()
+    assert [link.seq for link in links] == [1]
+    assert links[0].request == {
+        "user": "vic",
+        "action": "read",
+        "resource": {"type": "vehicle", "id": "v-1"},
+    }
+    # The chain is one the server accepts.
+    assert continue_chain(slot_client(boss), ChainHead(), links)[0] == links
+
+
+def slot_client(directory: Path) -> str:
+    replica = opened(directory)
+    try:
+        return replica.client
+    finally:
+        replica.close()
+
+
+def test_no_log_decides_without_logging_and_says_so(
+    boss: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(
+        capsys,
+        "check",
+        *replica_args(boss, "boss"),
+        "--no-log",
+        "--user",
+        "vic",
+        "--action",
+        "read",
+        "--resource",
+        "vehicle",
+    )
+    assert code == 0 and "not logged (--no-log" in err
+    replica = opened(boss)
+    assert replica.unsent_decisions(10) == []
+    replica.close()
+
+
+@pytest.mark.parametrize(
+    ("synced_at", "stale", "lease", "allowed", "says"),
+    [
+        (None, "answer", "none", True, "stale: the replica has never synced"),
+        ("2026-01-01T00:00:00Z", "answer", "stale", True, "stale: the replica's lease ran out"),
+        ("2026-01-01T00:00:00Z", "deny", "stale", False, "denied offline: the replica's lease"),
+    ],
+)
+def test_past_the_lease_decisions_say_they_are_stale_or_are_denied(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    synced_at: str | None,
+    stale: str,
+    lease: str,
+    allowed: bool,
+    says: str,
+) -> None:
+    fill(tmp_path, "boss", synced_at=synced_at, stale_decisions=stale)
+    code, out, err = run(
+        capsys,
+        "check",
+        *replica_args(tmp_path, "boss"),
+        "--user",
+        "vic",
+        "--action",
+        "read",
+        "--resource",
+        "vehicle",
+    )
+    assert code == 0, err
+    decision = json.loads(out)
+    assert (decision["lease"], decision["allowed"]) == (lease, allowed)
+    assert says in decision["reason"]
+
+
+def test_a_batch_from_a_replica_logs_every_decision_and_stops_at_a_malformed_line(
+    boss: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = json.dumps({"user": "vic", "action": "read", "resource": {"type": "vehicle"}})
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(f'{good}\n{good}\n{{"user": 3}}\n{good}\n')
+    code, out, err = run(capsys, "check", *replica_args(boss, "boss"), "--requests", str(requests))
+    assert code == 2
+    assert len(out.splitlines()) == 2 and "line 3" in err
+    replica = opened(boss)
+    assert len(replica.unsent_decisions(10)) == 2
+    replica.close()
+
+
+def test_a_decision_that_relies_on_a_pending_edit_says_so(
+    boss: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edits = tmp_path / "edits.json"
+    edits.write_text(json.dumps([{"op": "assign_role", "user_id": "vic", "role_id": "driver"}]))
+    code, out, err = run(capsys, "edit", *replica_args(boss, "boss"), "--edits", str(edits))
+    assert code == 0, err
+    assert "queued edit 1: assign_role" in out
+    code, out, err = run(
+        capsys,
+        "check",
+        *replica_args(boss, "boss"),
+        "--user",
+        "vic",
+        "--action",
+        "drive",
+        "--resource",
+        "vehicle",
+    )
+    decision = json.loads(out)
+    assert decision["allowed"] and decision["pending"] == [1]
+    assert "relies on pending edit 1, not yet confirmed by the server" in decision["reason"]
+    # Someone the edit did not touch is decided as before, relying on nothing.
+    code, out, _ = run(
+        capsys,
+        "check",
+        *replica_args(boss, "boss"),
+        "--user",
+        "sam",
+        "--action",
+        "read",
+        "--resource",
+        "user:vic",
+    )
+    assert "pending" not in json.loads(out)
+
+
+# --- edit, outbox, activate ----------------------------------------------------------------
+
+
+def test_an_edit_its_author_may_not_make_is_refused_before_it_is_queued(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill(tmp_path, "sam")
+    edits = tmp_path / "edits.json"
+    edits.write_text(json.dumps([{"op": "assign_role", "user_id": "vic", "role_id": "driver"}]))
+    code, _, err = run(capsys, "edit", *replica_args(tmp_path, "sam"), "--edits", str(edits))
+    assert code == 2
+    assert "sam may not make it: needs role:assign" in err and "nothing was queued" in err
+    replica = opened(tmp_path, "sam")
+    assert replica.pending() == []
+    replica.close()
+
+
+@pytest.mark.parametrize(
+    ("document", "says"),
+    [
+        ({"op": "create_role", "role_id": "r-x", "name": 5}, "create_role.name: must be a string"),
+        ({"op": "assign_role", "user_id": "vic"}, "assign_role.role_id: is missing"),
+        ({"op": "assign_role", "user_id": "vic", "role_id": "driver", "why": "x"}, "unknown field"),
+        ({"op": "launch_rockets"}, "unknown edit op"),
+        (["not", "an", "object"], "an edit is an object"),
+        ({"op": "delete_role", "role_id": "r-nope"}, "r-nope"),
+    ],
+)
+def test_malformed_edit_documents_are_refused_naming_the_field(
+    boss: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], document: Any, says: str
+) -> None:
+    edits = tmp_path / "edits.json"
+    edits.write_text(json.dumps([document]))
+    code, _, err = run(capsys, "edit", *replica_args(boss, "boss"), "--edits", str(edits))
+    assert code == 2 and says in err and "edit [0]" in err
+
+
+def test_the_outbox_lists_pending_edits_and_cancel_queues_the_edit_that_takes_one_back(
+    boss: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edits = tmp_path / "edits.json"
+    edits.write_text(
+        json.dumps(
+            [
+                {"op": "assign_role", "user_id": "vic", "role_id": "driver"},
+                {"op": "rename_role", "role_id": "r-viewer", "name": "watcher"},
+            ]
+        )
+    )
+    assert run(capsys, "edit", *replica_args(boss, "boss"), "--edits", str(edits))[0] == 0
+    code, out, _ = run(capsys, "outbox", *replica_args(boss, "boss"), "--json")
+    listed = json.loads(out)
+    assert [(r["seq"], r["state"]) for r in listed["pending"]] == [(1, "pending"), (2, "pending")]
+    code, out, err = run(capsys, "outbox", *replica_args(boss, "boss"), "--cancel", "1")
+    assert code == 0, err
+    assert "queued edit 3 (takes back 1): unassign_role" in out
+    code, out, _ = run(capsys, "outbox", *replica_args(boss, "boss"), "--json")
+    rows = json.loads(out)["pending"]
+    assert rows[-1]["cancels"] == 1 and len(rows) == 3  # nothing left without an outcome
+    code, out, _ = run(
+        capsys,
+        "check",
+        *replica_args(boss, "boss"),
+        "--user",
+        "vic",
+        "--action",
+        "drive",
+        "--resource",
+        "vehicle",
+    )
+    assert json.loads(out)["allowed"] is False
+    code, _, err = run(capsys, "outbox", *replica_args(boss, "boss"), "--cancel", "99")
+    assert code == 2 and "no edit 99" in err
+
+
+def test_a_user_activates_an_eligible_role_offline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill(tmp_path, "sam")
+    args = replica_args(tmp_path, "sam")
+    code, out, err = run(
+        capsys,
+        "activate",
+        *args,
+        "--role",
+        "driver",
+        "--hours",
+        "4",
+        "--why",
+        "cover for the night shift",
+    )
+    assert code == 0, err
+    assert "queued edit 1: sam holds driver for 4 h" in out
+    code, out, _ = run(
+        capsys, "check", *args, "--user", "sam", "--action", "drive", "--resource", "vehicle"
+    )
+    decision = json.loads(out)
+    assert decision["allowed"] and decision["pending"] == [1]
+    code, _, err = run(capsys, "activate", *args, "--role", "driver", "--hours", "9", "--why", "x")
+    assert code == 2 and "8" in err  # at most max_hours
+
+
+def test_apply_policy_queues_one_edit_per_change(
+    boss: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = copy.deepcopy(POLICY)
+    target["roles"][2]["name"] = "watcher"
+    target["users"][2]["roles"] = [{"role": "watcher"}]
+    target["users"][2]["roles"].append({"role": "driver", "expires": "2027-01-01T00:00:00Z"})
+    path = tmp_path / "target.json"
+    path.write_text(json.dumps(target))
+    code, out, err = run(capsys, "edit", *replica_args(boss, "boss"), "--apply-policy", str(path))
+    assert code == 0, err
+    assert out.count("queued edit") == 2
+    assert "rename_role" in out and "assign_role" in out
+    code, out, _ = run(capsys, "edit", *replica_args(boss, "boss"), "--apply-policy", str(path))
+    assert "nothing to queue" in out
+
+
+# --- keys, damage, files ------------------------------------------------------------------
+
+
+def test_a_wrong_passphrase_gives_one_message_and_leaves_the_file_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keyring.set_keyring(NullKeyring())
+    fill(tmp_path, "boss", passphrase="the right one")
+    database = tmp_path / f"{slot_name('acme', 'boss')}.db"
+    before = (database.read_bytes(), database.stat().st_mtime_ns)
+    monkeypatch.setenv("FLEETGATE_PASSPHRASE", "the wrong one")
+    code, out, err = run(
+        capsys,
+        "check",
+        *replica_args(tmp_path, "boss"),
+        "--user",
+        "vic",
+        "--action",
+        "read",
+        "--resource",
+        "vehicle",
+    )
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "wrong passphrase" in err
+    assert (database.read_bytes(), database.stat().st_mtime_ns) == before
+
+
+def test_a_damaged_replica_is_named_and_never_answers(
+    boss: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = boss / f"{slot_name('acme', 'boss')}.db"
+    data = bytearray(database.read_bytes())
+    for offset in range(4096, len(data), 4096):
+        data[offset + 100] ^= 0xFF  # every page after the first fails its HMAC
+    database.write_bytes(bytes(data))
+    code, out, err = run(
+        capsys,
+        "check",
+        *replica_args(boss, "boss"),
+        "--user",
+        "vic",
+        "--action",
+        "read",
+        "--resource",
+        "vehicle",
+    )
+    assert code == 2 and out == ""
+    assert "damaged" in err and "`fleetgate sync` rebuilds it" in err
+
+
+def test_rebuilding_a_damaged_replica_keeps_its_outbox_and_its_ids(
+    boss: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edits = tmp_path / "edits.json"
+    edits.write_text(json.dumps([{"op": "assign_role", "user_id": "vic", "role_id": "driver"}]))
+    assert run(capsys, "edit", *replica_args(boss, "boss"), "--edits", str(edits))[0] == 0
+    replica = opened(boss)
+    client, device = replica.client, replica.meta().device
+    replica.close()
+    # Damage the end of the file: the policy's pages, not the outbox written after them
+    # (a replica whose outbox pages are gone loses those edits, and says how many it kept).
+    database = boss / f"{slot_name('acme', 'boss')}.db"
+    with database.open("r+b") as handle:
+        handle.truncate(database.stat().st_size - 4096 * 3 - 1000)
+    rebuilt, kept = Replica.rebuild(boss, "acme", "boss")
+    try:
+        assert rebuilt.client == client and rebuilt.meta().device == device
+        assert kept == len(rebuilt.pending())
+        assert rebuilt.meta().last_seq >= kept
+        assert not rebuilt.has_policy() and rebuilt.meta().cursor == 0
+    finally:
+        rebuilt.close()
+
+
+def test_no_role_name_user_id_or_tenant_appears_in_any_file_the_client_writes(
+    boss: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edits = tmp_path / "edits.json"
+    edits.write_text(
+        json.dumps([{"op": "create_role", "role_id": "r-yard", "name": "yard-marshal-unique"}])
+    )
+    assert run(capsys, "edit", *replica_args(boss, "boss"), "--edits", str(edits))[0] == 0
+    run(
+        capsys,
+        "check",
+        *replica_args(boss, "boss"),
+        "--user",
+        "vic",
+        "--action",
+        "read",
+        "--resource",
+        "vehicle:v-secret-77",
+    )
+    secrets = [
+        b"tenant-admin",
+        b"yard-marshal-unique",
+        b"v-secret-77",
+        b"vic",
+        b"acme",
+        b"r-viewer",
+        b"assign_role",
+        b"outbox",
+        b"entities",
+    ]
+    files = [p for p in boss.iterdir() if p.is_file()]
+    assert any(p.name.endswith("-wal") for p in files) or files
+    for path in files:
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret not in data, f"{secret!r} readable in {path.name}"
+
+
+def test_a_clock_moved_back_freezes_time_and_the_decision_says_so(boss: Path) -> None:
+    replica = opened(boss)
+    try:
+        wall = [instant_seconds(parse_instant("2026-12-01T12:00:00Z"))]
+        mono = [1000.0]
+        clocks = offline.Clocks(lambda: seconds_instant(wall[0]), lambda: mono[0])
+        request = offline.parse_line(
+            b'{"user":"vic","action":"read","resource":{"type":"vehicle"}}'
+        )
+        document = {"user": "vic", "action": "read", "resource": {"type": "vehicle"}}
+        offline.decide_one(replica, request, document, log=True, clocks=clocks)
+        wall[0] -= 6 * 3600  # the clock is set six hours back
+        mono[0] += 30
+        line = json.loads(offline.decide_one(replica, request, document, log=True, clocks=clocks))
+        assert line["clock"] == "frozen"
+        assert "the wall clock is behind the replica's last known time" in line["reason"]
+        links = replica.unsent_decisions(10)
+        # A new reading (a new process) starts from the stored mark: time is held there.
+        assert links[1].at == format_instant(parse_instant("2026-12-01T12:00:00Z"))
+    finally:
+        replica.close()
