@@ -19,6 +19,7 @@ Rules of this module (PROTOCOL.md § Catching up, § Digest):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,8 +85,16 @@ class Follower:
             i not in self._parts for i in range(message.chunks)
         ):
             return None
-        document = join_snapshot_parts(self._parts[i] for i in range(message.chunks))
+        parts = [self._parts[i] for i in range(message.chunks)]
         self._snapshot, self._parts = None, {}
+        # The parts are the peer's: a list where a list belongs, or the snapshot is not one.
+        if not all(
+            isinstance(part, Mapping)
+            and all(isinstance(part.get(key, []), list) for key in ("roles", "users"))
+            for part in parts
+        ):
+            raise Diverged(f"the snapshot of version {message.version} is malformed")
+        document = join_snapshot_parts(parts)
         try:
             policy = parse_policy(document, now=now)
         except PolicyInvalid as invalid:
@@ -120,7 +129,7 @@ class Follower:
                     raise Diverged(f"change {change.version} arrived after version {version}")
                 mine = Undo(policy)
                 try:
-                    edit = edit_from_document(dict(change.edit), policy)
+                    edit = edit_from_document(change.edit, policy)
                     apply_edit(policy, edit, parse_instant(change.at), mine)
                 except (EditRefused, ValueError) as error:
                     raise Diverged(

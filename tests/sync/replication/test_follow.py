@@ -144,3 +144,72 @@ def test_a_gap_a_change_that_does_not_replay_or_a_wrong_digest_diverges_changing
     with pytest.raises(Diverged, match="digest"):
         follower.changes(Changes(4, 5, (five,), False, "f" * 64))
     assert export_policy(follower.policy) == before and follower.version == 4
+
+
+# --- hostile input: whatever the server sends, the follower diverges or follows -----------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_EDITS = st.one_of(
+    _JSON,
+    st.fixed_dictionaries(
+        {
+            "op": st.sampled_from(
+                ["assign_role", "delete_role", "rename_role", "add_rule", "create_user", "nope"]
+            )
+        },
+        optional={
+            "user_id": _JSON,
+            "role_id": _JSON,
+            "name": _JSON,
+            "owner": _JSON,
+            "rule": _JSON,
+            "effect": _JSON,
+        },
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(edits=st.lists(_EDITS, min_size=1, max_size=4), at=st.text(max_size=25))
+def test_changes_of_any_shape_either_replay_or_diverge_and_change_nothing(
+    edits: list[Any], at: str
+) -> None:
+    _server, follower = _following()
+    assert follower.policy is not None
+    before = export_policy(follower.policy)
+    changes = tuple(
+        Change(5 + i, edit, "x", "d", "c", i + 1, at or format_instant(NOW))
+        for i, edit in enumerate(edits)
+    )
+    try:
+        follower.changes(Changes(4, 4 + len(changes), changes, False))
+    except Diverged:
+        assert export_policy(follower.policy) == before and follower.version == 4
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    part=st.dictionaries(
+        st.sampled_from(
+            ["format", "tenant", "resource_types", "roles", "users", "constraints", "extra"]
+        ),
+        _JSON,
+    )
+)
+def test_a_snapshot_of_any_shape_is_taken_whole_or_diverges(part: dict[str, Any]) -> None:
+    follower = Follower(None, 0, None)
+    try:
+        followed = follower.snapshot(Snapshot("s1-x", 1, 0, 1, part, "0" * 64), NOW)
+    except Diverged:
+        assert follower.policy is None
+    else:
+        assert followed is not None  # a valid document with that digest: not reached
