@@ -70,7 +70,7 @@ def parse_line(line: bytes) -> Request:
 
 
 def decide_block(
-    engine: Engine, block: bytes, first_lineno: int, now: Instant
+    engine: Engine, block: bytes, first_lineno: int, now: Instant, suffix: bytes = b""
 ) -> tuple[bytes, MalformedLine | None]:
     """Decide every line of `block` (whole lines, each ending in a newline but
     maybe the last): the decisions, one per line, and the first malformed
@@ -95,7 +95,10 @@ def decide_block(
             except MalformedRequest as problem:
                 error = MalformedLine(first_lineno + offset, str(problem))
                 break
-        append(decide(request, now).wire)
+        if suffix:
+            append(decide(request, now).wire[:-1] + suffix)
+        else:
+            append(decide(request, now).wire)
     wires.append(b"")
     return b"\n".join(wires) if len(wires) > 1 else b"", error
 
@@ -135,10 +138,12 @@ def run_batch(
     now: Instant,
     jobs: int,
     block_bytes: int = BLOCK_BYTES,
+    suffix: bytes = b"",
 ) -> int:
     """Decide every request of `source`, writing decisions to `out` in order.
 
-    `jobs` > 1 forks that many workers where the platform can fork. Returns
+    `jobs` > 1 forks that many workers where the platform can fork. `suffix`
+    replaces each decision's closing brace (a replica adds its lease). Returns
     the number of decisions written. Raises MalformedLine after writing the
     decisions before the malformed line.
     """
@@ -156,11 +161,11 @@ def run_batch(
     if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
         second = next(pieces, None)
         if second is not None:
-            return _run_forked(engine, _chain(first, second, pieces), out, now, jobs)
+            return _run_forked(engine, _chain(first, second, pieces), out, now, jobs, suffix)
         pieces = iter(())
     written = 0
     for lineno, block in _chain(first, None, pieces):
-        written += _write(decide_block(engine, block, lineno, now), out)
+        written += _write(decide_block(engine, block, lineno, now, suffix), out)
     return written
 
 
@@ -175,18 +180,24 @@ def _chain(
 
 _worker_engine: Engine | None = None
 _worker_now: Instant = (0, "")
+_worker_suffix = b""
 
 
 def _work(task: tuple[int, bytes]) -> tuple[bytes, MalformedLine | None]:
     assert _worker_engine is not None
-    return decide_block(_worker_engine, task[1], task[0], _worker_now)
+    return decide_block(_worker_engine, task[1], task[0], _worker_now, _worker_suffix)
 
 
 def _run_forked(
-    engine: Engine, pieces: Iterator[tuple[int, bytes]], out: BinaryIO, now: Instant, jobs: int
+    engine: Engine,
+    pieces: Iterator[tuple[int, bytes]],
+    out: BinaryIO,
+    now: Instant,
+    jobs: int,
+    suffix: bytes = b"",
 ) -> int:
-    global _worker_engine, _worker_now  # noqa: PLW0603 - handed to forked workers
-    _worker_engine, _worker_now = engine, now
+    global _worker_engine, _worker_now, _worker_suffix  # noqa: PLW0603 - handed to forked workers
+    _worker_engine, _worker_now, _worker_suffix = engine, now, suffix
     import multiprocessing  # noqa: PLC0415 - see run_batch
     from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
     from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415

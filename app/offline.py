@@ -22,6 +22,8 @@ Rules of this module (the client issue, § Offline decisions):
 
 from __future__ import annotations
 
+import gc
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,8 +31,9 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from app.batch import MAX_LINE_BYTES, MalformedLine, parse_line
+from app.batch import MAX_LINE_BYTES, MalformedLine, parse_line, run_batch, usable_cores
 from app.clock import wall_now
+from app.policy_files import gc_paused
 from app.replica import Replica
 from sync.policy.authority import authorize
 from sync.policy.decision import Decision
@@ -38,7 +41,8 @@ from sync.policy.edits import Edit, EditRefused, apply_edit, edit_from_document
 from sync.policy.engine import Engine
 from sync.policy.instant import Instant, parse_instant
 from sync.policy.model import Policy
-from sync.policy.request import MalformedRequest, Request
+from sync.policy.request import MalformedRequest, Request, parse_request
+from sync.protocol.messages import Clock
 from sync.replication.offline import (
     Circumstances,
     Qualifier,
@@ -167,7 +171,17 @@ def decide_lines(
     """One decision per request line of `source` (module rules). Raises MalformedLine
     after writing the decisions before the bad line."""
     decider = Decider(replica, log=log, clocks=clocks)
-    engine = decider.engine_for(None, decider.situation().at)
+    with gc_paused():
+        engine = decider.engine_for(None, decider.situation().at)
+    # The compiled policy lives as long as the command: the collector need not walk it.
+    gc.freeze()
+    situation = decider.situation()
+    if not log and not decider.edits and situation.lease_fresh and situation.clock is Clock.WALL:
+        # Nothing to log, nothing pending, nothing to say but the lease: each decision
+        # is the engine's, so the batch is `check --policy`'s, on every core.
+        suffix = b',"lease":' + lease_field(situation) + b"}"
+        return run_batch(engine, source, out, situation.at, usable_cores(), suffix=suffix)
+    loads = orjson.loads
     count = 0
     for lineno, lines in _line_blocks(source):
         requests: list[Request] = []
@@ -175,24 +189,45 @@ def decide_lines(
         error = None
         for offset, line in enumerate(lines):
             try:
-                requests.append(parse_line(line))
-                documents.append(orjson.loads(line))
-            except (MalformedRequest, orjson.JSONDecodeError) as problem:
-                error = MalformedLine(lineno + offset, str(problem))
-                break
+                if len(line) > MAX_LINE_BYTES:
+                    raise MalformedRequest
+                document = loads(line)
+                requests.append(parse_request(document))
+            except (orjson.JSONDecodeError, MalformedRequest):
+                try:  # the slow path names the problem (or takes what orjson cannot)
+                    requests.append(parse_line(line))
+                    document = json.loads(line)
+                except (MalformedRequest, ValueError) as problem:
+                    error = MalformedLine(lineno + offset, str(problem))
+                    break
+            documents.append(document)
         if requests:
             answers, relied, situation = decider.decide(engine, requests, documents)
-            out.write(
-                b"".join(
-                    answer_line(a, situation, p) + b"\n"
-                    for a, p in zip(answers, relied, strict=True)
-                )
-            )
+            out.write(_answer_lines(answers, relied, situation))
             count += len(requests)
         if error is not None:
             out.flush()
             raise error
     return count
+
+
+def _answer_lines(
+    answers: Sequence[Decision], relied: Sequence[Sequence[int]], situation: Circumstances
+) -> bytes:
+    """The block's decision lines; a decision object shared by many requests (the
+    engine hands out one per rule) is written once."""
+    made: dict[int, bytes] = {}
+    lines = []
+    for answer, pending in zip(answers, relied, strict=True):
+        if pending:
+            lines.append(answer_line(answer, situation, pending))
+            continue
+        line = made.get(id(answer))
+        if line is None:
+            line = made[id(answer)] = answer_line(answer, situation, ())
+        lines.append(line)
+    lines.append(b"")
+    return b"\n".join(lines)
 
 
 def _line_blocks(source: BinaryIO) -> Iterator[tuple[int, list[bytes]]]:

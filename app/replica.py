@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from app.replica_file import KeyMode, Migration, ReplicaFile, rescued_rows, salvage
+from sync.policy.conditions import ConditionError
 from sync.policy.document import PolicyInvalid, parse_policy
 from sync.policy.edits import EDIT_TYPES
 from sync.policy.instant import Instant, format_instant, parse_instant
@@ -49,7 +50,14 @@ from sync.protocol.messages import (
 )
 from sync.replication.decisions import GENESIS, ChainHead
 from sync.replication.digest import digest_text
-from sync.replication.entities import ROLE, SETTINGS, USER, Entity, policy_document
+from sync.replication.entities import (
+    ROLE,
+    SETTINGS,
+    USER,
+    Entity,
+    policy_document,
+    trusted_policy,
+)
 from sync.replication.offline import DEFAULT_LEASE_SECONDS, Lease
 from sync.replication.overlay import LocalEdit
 
@@ -804,8 +812,14 @@ def _fts_query(text: str) -> str:
 
 
 def _policy(tenant: str, entities: Sequence[Entity], now: Instant) -> Policy:
-    """Validate entities into a policy; a replica that does not validate is read
-    repaired, fail-closed, as the server reads a damaged store."""
+    """The policy of the replica's entities: built as stored (they were validated when
+    they arrived, and the file is authenticated); validated again if they do not
+    build, and read repaired, fail-closed, if they do not validate either (as the
+    server reads a damaged store)."""
+    try:
+        return trusted_policy(tenant, entities)
+    except (KeyError, TypeError, ValueError, AttributeError, ConditionError):
+        pass
     try:
         return parse_policy(policy_document(tenant, entities), now=now)
     except (PolicyInvalid, KeyError, TypeError, ValueError, AttributeError):

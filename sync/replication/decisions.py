@@ -7,8 +7,11 @@ Rules of this module:
 
 - A decision's `hash` is SHA-256, as 64 lowercase hex digits, over the UTF-8
   bytes of the JSON array `[client, seq, prev_hash, request, allowed, reason,
-  at, clock, lease_fresh, pending, policy_version]` written with sorted keys,
-  no whitespace and `ensure_ascii=False`. The first decision's `prev_hash` is
+  at, clock, lease_fresh, pending, policy_version]` written by orjson with
+  sorted keys (no whitespace, UTF-8 as is); what orjson cannot write (an
+  integer beyond 64 bits) by the standard library with sorted keys, compact
+  separators and `ensure_ascii=False`. Both sides use this function, so the
+  number format is the same on both. The first decision's `prev_hash` is
   `GENESIS` (64 zeros); each later one's is the hash of the one before it.
 - Seqs count from 1 without gaps. `continue_chain` checks an upload against
   the chain's stored head: decisions at or below the head are skipped
@@ -24,6 +27,9 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from sync.policy.request import MalformedRequest, parse_request
 from sync.protocol.messages import OfflineDecision
@@ -34,21 +40,33 @@ GENESIS = "0" * 64
 
 def decision_hash(client: str, decision: OfflineDecision) -> str:
     """The hash a decision must carry (module rules)."""
-    fields = [
-        client,
-        decision.seq,
-        decision.prev_hash,
-        decision.request,
-        decision.allowed,
-        decision.reason,
-        decision.at,
-        decision.clock.value,
-        decision.lease_fresh,
-        list(decision.pending),
-        decision.policy_version,
-    ]
-    text = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return link_hash(
+        [
+            client,
+            decision.seq,
+            decision.prev_hash,
+            decision.request,
+            decision.allowed,
+            decision.reason,
+            decision.at,
+            decision.clock.value,
+            decision.lease_fresh,
+            list(decision.pending),
+            decision.policy_version,
+        ]
+    )
+
+
+def link_hash(fields: list[Any]) -> str:
+    """The hash of a link's fields, in the order of the module rules."""
+    try:
+        data = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        # What orjson cannot write (integers beyond 64 bits, lone surrogates): the
+        # standard library, the same way on both sides of the protocol.
+        text = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        data = text.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from sync.policy.document import constraints_document, role_document, user_document
 from sync.policy.edits import Undo
-from sync.policy.model import FORMAT, Policy, Role, User
+from sync.policy.model import FORMAT, Assignment, Constraint, Policy, Role, Rule, User
 from sync.replication.encoding import compact_json
 
 ROLE = "role"
@@ -156,6 +156,67 @@ def _user_with_names(user: Document, name: Any) -> Document:
         for a in user["roles"]
     ]
     return user | {"roles": roles}
+
+
+def trusted_policy(tenant: str, entities: Iterable[Entity]) -> Policy:
+    """The policy of entities that were validated when they were stored, built without
+    validating them again: a replica's own rows, read back from its authenticated
+    file, which `parse_policy` checked when they arrived (a snapshot, or a change
+    replayed). About five times faster than `parse_policy(policy_document(...))`,
+    which is what makes a 50,000-user replica quick to load.
+
+    Raises KeyError, TypeError, ValueError or AttributeError for entities that
+    are not what was stored; the caller then validates them the slow way.
+    """
+    types: dict[str, tuple[str, ...]] = {}
+    constraints: tuple[Constraint, ...] = ()
+    roles: dict[str, Role] = {}
+    users: dict[str, User] = {}
+    rules: dict[str, Rule] = {}
+
+    def rule(document: Document) -> Rule:
+        # Roles and users share rules written alike: each is parsed once.
+        key = compact_json(document)
+        found = rules.get(key)
+        if found is None:
+            when = document.get("when")
+            found = rules[key] = Rule(document["resource"], tuple(document["actions"]), when)
+        return found
+
+    for entity in entities:
+        document = entity.document
+        if entity.kind == ROLE:
+            roles[entity.id] = Role(
+                document["id"], document["name"], document.get("description", ""),
+                tuple(document.get("inherits", ())),
+                tuple(rule(r) for r in document.get("grants", ())),
+                tuple(rule(r) for r in document.get("denies", ())),
+            )  # fmt: skip
+        elif entity.kind == USER:
+            users[entity.id] = User(
+                document["id"], document.get("name"), document.get("attributes", {}),
+                tuple(
+                    Assignment.build(
+                        a["role_id"], a.get("expires"),
+                        a["eligible"]["max_hours"] if "eligible" in a else None,
+                    )
+                    for a in document.get("roles", ())
+                ),
+                tuple(rule(r) for r in document.get("grants", ())),
+                tuple(rule(r) for r in document.get("denies", ())),
+                suspended=document.get("suspended", False) is True,
+            )  # fmt: skip
+        elif entity.id == RESOURCE_TYPES:
+            types = {name: tuple(actions) for name, actions in document.items()}
+        elif entity.id == CONSTRAINTS:
+            constraints = tuple(Constraint(c["name"], tuple(c["exclusive"])) for c in document)
+    for role in roles.values():
+        if any(parent not in roles for parent in role.inherits):
+            raise KeyError(f"role {role.id} inherits a role that is not there")
+    for user in users.values():
+        if any(a.role_id not in roles for a in user.roles):
+            raise KeyError(f"user {user.id} holds a role that is not there")
+    return Policy(tenant, types, roles, users, constraints)
 
 
 def entity_bytes(document: Any) -> int:

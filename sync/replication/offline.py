@@ -7,8 +7,10 @@ Rules of this module (PRODUCT.md § Work offline; PROTOCOL.md § Offline decisio
   the local times already used for a decision. A wall clock moved backwards
   therefore never takes time back: time is held at the mark and moves on with
   the monotonic clock only, and such a decision's clock is `frozen` (its reason
-  says so). A replica opened by a new process starts from the stored mark
-  (monotonic time does not survive a restart).
+  says so) when the wall clock is behind by more than a second (less is the
+  two clocks drifting apart, not a clock moved back). A replica opened by a
+  new process starts from the stored mark (monotonic time does not survive a
+  restart).
 - **The lease** starts at the server's time of the last sync and lasts the
   tenant's `lease_seconds` (from `welcome`). A replica that never synced has
   no lease. Past the lease, per the tenant's `stale_decisions`, a decision is
@@ -31,8 +33,10 @@ from typing import Any
 from sync.policy.decision import Decision
 from sync.policy.instant import Instant, format_instant
 from sync.protocol.messages import Clock, OfflineDecision, StaleDecisions
-from sync.replication.decisions import ChainHead, decision_hash
+from sync.replication.decisions import ChainHead, link_hash
 
+FROZEN_AFTER = 1.0
+"""Seconds the wall clock must be behind the mark for a decision to say time was held."""
 DEFAULT_LEASE_SECONDS = 7 * 24 * 3600
 """The server's default lease (168 hours), until a replica hears its tenant's own."""
 
@@ -77,7 +81,10 @@ class ReplicaClock:
             self._mark, self._set_at = wall_seconds, mono
             return wall, Clock.WALL
         self._mark, self._set_at = held, mono
-        return seconds_instant(held), Clock.FROZEN
+        # The two clocks drift apart by microseconds (NTP slews the wall clock): only a
+        # wall clock behind by more than FROZEN_AFTER is one that was moved back.
+        frozen = held - wall_seconds > FROZEN_AFTER
+        return seconds_instant(held), Clock.FROZEN if frozen else Clock.WALL
 
     def heard(self, server_time: Instant, mono: float) -> None:
         """The server said its time (welcome, pong): the mark is at least that."""
@@ -139,16 +146,14 @@ class Circumstances:
     clock: Clock
     lease: Lease
     lease_fresh: bool
-
-    @property
-    def at_text(self) -> str:
-        return format_instant(self.at)
+    at_text: str
+    """`at` as RFC 3339 text, as decisions record it."""
 
 
 def circumstances(clock: ReplicaClock, lease: Lease, wall: Instant, mono: float) -> Circumstances:
     """Read the replica's clock once, for a decision or a block of them."""
     at, which = clock.read(wall, mono)
-    return Circumstances(at, which, lease, lease.fresh(at))
+    return Circumstances(at, which, lease, lease.fresh(at), format_instant(at))
 
 
 class Qualifier:
@@ -234,29 +239,9 @@ def chain_link(
     pending: Sequence[int],
 ) -> OfflineDecision:
     """The next link of the client's decision chain, after `head`."""
-    unsealed = OfflineDecision(
-        seq=head.seq + 1,
-        prev_hash=head.hash,
-        hash="",
-        request=request,
-        allowed=decision.allowed,
-        reason=decision.reason,
-        at=situation.at_text,
-        clock=situation.clock,
-        lease_fresh=situation.lease_fresh,
-        pending=tuple(pending),
-        policy_version=decision.policy_version or 0,
-    )
-    return OfflineDecision(
-        unsealed.seq,
-        unsealed.prev_hash,
-        decision_hash(client, unsealed),
-        unsealed.request,
-        unsealed.allowed,
-        unsealed.reason,
-        unsealed.at,
-        unsealed.clock,
-        unsealed.lease_fresh,
-        unsealed.pending,
-        unsealed.policy_version,
-    )
+    seq, pending, version = head.seq + 1, tuple(pending), decision.policy_version or 0
+    at, clock, fresh = situation.at_text, situation.clock, situation.lease_fresh
+    digest = link_hash([client, seq, head.hash, request, decision.allowed, decision.reason, at,
+                        clock.value, fresh, list(pending), version])  # fmt: skip
+    return OfflineDecision(seq, head.hash, digest, request, decision.allowed, decision.reason,
+                           at, clock, fresh, pending, version)  # fmt: skip

@@ -109,11 +109,11 @@ def test_a_killed_worker_is_reported_not_waited_for(
     real = batch.decide_block
 
     def dies_on_a_later_block(
-        engine: Engine, block: bytes, first_lineno: int, now: Instant
+        engine: Engine, block: bytes, first_lineno: int, now: Instant, suffix: bytes = b""
     ) -> tuple[bytes, MalformedLine | None]:
         if first_lineno > 1:
             os._exit(9)  # as if the OOM killer took it
-        return real(engine, block, first_lineno, now)
+        return real(engine, block, first_lineno, now, suffix)
 
     monkeypatch.setattr(batch, "decide_block", dies_on_a_later_block)
     with pytest.raises(WorkerDied):

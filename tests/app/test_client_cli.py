@@ -530,3 +530,24 @@ def test_a_clock_moved_back_freezes_time_and_the_decision_says_so(boss: Path) ->
         assert links[1].at == format_instant(parse_instant("2026-12-01T12:00:00Z"))
     finally:
         replica.close()
+
+
+def test_a_batch_without_logging_decides_as_the_logged_one_and_names_a_bad_line(
+    boss: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [
+        json.dumps({"user": user, "action": action, "resource": {"type": "vehicle"}})
+        for user in ("vic", "sam", "boss", "nobody")
+        for action in ("read", "drive")
+    ]
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("\n".join(lines) + "\n")
+    args = ["check", *replica_args(boss, "boss"), "--requests", str(requests)]
+    code, logged, _ = run(capsys, *args)
+    code_fast, fast, err = run(capsys, *args, "--no-log")
+    assert code == code_fast == 0, err
+    assert fast == logged and len(fast.splitlines()) == 8
+    assert all(json.loads(line)["lease"] == "fresh" for line in fast.splitlines())
+    requests.write_text(lines[0] + "\n" + "{oops\n")
+    code, out, err = run(capsys, *args, "--no-log")
+    assert code == 2 and "line 2" in err and len(out.splitlines()) == 1

@@ -159,3 +159,58 @@ def test_policy_document_names_roles_in_eligible_entries_and_keeps_suspension(
     assert export_policy(again) == export_policy(policy)
     by_name = policy_document("t", list(policy_entities(policy, by_name=True)), by_name=True)
     assert state(parse_policy(by_name, now=NOW)) == state(policy)
+
+
+# --- trusted_policy: what a replica reads back is what it stored ---------------------------
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from sync.replication.entities import Entity, trusted_policy  # noqa: E402
+
+DEMO = Path(__file__).resolve().parents[3] / "resources" / "demo" / "acme-logistics.json"
+
+
+def _state(policy: Policy) -> Any:
+    return (policy.tenant, policy.resource_types, policy.roles, policy.users, policy.constraints)
+
+
+def test_trusted_policy_builds_the_policy_parse_policy_builds() -> None:
+    now = parse_instant("2026-12-01T08:00:00Z")
+    policy = parse_policy(json.loads(DEMO.read_text()), now=now)
+    entities = list(policy_entities(policy))
+    trusted = trusted_policy(policy.tenant, entities)
+    assert _state(trusted) == _state(policy)
+    assert export_policy(trusted) == export_policy(policy)
+    # Expiry instants and compiled conditions are there, not only the documents.
+    for user in trusted.users.values():
+        for assignment in user.roles:
+            assert (assignment.expires is None) == (assignment.expires_at is None)
+    for role in trusted.roles.values():
+        assert all(r.when is None or r.predicate is not None for r in role.grants + role.denies)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda e: Entity(e.kind, e.id, {**e.document, "inherits": ["r-nowhere"]}),
+        lambda e: Entity(e.kind, e.id, {k: v for k, v in e.document.items() if k != "name"}),
+        lambda e: Entity(e.kind, e.id, {**e.document, "grants": [{"resource": "x"}]}),
+        lambda e: Entity(
+            e.kind,
+            e.id,
+            {
+                **e.document,
+                "grants": [{"resource": "x", "actions": ["a"], "when": {"user.x": {"between": 3}}}],
+            },
+        ),
+    ],
+)
+def test_trusted_policy_refuses_what_was_not_stored_so_the_caller_validates(damage: Any) -> None:
+    policy = parse_policy(json.loads(DEMO.read_text()), now=parse_instant("2026-12-01T08:00:00Z"))
+    entities = [damage(e) if e.kind == ROLE and i == 5 else e
+                for i, e in enumerate(policy_entities(policy))]  # fmt: skip
+    with pytest.raises((KeyError, TypeError, ValueError, AttributeError)):
+        trusted_policy(policy.tenant, entities)

@@ -141,3 +141,11 @@ def test_chain_links_continue_the_chain_the_server_checks() -> None:
     assert links[0].at == format_instant(at(10)) and links[0].policy_version == 7
     new, last = continue_chain("c-1", ChainHead(), links)
     assert new == links and last == head
+
+
+def test_clocks_drifting_apart_by_microseconds_do_not_freeze_time() -> None:
+    # Between two blocks of a batch the wall clock ran 30 µs slower than the monotonic one.
+    clock = ReplicaClock(None, mono=0.0)
+    clock.read(at(0), 0.0)
+    moment, which = clock.read(at(1.99997), 2.0)
+    assert which is Clock.WALL and moment == at(2.0)  # never back, and not "frozen"
