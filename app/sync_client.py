@@ -41,6 +41,8 @@ from sync.replication.follow import Diverged, Follower
 from sync.replication.offline import ReplicaClock
 
 CONNECT_TIMEOUT = 10.0
+OUTBOX_POLL = 1.0
+"""Seconds between looks at the outbox while connected (edits queued elsewhere)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +115,15 @@ class SyncSession:
 
     def hello_cursor(self) -> tuple[int, Resume | None]:
         """The cursor (and a snapshot to resume) for the next `hello`."""
+        follower = self.follower
+        resume = follower.resume if follower is not None else None
+        # A replica with a policy resumes an interrupted snapshot too (one after an
+        # import or a compaction): restarted at chunk 0 on every socket, a large
+        # snapshot never completes on a link that drops sooner than it takes.
+        wanted = Resume(*resume) if resume is not None else None
         if self.fresh_snapshot or not self.replica.has_policy():
-            follower = self.follower
-            resume = follower.resume if follower is not None else None
-            return 0, Resume(*resume) if resume is not None else None
-        return self.replica.meta().cursor, None
+            return 0, wanted
+        return self.replica.meta().cursor, wanted
 
     @property
     def finished(self) -> bool:
@@ -171,11 +177,20 @@ class SyncSession:
         if welcome.decisions_through > meta.decisions_through:
             self.replica.decisions_confirmed(welcome.decisions_through)
         self.caught_up = False
+        # A new session: an upload of the socket before was forgotten with it, also when
+        # that socket ended without `Disconnected` (a resync, a resnapshot).
+        self.uploading = False
+
+    def _now(self) -> Instant:
+        """The replica's effective time: never behind the server's time last heard. The
+        confirmed policy is read and checked at it: separation of duty holds in it from
+        the server's time of each change on, and may not at a wall clock behind that."""
+        return self.clock.read(self.wall(), self.mono())[0]
 
     def _ensure_follower(self) -> Follower:
         if self.follower is None:
             meta = self.replica.meta()
-            policy = self.replica.load_policy(self.wall()) if self.replica.has_policy() else None
+            policy = self.replica.load_policy(self._now()) if self.replica.has_policy() else None
             digest = int(meta.digest, 16) if meta.digest and policy is not None else None
             self.follower = Follower(policy, meta.cursor if policy is not None else 0, digest)
         return self.follower
@@ -183,7 +198,7 @@ class SyncSession:
     def _snapshot(self, event: protocol.SnapshotReceived) -> None:
         follower = self._ensure_follower()
         try:
-            followed = follower.snapshot(event.message, self.wall())
+            followed = follower.snapshot(event.message, self._now())
         except Diverged as diverged:
             self._diverge(str(diverged))
             return
@@ -404,6 +419,9 @@ class Transport:
                 timer = connection.deadline()
                 limits = [t for t in (timer, deadline) if t is not None]
                 timeout = max(0.0, min(limits) - now) if limits else None
+                # The outbox is looked at again every OUTBOX_POLL seconds: another
+                # process (`fleetgate edit`, the app) may have queued an edit.
+                timeout = OUTBOX_POLL if timeout is None else min(timeout, OUTBOX_POLL)
                 await self._wait(timeout)
         finally:
             connection.stop(self.mono())
@@ -489,6 +507,9 @@ class Transport:
         for task in pending:
             task.cancel()
         now = self.mono()
+        if not done:
+            self.session.push()
+            self.session.upload()
         if waking in done:
             self._wake.clear()
             self.session.push()
