@@ -551,3 +551,30 @@ def test_a_batch_without_logging_decides_as_the_logged_one_and_names_a_bad_line(
     requests.write_text(lines[0] + "\n" + "{oops\n")
     code, out, err = run(capsys, *args, "--no-log")
     assert code == 2 and "line 2" in err and len(out.splitlines()) == 1
+
+
+def test_a_full_disk_fails_the_edit_visibly_with_nothing_half_written(
+    boss: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = Replica.open.__func__  # type: ignore[attr-defined]
+
+    def nearly_full(cls: type[Replica], *args: Any, **kwargs: Any) -> Replica:
+        replica = real_open(cls, *args, **kwargs)
+        pages = replica.file.conn.execute("PRAGMA page_count").fetchone()[0]
+        replica.file.conn.execute(f"PRAGMA max_page_count = {pages}")
+        return replica
+
+    monkeypatch.setattr(Replica, "open", classmethod(nearly_full))
+    big = [{"op": "create_role", "role_id": f"r-{i}", "name": f"role {i}",
+            "description": "x" * 3000} for i in range(40)]  # fmt: skip
+    edits = tmp_path / "edits.json"
+    edits.write_text(json.dumps(big))
+    code, out, err = run(capsys, "edit", *replica_args(boss, "boss"), "--edits", str(edits))
+    assert code == 2 and out == ""
+    assert "full" in err
+    monkeypatch.undo()
+    replica = opened(boss)
+    try:
+        assert replica.pending() == [] and replica.meta().last_seq == 0
+    finally:
+        replica.close()
