@@ -5,6 +5,7 @@
     python3 dev.py test     lint, type-check and run every test
     python3 dev.py bench    run the decision benchmark against pycasbin and cedarpy
     python3 dev.py bench-server   run the sync server benchmark (500 websocket clients)
+    python3 dev.py bench-client   run the client benchmark (replica sync, search, cold check)
 
 Each creates (once) a virtualenv in .venv beside this file and installs the
 project into it, so a fresh machine needs only Python 3.11+ and the package
@@ -80,7 +81,25 @@ def bench_server() -> int:
     return _run("-m", "bench.sync_server", *sys.argv[2:])
 
 
-COMMANDS = {"start": start, "test": test, "bench": bench, "bench-server": bench_server}
+def bench_client() -> int:
+    _ensure_venv("dev,bench")
+    return _run("-m", "bench.client", *sys.argv[2:])
+
+
+def soak() -> int:
+    """python3 dev.py soak [--seeds N] [--scenario NAME]: fault injection, many seeds."""
+    _ensure_venv("dev,bench")
+    return _run("-m", "bench.soak", *sys.argv[2:])
+
+
+COMMANDS = {
+    "start": start,
+    "test": test,
+    "bench": bench,
+    "bench-server": bench_server,
+    "bench-client": bench_client,
+    "soak": soak,
+}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

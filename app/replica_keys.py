@@ -417,8 +417,17 @@ def _keyring_failed(error: Exception, where: Path, doing: str) -> KeyUnavailable
     )
 
 
+def keyring_entry(username: str, where: Path) -> str:
+    """The keyring name of a replica's entry: its name and a hash of the replica's
+    directory, so two replicas of one user in two directories of one OS account keep
+    keys and tokens of their own (they share a slot name: tenant and user)."""
+    place = hashlib.sha256(str(Path(where).resolve()).encode("utf-8", "surrogateescape"))
+    return f"{username}@{place.hexdigest()[:16]}"
+
+
 def keyring_get(service: str, username: str, where: Path) -> str | None:
     """The keyring entry, or None; KeyUnavailable when the keyring fails."""
+    username = keyring_entry(username, where)
     try:
         return keyring.get_password(service, username)
     except Exception as error:  # noqa: BLE001 - backends raise anything
@@ -427,6 +436,7 @@ def keyring_get(service: str, username: str, where: Path) -> str | None:
 
 def keyring_set(service: str, username: str, value: str, where: Path) -> None:
     """Store the entry and read it back; KeyUnavailable when the keyring does not keep it."""
+    username = keyring_entry(username, where)
     try:
         keyring.set_password(service, username, value)
         kept = keyring.get_password(service, username) == value
@@ -441,6 +451,7 @@ def keyring_set(service: str, username: str, value: str, where: Path) -> None:
 
 def keyring_delete(service: str, username: str, where: Path) -> None:
     """Delete the entry if it is there; KeyUnavailable when the keyring fails."""
+    username = keyring_entry(username, where)
     try:
         keyring.delete_password(service, username)
     except keyring.errors.PasswordDeleteError:

@@ -32,6 +32,7 @@ from websockets.asyncio.client import ClientConnection as Websocket
 from websockets.asyncio.client import connect
 
 from app.clock import wall_now
+from app.policy_files import gc_paused
 from app.replica import Replica
 from sync.policy.instant import Instant, format_instant, parse_instant
 from sync.protocol import client as protocol
@@ -41,6 +42,8 @@ from sync.replication.follow import Diverged, Follower
 from sync.replication.offline import ReplicaClock
 
 CONNECT_TIMEOUT = 10.0
+LARGE_FRAME = 64 * 1024
+"""Characters of a frame decoded with the garbage collector paused (snapshot parts)."""
 OUTBOX_POLL = 1.0
 """Seconds between looks at the outbox while connected (edits queued elsewhere)."""
 
@@ -110,6 +113,8 @@ class SyncSession:
         self._diverged = 0
         self.outcomes: list[Result] = []
         self.changes_applied = 0
+        self._pushed: dict[int, Any] = {}
+        """The edits of the push in flight, by seq: what its answer's report names."""
 
     # --- what the transport asks ------------------------------------------------------
 
@@ -190,24 +195,30 @@ class SyncSession:
     def _ensure_follower(self) -> Follower:
         if self.follower is None:
             meta = self.replica.meta()
-            policy = self.replica.load_policy(self._now()) if self.replica.has_policy() else None
+            policy = None
+            if self.replica.has_policy():
+                with gc_paused():  # the whole policy at once (app/policy_files.py)
+                    policy = self.replica.load_policy(self._now())
             digest = int(meta.digest, 16) if meta.digest and policy is not None else None
             self.follower = Follower(policy, meta.cursor if policy is not None else 0, digest)
         return self.follower
 
     def _snapshot(self, event: protocol.SnapshotReceived) -> None:
         follower = self._ensure_follower()
-        try:
-            followed = follower.snapshot(event.message, self._now())
-        except Diverged as diverged:
-            self._diverge(str(diverged))
-            return
-        if followed is not None:
-            self.replica.replace_all(followed.version, followed.entities, followed.digest)
-            self.fresh_snapshot = False
-            self.report(
-                f"snapshot of version {followed.version}: {len(followed.entities)} entities"
-            )
+        # The last chunk makes the whole policy, its entities and their rows at once:
+        # collections meanwhile would walk those objects again and again.
+        with gc_paused():
+            try:
+                followed = follower.snapshot(event.message, self._now())
+            except Diverged as diverged:
+                self._diverge(str(diverged))
+                return
+            if followed is not None:
+                self.replica.replace_all(followed.version, followed.entities, followed.digest)
+                self.fresh_snapshot = False
+                self.report(
+                    f"snapshot of version {followed.version}: {len(followed.entities)} entities"
+                )
 
     def _changes(self, event: protocol.ChangesReceived) -> None:
         follower = self._ensure_follower()
@@ -257,9 +268,12 @@ class SyncSession:
         if rows:
             client = self.replica.client
             self.connection.push([row.mutation(client) for row in rows], self.mono())
+            self._pushed = {row.seq: row.edit for row in rows}
 
     def _push_answered(self, event: protocol.PushAnswered) -> None:
-        edits = {row.seq: row.edit for row in self.replica.pending()}
+        # The pushed rows, not the outbox read again: with a backlog, reading every
+        # pending edit once more per push cost as much as recording the outcomes.
+        edits, self._pushed = self._pushed, {}
         self.replica.record_outcomes(event.results, self.clock.read(self.wall(), self.mono())[0])
         self.outcomes.extend(event.results)
         for result in event.results:
@@ -524,6 +538,9 @@ class Transport:
                 self.connection.disconnected(now, code, reason)
             elif isinstance(frame, bytes):
                 self.connection.receive_binary(now)
+            elif len(frame) > LARGE_FRAME:
+                with gc_paused():  # a snapshot part: tens of thousands of objects at once
+                    self.connection.receive(frame, now)
             else:
                 self.connection.receive(frame, now)
         self.connection.expire(now)

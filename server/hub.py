@@ -94,6 +94,8 @@ class Hub:
         self._sent: dict[int, int] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self.listening = asyncio.Event()
+        self._listened = False
+        """The LISTEN connection got as far as listening since the last failure."""
 
     # --- sessions ------------------------------------------------------------------------
 
@@ -171,6 +173,11 @@ class Hub:
                     await self._listen(stop)
                     delay = 0.1
                 except (psycopg.Error, OSError) as error:
+                    if self._listened:
+                        # It was listening: a new loss, not the same outage going on (the
+                        # backoff grew for the life of the process, and notifications
+                        # stopped for 5 s after every later loss).
+                        delay, self._listened = 0.1, False
                     self.listening.clear()
                     log("listen connection lost", logging.WARNING, error=type(error).__name__)
                     with contextlib.suppress(TimeoutError):
@@ -187,6 +194,7 @@ class Hub:
             await conn.execute(f"LISTEN {store.CHANGES_CHANNEL}")  # constants, not input
             await conn.execute(f"LISTEN {store.DEVICES_CHANNEL}")
             self.listening.set()
+            self._listened = True
             await self.poll()  # whatever was committed while not listening
             notifies = conn.notifies()
             stopping = asyncio.create_task(stop.wait())

@@ -374,14 +374,27 @@ class Tenants:
         if commits:
             final: dict[str, Entity] = {}
             existed: dict[str, bool] = {}
+            reborn: set[str] = set()
             for commit in commits:
                 for before, after in zip(commit.before, commit.after, strict=True):
                     existed.setdefault(after.key, before.document is not None)
+                    if before.document is None and after.key in final:
+                        # Deleted and created again in this push: in memory it is a new
+                        # key, last of its kind; it must be in the store too, or a process
+                        # that loads the policy orders it elsewhere (and cuts another
+                        # snapshot of the same version: PROTOCOL.md § Catching up).
+                        del final[after.key]
+                        if existed[after.key]:
+                            reborn.add(after.key)
                     final[after.key] = after
+            written: list[tuple[Entity, bool]] = []
+            for key, entity in final.items():
+                if key in reborn and entity.document is not None:
+                    written += [(Entity(entity.kind, entity.id, None), True), (entity, False)]
+                else:
+                    written.append((entity, existed[key]))
             version = commits[-1].version
-            await store.write_entities(
-                conn, tenant.id, [(e, existed[key]) for key, e in final.items()], version
-            )
+            await store.write_entities(conn, tenant.id, written, version)
             rows = [
                 store.ChangeRow(
                     c.version, c.edit,

@@ -13,8 +13,11 @@ Rules of this module (PROTOCOL.md § Catching up, § Digest):
   replica and the server disagree: `Diverged`, and the replica asks for a
   fresh snapshot (the outbox is replayed over it as over any policy).
 - What a page changed is returned as entities (the last document of each,
-  None for a removed one) for the store to write with the new version and
-  digest in one transaction.
+  None for a removed one) for the store to write in order, with the new
+  version and digest, in one transaction. An entity deleted and created again
+  in the page comes twice: removed first, then as a new entity where its
+  creation put it (last of its kind, as in the policy), so a store that keeps
+  the policy's order keeps the server's.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ class Followed:
     version: int
     digest: int
     entities: list[Entity]
-    """A snapshot: every entity. Changes: each entity changed, its new document (None: gone)."""
+    """A snapshot: every entity. Changes: each entity changed, its new document (None: gone),
+    in the order to write them (module rules)."""
     whole: bool
     """True for a snapshot (the store replaces everything)."""
     changes: tuple[Change, ...] = ()
@@ -120,6 +124,7 @@ class Follower:
         undo = Undo(policy)
         version, digest = self.version, self.digest
         after: dict[tuple[str, str], Entity] = {}
+        gone: dict[tuple[str, str], Entity] = {}
         applied: list[Change] = []
         try:
             for change in message.changes:
@@ -137,8 +142,14 @@ class Follower:
                     ) from None
                 before_entities, after_entities = changed_entities(mine)
                 digest = updated(digest, before_entities, after_entities)
-                for entity in after_entities:
-                    after[entity.kind, entity.id] = entity
+                for old, entity in zip(before_entities, after_entities, strict=True):
+                    key = (entity.kind, entity.id)
+                    if old.document is None and key in after:
+                        # Deleted and created again in this page: a new entity, last of
+                        # its kind as in the policy; the store drops its old row first.
+                        del after[key]
+                        gone.setdefault(key, Entity(entity.kind, entity.id, None))
+                    after[key] = entity
                 undo.absorb(mine)
                 version = change.version
                 applied.append(change)
@@ -152,4 +163,5 @@ class Follower:
             undo.revert()
             raise
         self.version, self.digest = version, digest
-        return Followed(self.version, digest, list(after.values()), False, tuple(applied))
+        entities = [*gone.values(), *after.values()]
+        return Followed(self.version, digest, entities, False, tuple(applied))

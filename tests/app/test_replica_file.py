@@ -50,6 +50,7 @@ from app.replica_file import (
     slot_name,
     wipe_replica,
 )
+from app.replica_keys import keyring_entry
 from tests.app.memory_keyring import MemoryKeyring
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -241,11 +242,16 @@ def test_file_names_are_a_hash_of_tenant_and_user() -> None:
 # --- 2. keys -------------------------------------------------------------------------------
 
 
+def kname(directory: Path) -> str:
+    """The keyring name of the test replica's key in `directory`."""
+    return keyring_entry(slot_name(TENANT, USER), directory)
+
+
 def test_keyring_mode_when_a_keyring_works(tmp_path: Path, memory_keyring: MemoryKeyring) -> None:
     asked = []
     replica = create(tmp_path, passphrase=lambda: asked.append(1) or "x")
     assert replica.mode is KeyMode.KEYRING and asked == []
-    slot = slot_name(TENANT, USER)
+    slot = kname(tmp_path)
     stored = memory_keyring.entries[("fleetgate-replica", slot)]
     assert bytes.fromhex(stored) == replica._key and len(replica._key) == 32
     header = json.loads(replica.header_path.read_text())
@@ -314,7 +320,7 @@ def test_a_keyring_key_that_does_not_open_leaves_the_file_untouched(
     tmp_path: Path, memory_keyring: MemoryKeyring
 ) -> None:
     create(tmp_path).close()
-    entry = ("fleetgate-replica", slot_name(TENANT, USER))
+    entry = ("fleetgate-replica", kname(tmp_path))
     memory_keyring.entries[entry] = os.urandom(32).hex()
     before = file_state(slot_path(tmp_path, ".db"))
     with pytest.raises(WrongKey, match="the keyring's key does not open the replica in"):
@@ -407,7 +413,12 @@ def test_secrets_are_keyring_entries_in_keyring_mode(
     replica.secret_set("refresh_token", SECRET)
     replica.secret_set("refresh_token", SECRET + "-2")
     slot = slot_name(TENANT, USER)
-    assert memory_keyring.entries[("fleetgate-secret", f"{slot}:refresh_token")] == SECRET + "-2"
+    assert (
+        memory_keyring.entries[
+            ("fleetgate-secret", keyring_entry(f"{slot}:refresh_token", tmp_path))
+        ]
+        == SECRET + "-2"
+    )
     assert json.loads(replica.header_path.read_text())["keyring_secrets"] == ["refresh_token"]
     with replica.read() as db:
         assert db.execute("SELECT count(*) FROM _secrets").fetchone()[0] == 0
@@ -415,7 +426,10 @@ def test_secrets_are_keyring_entries_in_keyring_mode(
     replica.secret_delete("refresh_token")
     replica.secret_delete("refresh_token")
     assert replica.secret_get("refresh_token") is None
-    assert ("fleetgate-secret", f"{slot}:refresh_token") not in memory_keyring.entries
+    assert (
+        "fleetgate-secret",
+        keyring_entry(f"{slot}:refresh_token", tmp_path),
+    ) not in memory_keyring.entries
     with pytest.raises(ValueError, match="name"):
         replica.secret_set("no:colons", "x")
     replica.close()
@@ -446,7 +460,7 @@ def test_rekey_in_the_keyring_makes_a_new_random_key(
     fill(replica, 10, 10)
     old_key = replica._key
     replica.rekey()
-    entry = ("fleetgate-replica", slot_name(TENANT, USER))
+    entry = ("fleetgate-replica", kname(tmp_path))
     assert bytes.fromhex(memory_keyring.entries[entry]) == replica._key != old_key
     assert outbox_count(replica) == 10
     replica.close()
@@ -488,7 +502,12 @@ def test_rekey_from_keyring_to_passphrase_moves_the_secrets_into_the_file(
     # and back
     replica.rekey(mode=KeyMode.KEYRING)
     slot = slot_name(TENANT, USER)
-    assert memory_keyring.entries[("fleetgate-secret", f"{slot}:refresh_token")] == SECRET
+    assert (
+        memory_keyring.entries[
+            ("fleetgate-secret", keyring_entry(f"{slot}:refresh_token", tmp_path))
+        ]
+        == SECRET
+    )
     with replica.read() as db:
         assert db.execute("SELECT count(*) FROM _secrets").fetchone()[0] == 0
     replica.close()
@@ -595,7 +614,7 @@ def test_a_crash_during_rekey_never_leaves_the_file_unopenable(
     assert not slot_path(tmp_path, ".header.new").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".new")] == []
     assert rescued_rows(tmp_path, TENANT, USER, passphrase=pw(right))["outbox"][0]["id"] == 1
-    slot = slot_name(TENANT, USER)
+    slot = kname(tmp_path)
     key_entries = {u for (s, u) in memory_keyring.entries if s == "fleetgate-replica"}
     assert key_entries == ({slot} if expected is KeyMode.KEYRING else set())
     replica.close()
@@ -1418,3 +1437,20 @@ def test_replica_wipe_command(
     assert run_replica_command("wipe", *where(tmp_path), "--yes") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("fleetgate replica: there is no replica in")
+
+
+def test_two_replicas_of_one_user_in_two_directories_keep_keys_of_their_own(
+    tmp_path: Path, memory_keyring: MemoryKeyring
+) -> None:
+    # Found by the convergence simulation and the client benchmark: the keyring entry was
+    # named by tenant and user only, so the second replica replaced the first's key.
+    first, second = tmp_path / "laptop", tmp_path / "usb-stick"
+    one = create(first)
+    one.secret_set("refresh_token", "first's token")
+    one.close()
+    two = create(second)
+    assert two.secret_get("refresh_token") is None
+    two.close()
+    again = open_replica(first)
+    assert again.secret_get("refresh_token") == "first's token"
+    again.close()
