@@ -6,6 +6,7 @@
     python3 dev.py bench    run the decision benchmark against pycasbin and cedarpy
     python3 dev.py bench-server   run the sync server benchmark (500 websocket clients)
     python3 dev.py bench-client   run the client benchmark (replica sync, search, cold check)
+    python3 dev.py soak [--seeds N] [--scenario NAME]   fault-injection runs against a real server
 
 Each creates (once) a virtualenv in .venv beside this file and installs the
 project into it, so a fresh machine needs only Python 3.11+ and the package
@@ -88,7 +89,7 @@ def bench_client() -> int:
 
 def soak() -> int:
     """python3 dev.py soak [--seeds N] [--scenario NAME]: fault injection, many seeds."""
-    _ensure_venv("dev,bench")
+    _ensure_venv("dev")
     return _run("-m", "bench.soak", *sys.argv[2:])
 
 
