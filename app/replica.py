@@ -131,6 +131,16 @@ _OUTCOMES_QUERY = (
 )
 
 
+RANKED = 1000
+"""Matches up to which a search is ordered by relevance (module rules: FTS5)."""
+_ENTITY_SEARCH_RANKED = (
+    "SELECT e.kind, e.id FROM entity_text t JOIN entities e ON e.rowid = t.rowid "
+    "WHERE entity_text MATCH ? ORDER BY rank LIMIT ?"
+)
+_ENTITY_SEARCH_PLAIN = (
+    "SELECT e.kind, e.id FROM entity_text t JOIN entities e ON e.rowid = t.rowid "
+    "WHERE entity_text MATCH ? LIMIT ?"
+)
 _SEARCH_QUERIES = {
     "outbox_text": "SELECT rowid FROM outbox_text WHERE outbox_text MATCH ? LIMIT ?",
     "decision_text": "SELECT rowid FROM decision_text WHERE decision_text MATCH ? LIMIT ?",
@@ -775,12 +785,18 @@ class Replica:
         query = _fts_query(text)
         if not query:
             return []
+        # Ranking scores every match before the limit: for a word half the tenant has
+        # ("depot"), 115 ms on 50,000 users. Up to RANKED matches are ranked (a few ms);
+        # beyond, the first matches in stored order come back at once (3 ms).
+        many = self._query(
+            "SELECT count(*) FROM (SELECT rowid FROM entity_text WHERE entity_text MATCH ? "
+            "LIMIT ?)",
+            (query, RANKED + 1),
+        )[0][0]
         found: list[tuple[str, str]] = [
             (kind, entity_id)
             for kind, entity_id in self._query(
-                "SELECT e.kind, e.id FROM entity_text t JOIN entities e ON e.rowid = t.rowid "
-                "WHERE entity_text MATCH ? ORDER BY rank LIMIT ?",
-                (query, limit),
+                _ENTITY_SEARCH_PLAIN if many > RANKED else _ENTITY_SEARCH_RANKED, (query, limit)
             )
         ]
         for kind, table in (("edit", "outbox_text"), ("decision", "decision_text")):
