@@ -694,6 +694,15 @@ class Session:
             if verdict is store.RefreshVerdict.REPLAYED:
                 log("refresh token replayed: family revoked", logging.WARNING,
                     session=self.number, tenant=grant.tenant, user=grant.user)  # fmt: skip
+                # A replica whose user was removed must hear it even when the answer
+                # that said so was lost and its token is a replay now (the sign-in it
+                # would try next is refused as a wrong password): wipe it.
+                tenant = await server.tenants.current(grant.tenant_id)
+                if grant.user not in tenant.engine.policy.users:
+                    removed = f"user {grant.user!r} was removed"
+                    self._refuse_counted(ErrorCode.UNAUTHENTICATED, removed, ref=message.ref)
+                    self.conn.wipe(WipeCode.USER_REMOVED, removed)
+                    return
             self._refuse_counted(
                 ErrorCode.UNAUTHENTICATED,
                 "the refresh token is not valid (unknown, used, expired or revoked)",

@@ -637,6 +637,12 @@ class MemorySession:
             self.conn.refuse(ErrorCode.REVOKED, "this device was revoked", ref=message.ref)
             self.conn.wipe(WipeCode.DEVICE_REVOKED, DEVICE_REVOKED)
             return
+        if verdict == "replayed" and user is not None and self._standing(user) == "absent":
+            # As server/app.py: a replayed token of a removed user still wipes its replica.
+            self.conn.refuse(ErrorCode.UNAUTHENTICATED, f"user {user!r} was removed",
+                             ref=message.ref)  # fmt: skip
+            self.conn.wipe(WipeCode.USER_REMOVED, f"user {user!r} was removed")
+            return
         if verdict != "granted":
             self.conn.refuse(
                 ErrorCode.UNAUTHENTICATED,

@@ -119,6 +119,34 @@ async def test_refresh_token_works_once_and_rotates(server: SyncServer, acme: in
     await connection.close()
 
 
+async def test_a_removed_users_replayed_refresh_token_still_wipes_its_replica(
+    server: SyncServer, acme: int
+) -> None:
+    # Found by the convergence simulation: the answer that told the replica its user was
+    # removed is lost; later its token is a replay, and it was refused without a wipe
+    # (a password sign-in is then refused as a wrong password: the replica lived on).
+    ann = await Client.connect(server.port)
+    first = await ann.sign_in("acme", "ann", PASSWORD, "ann-laptop")
+    second = await ann.call(
+        {"type": "refresh", "refresh_token": first["refresh_token"], "device": "ann-laptop"}
+    )
+    await ann.call(
+        {"type": "refresh", "refresh_token": second["refresh_token"], "device": "ann-laptop"}
+    )
+    await ann.close()
+    admin, welcome, _ = await signed_in(server)
+    removed = await admin.push(mutation("cli-1", 1, welcome["version"], op="delete_user",
+                                        user_id="ann"))  # fmt: skip
+    assert removed["results"][0]["outcome"] == "applied", removed
+    late = await Client.connect(server.port)
+    refused = await late.call(
+        {"type": "refresh", "refresh_token": first["refresh_token"], "device": "ann-laptop"}
+    )
+    assert (refused["code"], refused["message"]) == ("unauthenticated", "user 'ann' was removed")
+    wipe = await late.recv_type("wipe")
+    assert wipe["code"] == "user_removed"
+
+
 # --- hello and catching up ---------------------------------------------------------------
 
 
