@@ -499,12 +499,17 @@ def _sync_summary(replica: Any, session: Any) -> None:
     pending = len(replica.pending())
     answered = len(session.outcomes)
     attention = len(replica.attention())
+    changes = session.changes_applied
     print(
-        f"fleetgate sync: at version {meta.cursor}; {session.changes_applied} changes received, "
-        f"{answered} edits answered, {pending} pending, {attention} outcomes to see; "
-        f"lease {meta.lease.describe(wall_now())}",
+        f"fleetgate sync: at version {meta.cursor}; {_count(changes, 'change')} received, "
+        f"{_count(answered, 'edit')} answered, {pending} pending, "
+        f"{_count(attention, 'outcome')} to see; lease {meta.lease.describe(wall_now())}",
         file=sys.stderr,
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 # --- parsers ------------------------------------------------------------------------------------
