@@ -43,6 +43,7 @@ from sync.policy.instant import Instant, parse_instant
 from sync.policy.model import Policy
 from sync.policy.request import MalformedRequest, Request, parse_request
 from sync.protocol.messages import Clock
+from sync.replication.decisions import ChainHead
 from sync.replication.offline import (
     Circumstances,
     Qualifier,
@@ -145,7 +146,7 @@ class Decider:
             for document, answer, pending in zip(documents, answers, relied, strict=True):
                 link = chain_link(client, head, document, answer, situation, pending)
                 links.append(link)
-                head = type(head)(link.seq, link.hash)
+                head = ChainHead(link.seq, link.hash)
             self.replica.append_decisions(links, self.clock.mark)
         return answers, relied, situation
 

@@ -30,7 +30,7 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -60,9 +60,6 @@ from sync.replication.entities import (
 )
 from sync.replication.offline import DEFAULT_LEASE_SECONDS, Lease
 from sync.replication.overlay import LocalEdit
-
-if TYPE_CHECKING:
-    import sqlite_utils
 
 _SCHEMA_1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -156,10 +153,6 @@ _COLUMNS = {
                             "clock", "lease_fresh", "pending", "policy_version"}),
 }  # fmt: skip
 """The columns of the tables `rebuild` restores: rescued rows name no others."""
-
-
-class OutboxRefused(Exception):
-    """An edit cannot go into the outbox (the message says why)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -756,13 +749,6 @@ class Replica:
             conn.execute("DELETE FROM decision_text WHERE rowid <= ?", (through,))
             self._set_meta(decisions_through=max(through, self.meta().decisions_through))
 
-    def decision_log(self, limit: int = 1000) -> list[OfflineDecision]:
-        rows = self._query("SELECT seq FROM decisions ORDER BY seq DESC LIMIT ?", (limit,))
-        if not rows:
-            return []
-        first = rows[-1][0]
-        return self._decisions_from(first - 1, limit)
-
     def _decisions_from(self, after: int, limit: int) -> list[OfflineDecision]:
         rows = self._query(
             "SELECT seq, prev_hash, hash, request, allowed, reason, at, clock, lease_fresh, "
@@ -819,9 +805,6 @@ class Replica:
     def forget_tokens(self) -> None:
         self.file.secret_delete("access_token")
         self.file.secret_delete("refresh_token")
-
-    def db(self) -> sqlite_utils.Database:
-        return self.file.db
 
 
 def _decision_text(decision: OfflineDecision) -> str:

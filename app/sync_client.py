@@ -444,20 +444,11 @@ class Transport:
             await self._drop()
 
     def _dispatch(self) -> None:
-        events = self.connection.events()
-        if not events:
-            return
-        for event in events:
-            if isinstance(event, protocol.ConnectWanted):
+        # Handling may make more events (an answered push makes the next push): until none.
+        while events := self.connection.events():
+            if any(isinstance(event, protocol.ConnectWanted) for event in events):
                 self._connect = True
-        self.session.handle(events)
-        # Handling may have made more (a push answered makes the next push).
-        more = self.connection.events()
-        if more:
-            for event in more:
-                if isinstance(event, protocol.ConnectWanted):
-                    self._connect = True
-            self.session.handle(more)
+            self.session.handle(events)
 
     async def _flush(self) -> None:
         connection = self.connection
