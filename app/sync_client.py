@@ -35,6 +35,7 @@ from app.clock import wall_now
 from app.policy_files import gc_paused
 from app.replica import Replica
 from sync.policy.instant import Instant, format_instant, parse_instant
+from sync.policy.model import Policy
 from sync.protocol import client as protocol
 from sync.protocol.errors import ErrorCode
 from sync.protocol.messages import MAX_BATCH, MAX_MESSAGE_BYTES, Outcome, Result, Resume
@@ -195,13 +196,18 @@ class SyncSession:
     def _ensure_follower(self) -> Follower:
         if self.follower is None:
             meta = self.replica.meta()
-            policy = None
             if self.replica.has_policy():
-                with gc_paused():  # the whole policy at once (app/policy_files.py)
-                    policy = self.replica.load_policy(self._now())
-            digest = int(meta.digest, 16) if meta.digest and policy is not None else None
-            self.follower = Follower(policy, meta.cursor if policy is not None else 0, digest)
+                # Built when a change first needs it: a sync that brings none (the
+                # usual case) does not read 50,000 users.
+                digest = int(meta.digest, 16) if meta.digest else None
+                self.follower = Follower(self._load_policy, meta.cursor, digest)
+            else:
+                self.follower = Follower(None, 0, None)
         return self.follower
+
+    def _load_policy(self) -> Policy:
+        with gc_paused():  # the whole policy at once (app/policy_files.py)
+            return self.replica.load_policy(self._now())
 
     def _snapshot(self, event: protocol.SnapshotReceived) -> None:
         follower = self._ensure_follower()

@@ -14,7 +14,7 @@ Rules of this module:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +142,51 @@ def policy_document(tenant: str, entities: Iterable[Entity], *, by_name: bool = 
             {"name": c["name"], "exclusive": [name(r) for r in c["exclusive"]]} for c in constraints
         ]
     return document
+
+
+def document_entities(document: Mapping[str, Any]) -> list[Entity]:
+    """The entities of a document `policy_document` wrote (roles referenced by name):
+    its inverse, in the same order, without validating anything.
+
+    For a snapshot, whose digest then shows whether these are the server's own
+    entities (sync/replication/follow.py). A reference to a name that is no
+    role's is kept as written, as `policy_document` keeps an id that is no role's.
+    Raises KeyError, TypeError, AttributeError or ValueError for a document of
+    another shape.
+    """
+    roles = document["roles"]
+    users = document["users"]
+    if type(roles) is not list or type(users) is not list:
+        raise TypeError("roles and users are lists")
+    ids: dict[str, str] = {role["name"]: role["id"] for role in roles}
+
+    def role_id(name: str) -> str:
+        return ids.get(name, name)
+
+    entities = [
+        Entity(SETTINGS, RESOURCE_TYPES, document["resource_types"]),
+        Entity(SETTINGS, CONSTRAINTS, [
+            {"name": c["name"], "exclusive": [role_id(r) for r in c["exclusive"]]}
+            for c in document.get("constraints", ())
+        ]),
+    ]  # fmt: skip
+    for role in roles:
+        if "inherits" in role:
+            inherits = [role_id(r) for r in role["inherits"]]
+            entities.append(Entity(ROLE, role["id"], role | {"inherits": inherits}))
+        else:
+            entities.append(Entity(ROLE, role["id"], role))
+    for user in users:
+        if "roles" in user:
+            # `role_id` first, the rest as sent: the order `user_document` writes.
+            held = [
+                {"role_id": role_id(a["role"])} | {k: v for k, v in a.items() if k != "role"}
+                for a in user["roles"]
+            ]
+            entities.append(Entity(USER, user["id"], user | {"roles": held}))
+        else:
+            entities.append(Entity(USER, user["id"], user))
+    return entities
 
 
 def _user_with_names(user: Document, name: Any) -> Document:

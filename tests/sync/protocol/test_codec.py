@@ -380,3 +380,96 @@ def test_any_field_of_any_message_given_any_json_value_is_decoded_or_refused(
         decode(frame, direction)
     except ProtocolViolation as violation:
         assert violation.message
+
+
+# The scan that lets decode skip looking at each string (codec `_may_be_unstorable`):
+# every way a NUL or a lone surrogate can be written is still refused, in text and in
+# bytes, in a value and in a key; what only looks like one is still accepted.
+UNSTORABLE = [
+    ("escaped NUL in a value", '{"type":"ping","ref":"r","x":"a\\u0000"}'),
+    ("escaped NUL in a key", '{"type":"ping","ref":"r","a\\u0000":1}'),
+    ("raw NUL in text", '{"type":"ping","ref":"r","x":"a\x00"}'),
+    ("escaped lone surrogate", '{"type":"ping","ref":"r","x":"\\ud800"}'),
+    ("escaped lone surrogate, upper case", '{"type":"ping","ref":"r","x":"\\uDFFF"}'),
+    ("raw lone surrogate in text", '{"type":"ping","ref":"r","x":"\ud800"}'),
+    ("surrogate encoded in bytes", b'{"type":"ping","ref":"r","x":"\xed\xa0\x80"}'),
+    ("escaped NUL in bytes", b'{"type":"ping","ref":"r","x":"\\u0000"}'),
+]
+
+
+@pytest.mark.parametrize("frame", [u[1] for u in UNSTORABLE], ids=[u[0] for u in UNSTORABLE])
+def test_a_string_no_store_can_hold_is_refused_however_it_is_written(frame: str | bytes) -> None:
+    with pytest.raises(ProtocolViolation) as refused:
+        decode(frame, Direction.TO_CLIENT)
+    # A raw control character is not JSON at all; the others name the string.
+    assert refused.value.code is ErrorCode.MALFORMED
+    assert "NUL" in refused.value.message or "control character" in refused.value.message
+
+
+_PONG = '{"type":"pong","ref":"r","server_time":"2026-12-01T00:00:00Z","x":'
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        _PONG + '"a\\\\u0000"}',  # an escaped backslash, then text
+        _PONG + '"\\ud83d\\ude9a"}',  # a valid pair: a lorry
+        (_PONG + '"\ud55c\uae00"}').encode(),  # Hangul: its UTF-8 starts with 0xED
+    ],
+    ids=["escaped backslash", "surrogate pair", "hangul"],
+)
+def test_what_only_looks_unstorable_is_decoded(frame: str | bytes) -> None:
+    with pytest.raises(ProtocolViolation) as refused:
+        decode(frame, Direction.TO_CLIENT)
+    # A pong has no field x: reaching that check means the strings were accepted.
+    assert "unknown field 'x'" in refused.value.message
+
+
+def test_nesting_too_deep_is_refused_in_a_frame_without_any_string_to_look_at() -> None:
+    frame = _PONG + "[" * 40 + "]" * 40 + "}"
+    with pytest.raises(ProtocolViolation) as refused:
+        decode(frame, Direction.TO_CLIENT)
+    assert refused.value.code is ErrorCode.TOO_DEEP
+
+
+# Frames from the server are read by orjson (codec rules); what it reads otherwise
+# than json does must come out as json reads it, or be refused as before.
+def _part_frame(value: str) -> str:
+    return ('{"type":"snapshot","snapshot":"s1-x","version":1,"chunk":0,"chunks":1,'
+            f'"digest":"{HASH}","part":{{"value":{value}}}}}')  # fmt: skip
+
+
+def test_an_integer_beyond_64_bits_from_the_server_stays_an_exact_integer() -> None:
+    message = decode(_part_frame(str(2**64 + 1)), Direction.TO_CLIENT)
+    assert isinstance(message, Snapshot) and message.part["value"] == 2**64 + 1
+    assert decode(_part_frame("1.5e300"), Direction.TO_CLIENT).part["value"] == 1.5e300  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [("NaN", ErrorCode.MALFORMED), ("1e999", ErrorCode.MALFORMED),
+     ("[" * 2000 + "]" * 2000, ErrorCode.TOO_DEEP), ("[" * 40 + "]" * 40, ErrorCode.TOO_DEEP)],
+    ids=["NaN", "infinite", "deeper than orjson reads", "deeper than the limit"],
+)  # fmt: skip
+def test_what_orjson_refuses_from_the_server_is_refused_with_the_strict_readers_words(
+    value: str, code: ErrorCode
+) -> None:
+    with pytest.raises(ProtocolViolation) as refused:
+        decode(_part_frame(value), Direction.TO_CLIENT)
+    assert refused.value.code is code
+
+
+def test_a_frame_from_the_server_that_is_not_an_object_is_refused() -> None:
+    for frame in ("[1, 2]", "5", '"text"'):
+        with pytest.raises(ProtocolViolation, match="a message is a JSON object"):
+            decode(frame, Direction.TO_CLIENT)
+
+
+def test_a_key_written_twice_is_refused_from_a_client_and_the_last_kept_from_the_server() -> None:
+    with pytest.raises(ProtocolViolation, match="duplicate key"):
+        decode('{"type":"ping","ref":"a","ref":"b"}', Direction.TO_SERVER)
+    pong = decode(
+        '{"type":"pong","ref":"a","ref":"b","server_time":"2026-12-01T00:00:00Z"}',
+        Direction.TO_CLIENT,
+    )
+    assert pong.ref == "b"  # type: ignore[attr-defined]

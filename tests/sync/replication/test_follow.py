@@ -213,3 +213,61 @@ def test_a_snapshot_of_any_shape_is_taken_whole_or_diverges(part: dict[str, Any]
         assert follower.policy is None
     else:
         assert followed is not None  # a valid document with that digest: not reached
+
+
+def test_a_snapshot_with_the_servers_digest_is_taken_as_sent_and_built_only_when_needed() -> None:
+    server = server_policy()
+    follower = Follower(None, 0, None)
+    for message in snapshot_of(server, 4):
+        followed = follower.snapshot(message, NOW)
+    assert followed is not None
+    # The entities are the server's, byte for byte, without a policy built for them.
+    assert followed.entities == list(policy_entities(server))
+    assert callable(follower._policy)
+    assert follower.policy is not None and export_policy(follower.policy) == export_policy(server)
+    assert not callable(follower._policy)
+
+
+def test_a_snapshot_written_otherwise_than_the_server_writes_is_validated_instead() -> None:
+    # Equivalent to the server's policy, but not as its store writes it (an empty
+    # attributes object, an entry naming its role by id): the digest of the document
+    # as sent differs, so it is validated and its canonical entities must match.
+    server = server_policy()
+    document = export_policy(server)
+    document["users"][0] = {"id": "ana", "attributes": {}, "roles": [{"role": "viewer"}]}
+    message = Snapshot("s4-y", 4, 0, 1, document, digest(server))
+    followed = Follower(None, 0, None).snapshot(message, NOW)
+    assert followed is not None
+    assert followed.entities == list(policy_entities(server))
+
+
+def test_a_snapshot_that_only_claims_the_digest_and_does_not_validate_diverges() -> None:
+    document = export_policy(server_policy())
+    document["users"].append({"id": "bo", "roles": [{"role": "no-such-role"}]})
+    message = Snapshot("s4-z", 4, 0, 1, document, digest(server_policy()))
+    with pytest.raises(Diverged, match="does not validate"):
+        Follower(None, 0, None).snapshot(message, NOW)
+
+
+def test_a_policy_built_lazily_that_does_not_build_diverges_when_a_change_needs_it() -> None:
+    # The digest says these are the server's entities, but they make no policy (a
+    # server bug): the divergence shows when the first change is replayed.
+    document = export_policy(server_policy())
+    document["users"].append({"id": "bo", "roles": [{"role": "no-such-role"}]})
+    from sync.replication.entities import document_entities
+
+    claimed = digest_text(digest_of(document_entities(document)))
+    follower = Follower(None, 0, None)
+    assert follower.snapshot(Snapshot("s4-w", 4, 0, 1, document, claimed), NOW) is not None
+    change = Change(5, {"op": "suspend_user", "user_id": "ana"}, "dreed", "d-1", "c-1", 5,
+                    format_instant(NOW))  # fmt: skip
+    with pytest.raises(Diverged, match="does not validate"):
+        follower.changes(Changes(4, 5, (change,), False, None))
+
+
+def test_a_page_with_nothing_new_checks_the_digest_without_building_the_policy() -> None:
+    server, follower = _following()
+    followed = follower.changes(Changes(4, 4, (), False, digest(server)))
+    assert followed.version == 4 and followed.entities == [] and callable(follower._policy)
+    with pytest.raises(Diverged, match="digest"):
+        follower.changes(Changes(4, 4, (), False, "0" * 64))
