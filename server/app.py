@@ -125,10 +125,12 @@ PASSWORD_CHECKS = 2
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """How one server process runs. The access token lifetime is not here: it is the
+    `TokenSigner`'s (`lifetime`), which issues and verifies the tokens."""
+
     host: str = "127.0.0.1"
     port: int = 8765
     poll_interval: float = 2.0
-    token_lifetime: int = 900
     drain_timeout: float = 10.0
     """How long shutdown waits for pushes in flight."""
     auth_timeout: float = 10.0
@@ -678,7 +680,12 @@ class Session:
         owner = (self.tenant_id, self.user) if self.tenant_id else None
         spent = refresh_token_hash(message.refresh_token)
         async with server.pool.connection() as conn:
-            grant = await store.use_refresh_token(conn, spent, message.device, owner)
+            holder_of = await store.refresh_token_holder(conn, spent)
+        # A suspended user's token is checked but not spent: once resumed, the same
+        # token works (it used to be spent first, so they had to sign in again).
+        hold = holder_of is not None and await self._standing(*holder_of) == "suspended"
+        async with server.pool.connection() as conn:
+            grant = await store.use_refresh_token(conn, spent, message.device, owner, hold=hold)
         verdict = grant.verdict
         if verdict is store.RefreshVerdict.NOT_YOURS:
             self._refuse_counted(
@@ -688,6 +695,11 @@ class Session:
         if verdict is store.RefreshVerdict.DEVICE_REVOKED:
             self._refuse_counted(ErrorCode.REVOKED, "this device was revoked", ref=message.ref)
             self.conn.wipe(WipeCode.DEVICE_REVOKED, DEVICE_REVOKED)
+            return
+        if verdict is store.RefreshVerdict.HELD:
+            self._refuse_counted(
+                ErrorCode.SUSPENDED, f"user {grant.user!r} is suspended", ref=message.ref
+            )
             return
         if verdict is not store.RefreshVerdict.GRANTED:
             server.limiter.address_failed(self.address, time.time())
@@ -717,11 +729,9 @@ class Session:
             )
             self.conn.wipe(WipeCode.USER_REMOVED, f"user {grant.user!r} was removed")
             return
-        if holder.suspended:
-            self._refuse_counted(
-                ErrorCode.SUSPENDED, f"user {grant.user!r} is suspended", ref=message.ref
-            )
-            return
+        # Suspended since `hold` was decided: the token is spent, so its successor is
+        # issued all the same (refusing now would sign them out for good); the `hello`
+        # it is for is refused `suspended`, and the successor works once they are resumed.
         await self._issue(
             grant.tenant_id, grant.tenant, grant.user, message.device, message.ref, grant.family,
             spent,

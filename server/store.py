@@ -783,6 +783,9 @@ class RefreshVerdict(Enum):
     REPLAYED = "replayed"
     """Spent before: its whole family is now revoked."""
     DEVICE_REVOKED = "device_revoked"
+    HELD = "held"
+    """Good, but its holder may not refresh now (suspended): not spent, so it works
+    again once they are resumed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -794,11 +797,25 @@ class RefreshGrant:
     family: bytes = b""
 
 
+async def refresh_token_holder(
+    conn: psycopg.AsyncConnection, token_hash: bytes
+) -> tuple[int, str] | None:
+    """(tenant id, user) a refresh token was issued to, whatever its state (None: an
+    unknown token). Spends and locks nothing."""
+    cursor = await conn.execute(
+        "SELECT tenant_id, user_id FROM refresh_tokens WHERE token_hash = %s", (token_hash,)
+    )
+    row = await cursor.fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
 async def use_refresh_token(
     conn: psycopg.AsyncConnection,
     token_hash: bytes,
     device: str,
     owner: tuple[int, str] | None = None,
+    *,
+    hold: bool = False,
 ) -> RefreshGrant:
     """Spend a refresh token (each works once) and say what it grants.
 
@@ -809,7 +826,11 @@ async def use_refresh_token(
     two holders replays it, and the token becomes useless to both), except
     when its own device presents it again within `LOST_ANSWER_GRACE` seconds
     and its successor was never used: the answer was lost, and the successor
-    is revoked instead. Runs in its own transaction.
+    is revoked instead. `hold` says the token's holder may not refresh now
+    (suspended): every check is made and a replay still revokes the family,
+    but a token that would be granted is answered HELD and nothing is spent or
+    revoked, so it works again once they are resumed. Runs in its own
+    transaction.
     """
     async with conn.transaction():
         cursor = await conn.execute(
@@ -838,6 +859,8 @@ async def use_refresh_token(
             return RefreshGrant(RefreshVerdict.INVALID)
         if device_revoked:
             return RefreshGrant(RefreshVerdict.DEVICE_REVOKED, *grant)
+        if hold and (retry or not (used or dead)):
+            return RefreshGrant(RefreshVerdict.HELD, *grant)
         if used and retry:
             # The answer to the first use was lost: the successor nobody has seen
             # is replaced by the one the caller issues now.

@@ -17,7 +17,8 @@ Rules of this module (PROTOCOL.md § Catching up):
   one starting beyond it first needs the gap filled from the change log, one
   overlapping it is sent from the cursor on.
 - A session ends when a change deletes its user (`wipe`, `user_removed`) or
-  suspends them (closed, the replica kept).
+  suspends them (closed, the replica kept), unless a later change of the same
+  page resumes them.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class SessionEnd(Enum):
 
 def session_end(user: str, changes: Iterable[Change]) -> SessionEnd | None:
     """Whether `changes` end the sessions of `user` (module rules)."""
+    ended = None
     for change in changes:
         op, target = change.edit.get("op"), change.edit.get("user_id")
         if target != user:
@@ -99,5 +101,8 @@ def session_end(user: str, changes: Iterable[Change]) -> SessionEnd | None:
         if op == "delete_user":
             return SessionEnd.USER_REMOVED
         if op == "suspend_user":
-            return SessionEnd.SUSPENDED
-    return None
+            ended = SessionEnd.SUSPENDED
+        elif op == "resume_user":
+            # Suspended and resumed while the client was away: it may go on.
+            ended = None
+    return ended

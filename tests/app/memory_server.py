@@ -451,8 +451,13 @@ class MemoryServer:
         expires = format_instant((seconds + int(self.access_lifetime), ""))
         return access, expires, refresh
 
+    def refresh_holder(self, token: str) -> str | None:
+        """server/store.py `refresh_token_holder`: the user a token was issued to."""
+        found = self._refresh.get(token)
+        return None if found is None else found.user
+
     def use_refresh(
-        self, token: str, device: str, owner: str | None
+        self, token: str, device: str, owner: str | None, hold: bool = False
     ) -> tuple[str, str | None, str | None]:
         """server/store.py `use_refresh_token`: (verdict, user, family)."""
         found = self._refresh.get(token)
@@ -473,6 +478,9 @@ class MemoryServer:
             and successor.used_at is None
             and not successor.revoked
         )
+        dead = found.revoked or found.expires <= now
+        if hold and (retry or not (found.used_at is not None or dead)):
+            return "held", found.user, found.family
         if found.used_at is not None and retry:
             assert successor is not None
             successor.revoked, successor.used_at = True, now
@@ -482,7 +490,7 @@ class MemoryServer:
                 if refresh.family == found.family:
                     refresh.revoked = True
             return "replayed", found.user, found.family
-        if found.revoked or found.expires <= now:
+        if dead:
             return "invalid", None, None
         found.used_at, found.revoked = now, True
         return "granted", found.user, found.family
@@ -627,8 +635,10 @@ class MemorySession:
     def _refresh(self, event: protocol.RefreshRequested) -> None:
         message = event.message
         owner = self.user or None
+        holder = self.server.refresh_holder(message.refresh_token)
+        hold = holder is not None and self._standing(holder) == "suspended"
         verdict, user, family = self.server.use_refresh(message.refresh_token, message.device,
-                                                        owner)  # fmt: skip
+                                                        owner, hold)  # fmt: skip
         if verdict == "not_yours":
             self.conn.refuse(ErrorCode.FORBIDDEN, "that refresh token is not this session's",
                              ref=message.ref)  # fmt: skip
@@ -636,6 +646,9 @@ class MemorySession:
         if verdict == "device_revoked":
             self.conn.refuse(ErrorCode.REVOKED, "this device was revoked", ref=message.ref)
             self.conn.wipe(WipeCode.DEVICE_REVOKED, DEVICE_REVOKED)
+            return
+        if verdict == "held":
+            self.conn.refuse(ErrorCode.SUSPENDED, f"user {user!r} is suspended", ref=message.ref)
             return
         if verdict == "replayed" and user is not None and self._standing(user) == "absent":
             # As server/app.py: a replayed token of a removed user still wipes its replica.
@@ -656,9 +669,6 @@ class MemorySession:
             self.conn.refuse(ErrorCode.UNAUTHENTICATED, f"user {user!r} was removed",
                              ref=message.ref)  # fmt: skip
             self.conn.wipe(WipeCode.USER_REMOVED, f"user {user!r} was removed")
-            return
-        if standing == "suspended":
-            self.conn.refuse(ErrorCode.SUSPENDED, f"user {user!r} is suspended", ref=message.ref)
             return
         self._issue(user, message.device, message.ref, family, message.refresh_token)
 

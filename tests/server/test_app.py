@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import time
+from dataclasses import fields
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,8 +16,16 @@ import psycopg
 import pytest
 
 from server import audit, store
-from server.app import SyncServer
-from tests.server.conftest import ACME_POLICY, PASSWORD, add_account, make_tenant
+from server.app import Settings, SyncServer
+from server.tokens import TokenExpired, TokenSigner
+from tests.server.conftest import (
+    ACME_POLICY,
+    PASSWORD,
+    TEST_KEY,
+    add_account,
+    cheap_passwords,
+    make_tenant,
+)
 from tests.server.wsclient import Client, decisions, mutation
 
 
@@ -145,6 +157,52 @@ async def test_a_removed_users_replayed_refresh_token_still_wipes_its_replica(
     assert (refused["code"], refused["message"]) == ("unauthenticated", "user 'ann' was removed")
     wipe = await late.recv_type("wipe")
     assert wipe["code"] == "user_removed"
+
+
+async def test_access_tokens_live_as_long_as_the_signers_lifetime(
+    migrated: str, pool: Any, acme: int
+) -> None:
+    # Defect: `Settings.token_lifetime` looked like the knob but nothing read it; the
+    # signer's lifetime is the one the server issues (and verifies) tokens with.
+    signer = TokenSigner(TEST_KEY, lifetime=120)
+    short = SyncServer(pool, migrated, signer, passwords=cheap_passwords(),
+                       settings=Settings(port=0, poll_interval=0.2))  # fmt: skip
+    await short.start()
+    try:
+        connection = await Client.connect(short.port)
+        before = int(time.time())
+        signed = await connection.sign_in("acme", "admin", PASSWORD, "dev-1")
+        renewed = await connection.call(
+            {"type": "refresh", "refresh_token": signed["refresh_token"], "device": "dev-1"}
+        )
+        after = int(time.time())
+        for answer in (signed, renewed):
+            claims = signer.verify(answer["access_token"], before)
+            assert claims.expires_at - claims.issued_at == 120
+            assert before <= claims.issued_at <= after
+            expires = datetime.strptime(answer["access_expires"], "%Y-%m-%dT%H:%M:%SZ")
+            assert expires.replace(tzinfo=UTC).timestamp() == claims.expires_at
+            with pytest.raises(TokenExpired):
+                signer.verify(answer["access_token"], claims.expires_at)
+        await connection.close()
+    finally:
+        await short.shutdown()
+
+
+def test_every_server_setting_is_read_by_the_server() -> None:
+    """A setting nothing reads is a knob that turns nothing (`token_lifetime` was one)."""
+    read: set[str] = set()
+    for source in Path(__file__).parents[2].joinpath("server").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Attribute):
+                continue
+            owner = node.value
+            owner_name = (
+                owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", None)
+            )
+            if owner_name == "settings":
+                read.add(node.attr)
+    assert {setting.name for setting in fields(Settings)} - read == set()
 
 
 # --- hello and catching up ---------------------------------------------------------------

@@ -222,6 +222,65 @@ async def test_a_suspended_users_live_session_ends_at_once_and_they_cannot_come_
     await admin.close()
 
 
+async def test_a_refresh_refused_while_suspended_spends_nothing_and_works_once_resumed(
+    server: SyncServer, acme: int
+) -> None:
+    """Defect: the token was spent before the suspension was looked at, so a client that
+    refreshed while suspended had to sign in with a password once resumed."""
+    admin, welcome, _ = await signed_in(server)
+    base = welcome["version"]
+    laptop = await Client.connect(server.port)
+    signed = await laptop.sign_in("acme", "ann", PASSWORD, "d-ann")
+    await laptop.close()
+    await admin.push(mutation("cli-1", 1, base, op="suspend_user", user_id="ann"))
+    back = await Client.connect(server.port)
+    refresh = {"type": "refresh", "refresh_token": signed["refresh_token"], "device": "d-ann"}
+    for _ in range(2):
+        refused = await back.call(refresh)
+        assert (refused["code"], refused["message"], refused["fatal"]) == (
+            "suspended", "user 'ann' is suspended", False)  # fmt: skip
+    await admin.push(mutation("cli-1", 2, base + 1, op="resume_user", user_id="ann"))
+    renewed = await back.call(refresh)
+    assert (renewed["type"], renewed["user"]) == ("signed_in", "ann"), renewed
+    hello, _ = await back.hello(renewed["access_token"], "d-ann", "c-ann", base + 2)
+    assert hello["type"] == "welcome", hello
+    rotated = await back.call({"type": "refresh", "refresh_token": renewed["refresh_token"],
+                               "device": "d-ann"})  # fmt: skip
+    assert rotated["type"] == "signed_in"
+    # Spent by the refresh after the resumption: it works once, as any refresh token.
+    assert (await back.call(refresh))["code"] == "unauthenticated"
+    await back.close()
+    await admin.close()
+
+
+async def test_a_refresh_token_replayed_while_suspended_still_revokes_the_family(
+    server: SyncServer, acme: int
+) -> None:
+    admin, welcome, _ = await signed_in(server)
+    base = welcome["version"]
+    ann = await Client.connect(server.port)
+    first = await ann.sign_in("acme", "ann", PASSWORD, "d-ann")
+    second = await ann.call(
+        {"type": "refresh", "refresh_token": first["refresh_token"], "device": "d-ann"}
+    )
+    assert second["type"] == "signed_in"
+    third = await ann.call(  # the successor is used: `first` is a replay from now on
+        {"type": "refresh", "refresh_token": second["refresh_token"], "device": "d-ann"}
+    )
+    await admin.push(mutation("cli-1", 1, base, op="suspend_user", user_id="ann"))
+    replayed = await ann.call(
+        {"type": "refresh", "refresh_token": first["refresh_token"], "device": "d-ann"}
+    )
+    assert replayed["code"] == "unauthenticated"
+    await admin.push(mutation("cli-1", 2, base + 1, op="resume_user", user_id="ann"))
+    family = await ann.call(
+        {"type": "refresh", "refresh_token": third["refresh_token"], "device": "d-ann"}
+    )
+    assert family["code"] == "unauthenticated"
+    await ann.close()
+    await admin.close()
+
+
 async def test_revoked_while_the_token_expired_the_refresh_ends_in_a_wipe(
     server: SyncServer, acme: int, migrated: str
 ) -> None:

@@ -63,3 +63,11 @@ def test_a_session_ends_when_its_user_is_deleted_or_suspended() -> None:
         SessionEnd.SUSPENDED)  # fmt: skip
     assert session_end("ann", [change({"op": "delete_user", "user_id": "bob"})]) is None
     assert session_end("ann", [change({"op": "resume_user", "user_id": "ann"})]) is None
+
+
+def test_a_user_suspended_and_resumed_in_one_page_keeps_the_session() -> None:
+    suspend = change({"op": "suspend_user", "user_id": "ann"})
+    resume = change({"op": "resume_user", "user_id": "ann"})
+    assert session_end("ann", [suspend, resume]) is None
+    assert session_end("ann", [resume, suspend]) is SessionEnd.SUSPENDED
+    assert session_end("ann", [suspend, resume, suspend]) is SessionEnd.SUSPENDED
