@@ -32,8 +32,9 @@ Rules of this module (PROTOCOL.md):
   failed, whatever its code: the transport must not report there a socket it
   was told to close (`close_code`), since a new one may already be asked for.
 - Liveness: from `connected` on, a `ping` goes out every `ping_every` seconds;
-  no `pong` within `pong_within` of a ping, or no answer to a push within
-  `answer_within` of sending it (or of its last partial answer), gives the
+  no `pong` within `pong_within` of a ping, no answer to a push within
+  `answer_within` of sending it (or of its last partial answer), or no answer
+  to an upload of decisions within `answer_within` of sending it, gives the
   socket up. The answers of a socket's other requests are then lost: an
   in-flight push or upload is forgotten (the app pushes again from its lowest
   unanswered seq, and the server answers a seq it has seen with its earlier
@@ -98,7 +99,8 @@ from sync.protocol.messages import (
 PING_EVERY = 15.0
 PONG_WITHIN = 10.0
 ANSWER_WITHIN = 30.0
-"""Seconds a push may go unanswered before its socket is given up."""
+"""Seconds a push or an upload of decisions may go unanswered before its socket is
+given up."""
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 60.0
 INVITE_HOURS = 720
@@ -429,6 +431,12 @@ class _PushInFlight:
     results: list[Result] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _UploadInFlight:
+    ref: str
+    due: float
+
+
 _REFUSED_TOKEN = frozenset({ErrorCode.EXPIRED_TOKEN, ErrorCode.UNAUTHENTICATED})
 _REFUSED_REFRESH = frozenset({ErrorCode.UNAUTHENTICATED, ErrorCode.FORBIDDEN})
 _REFUSED_CREDENTIALS = frozenset(
@@ -489,7 +497,7 @@ class ClientConnection:
         self._pings: dict[str, float] = {}
         self._push: _PushInFlight | None = None
         self._push_retry_at: float | None = None
-        self._upload: str | None = None
+        self._upload: _UploadInFlight | None = None
         self._requests: dict[str, type[Invited | PasswordSet]] = {}
 
     @property
@@ -579,8 +587,8 @@ class ClientConnection:
 
     def record_decisions(self, decisions: Sequence[OfflineDecision], now: float) -> str:
         """Upload 1 to MAX_BATCH links of the offline decision chain; the answer is
-        `DecisionsAcknowledged` or `DecisionsRefused`. Raises ProtocolBug unless
-        `can_upload`."""
+        `DecisionsAcknowledged` or `DecisionsRefused` (none within `answer_within`: the
+        socket is given up). Raises ProtocolBug unless `can_upload`."""
         if not self.can_upload:
             raise ProtocolBug(
                 f"record_decisions not allowed while {self.state.value}"
@@ -590,7 +598,7 @@ class ClientConnection:
             raise ProtocolBug(f"an upload carries 1 to {MAX_BATCH} decisions, not {len(decisions)}")
         ref = self._ref()
         self._send(RecordDecisions(ref, tuple(decisions)))
-        self._upload = ref
+        self._upload = _UploadInFlight(ref, now + self._answer_within)
         return ref
 
     def invite(self, user: str, hours: int, now: float) -> str:
@@ -690,6 +698,8 @@ class ClientConnection:
         timers = [self._retry_at, self._ping_at, self._push_retry_at, *self._pings.values()]
         if self._push is not None:
             timers.append(self._push.due)
+        if self._upload is not None:
+            timers.append(self._upload.due)
         due = [t for t in timers if t is not None]
         return min(due) if due else None
 
@@ -709,6 +719,12 @@ class ClientConnection:
         if self._push is not None and now >= self._push.due:
             self._give_up(CloseCode.NORMAL)
             self._back_off(now, None, f"no answer to a push in {self._answer_within:g} s")
+            return
+        if self._upload is not None and now >= self._upload.due:
+            # A lost `decisions_recorded` would hold the upload on this socket for good; a
+            # retried upload adds nothing the server has (PROTOCOL.md § Offline decisions).
+            self._give_up(CloseCode.NORMAL)
+            self._back_off(now, None, f"no answer to an upload in {self._answer_within:g} s")
             return
         if self._ping_at is not None and now >= self._ping_at:
             self._ping(now)
@@ -830,7 +846,7 @@ class ClientConnection:
         elif isinstance(message, PushResult):
             self._push_result(message, now)
         elif isinstance(message, DecisionsRecorded):
-            if message.ref != self._upload:
+            if self._upload is None or message.ref != self._upload.ref:
                 self._misbehaved(f"decisions_recorded answers no upload ({message.ref!r})", now)
                 return
             self._upload = None
@@ -913,7 +929,7 @@ class ClientConnection:
             self._auth_refused(error, now)
         elif self._push is not None and ref == self._push.ref:
             self._push_refused(error, now)
-        elif ref is not None and ref == self._upload:
+        elif self._upload is not None and ref == self._upload.ref:
             self._upload = None
             self._events.append(DecisionsRefused(ref, code, error.message))
         elif ref is not None and ref in self._requests:

@@ -414,6 +414,66 @@ def test_a_push_unanswered_for_answer_within_gives_the_socket_up() -> None:
     assert client.can_push is False
 
 
+def test_an_upload_unanswered_for_answer_within_gives_the_socket_up() -> None:
+    # Defect: a lost `decisions_recorded` held the upload on that socket for good (no
+    # timer ran for it), so the decisions behind it never went out.
+    client = live(ping_every=1000.0)
+    ref = client.record_decisions([DECISION], 10.0)
+    assert sent(client) == [RecordDecisions(ref, (DECISION,))]
+    assert client.deadline() == 40.0
+    client.expire(39.9)
+    assert (client.state, client.events(), client.outgoing()) == (S.LIVE, [], [])
+    client.expire(40.0)
+    assert client.close_code == CloseCode.NORMAL
+    assert client.state is S.WAITING
+    assert client.events() == [
+        StateChanged(S.LIVE, S.WAITING),
+        Disconnected(None, "no answer to an upload in 30 s", 40.5),
+    ]
+    assert client.deadline() == 40.5
+    client.expire(40.5)
+    assert client.events() == [StateChanged(S.WAITING, S.CONNECTING), ConnectWanted()]
+    client.connected(41.0, 42)
+    assert sent(client) == [Hello(PROTOCOL_VERSION, "access-1", DEVICE, CLIENT, 42)]
+    feed(client, WELCOME, 41.0)
+    feed(client, Changes(42, 42, (), more=False), 41.0)
+    assert client.events()[-1] == ReadyToUpload()
+    again = client.record_decisions([DECISION], 41.0)
+    assert sent(client) == [RecordDecisions(again, (DECISION,))]
+    feed(client, DecisionsRecorded(ref, 1, 1, "a" * 64), 42.0)  # the first socket's answer
+    assert isinstance(client.events()[0], ServerMisbehaved)
+
+
+def test_an_answered_upload_stops_its_timer_and_a_refused_one_too() -> None:
+    client = live(ping_every=1000.0)
+    ref = client.record_decisions([DECISION], 10.0)
+    assert client.deadline() == 40.0
+    feed(client, DecisionsRecorded(ref, 1, 1, "a" * 64), 11.0)
+    assert client.deadline() == 1000.0  # the ping
+    ref = client.record_decisions([DECISION], 12.0)
+    assert client.deadline() == 42.0
+    feed(client, refusal(ErrorCode.RATE_LIMITED, ref), 13.0)
+    assert client.events()[-1] == DecisionsRefused(ref, ErrorCode.RATE_LIMITED,
+                                                   "refused: rate_limited")  # fmt: skip
+    assert client.deadline() == 1000.0
+    client.expire(50.0)
+    assert (client.state, client.events()) == (S.LIVE, [])
+
+
+def test_an_upload_while_syncing_has_the_same_timer() -> None:
+    client = opened(ping_every=1000.0)
+    feed(client, WELCOME, 1.0)
+    client.events()
+    ref = client.record_decisions([DECISION], 2.0)
+    assert sent(client) == [RecordDecisions(ref, (DECISION,))]
+    assert client.deadline() == 32.0
+    client.expire(32.0)
+    assert client.events() == [
+        StateChanged(S.SYNCING, S.WAITING),
+        Disconnected(None, "no answer to an upload in 30 s", 32.5),
+    ]
+
+
 def test_decisions_are_uploaded_one_batch_at_a_time() -> None:
     client = live()
     ref = client.record_decisions([DECISION], 1.0)
