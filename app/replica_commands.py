@@ -86,6 +86,8 @@ def cmd_replica_info(args: argparse.Namespace) -> int:
     )
     print(f"schema version: {info['schema_version']}")
     print(f"client id: {info['client_id']}")
+    if info["mode"] == "keyring":
+        print(f"keyring id: {info['keyring_id']}")
     print(f"created: {info['created']}")
     print(f"cipher: SQLCipher {info['cipher_version']}")
     if info["rescue_files"]:

@@ -6,7 +6,9 @@ Rules of this module:
   the slot is a hash of the two, so no tenant or user id is in a file name. Beside it:
   `<slot>.header` (app/replica_keys.py), `<slot>.lock`, and after damage
   `<slot>.rescue-<stamp>` and `<slot>.db*.damaged-<stamp>`. Every file of a slot starts
-  with `<slot>.`, which is how a wipe finds them all.
+  with `<slot>.`, which is how a wipe finds them all. Its keyring entries are named by
+  the header's keyring id, not by the directory (app/replica_keys.py), so the directory
+  may be moved or renamed; a wipe deletes them under that id.
 - The key is a raw 256-bit key (`PRAGMA key = "x'…'"`): SQLCipher runs no KDF on open.
   Before the database is touched the key is checked against the header's key check
   value, so a wrong key never opens, writes or checkpoints the file.
@@ -77,8 +79,11 @@ from app.replica_keys import (
     keyring_available,
     keyring_delete,
     keyring_get,
+    keyring_id_in_damaged,
     keyring_set,
+    legacy_keyring_id,
     new_kdf,
+    new_keyring_id,
     passphrase_from_environment,
     read_header,
     write_atomically,
@@ -424,7 +429,10 @@ def _finish_rekey(slot: _Slot, new: Header, new_key: bytes) -> Header:
         if _rescue_copy(path).exists():
             os.replace(_rescue_copy(path), path)
     if new.mode is KeyMode.KEYRING:
-        keyring_set(KEY_SERVICE, slot.name, new_key.hex(), slot.directory)
+        keyring_set(
+            KEY_SERVICE, slot.name, new_key.hex(), new.keyring_id_for(slot.directory),
+            slot.directory,
+        )  # fmt: skip
     os.replace(slot.header_new, slot.header)
     fsync_directory(slot.directory)
     return _drop_stale_keys(slot, new)
@@ -438,9 +446,10 @@ def _drop_stale_keys(slot: _Slot, header: Header) -> Header:
     stale = [slot.name + ".new"]
     if header.mode is KeyMode.PASSPHRASE:
         stale.append(slot.name)
+    keyring_id = header.keyring_id_for(slot.directory)
     try:
         for username in stale:
-            keyring_delete(KEY_SERVICE, username, slot.directory)
+            keyring_delete(KEY_SERVICE, username, keyring_id, slot.directory)
     except KeyUnavailable:
         return header
     settled = replace(header, stale_keyring_keys=False)
@@ -455,7 +464,9 @@ def _abandon_rekey(slot: _Slot, new: Header | None) -> None:
     if new is not None and new.mode is KeyMode.KEYRING:
         # A key that never opened anything: left behind if the keyring fails, it harms none.
         with contextlib.suppress(KeyUnavailable):
-            keyring_delete(KEY_SERVICE, slot.name + ".new", slot.directory)
+            keyring_delete(
+                KEY_SERVICE, slot.name + ".new", new.keyring_id_for(slot.directory), slot.directory
+            )
     slot.header_new.unlink(missing_ok=True)
     fsync_directory(slot.directory)
 
@@ -629,6 +640,7 @@ class ReplicaFile:
         try:
             replica._drop_stale_keys()
             replica._settle_secrets()
+            replica._pin_keyring_id()
             if migrate:
                 replica._migrate(migrations)
         except BaseException:
@@ -750,9 +762,10 @@ class ReplicaFile:
         chosen = KeyMode(mode) if mode is not None else None
         if chosen is None:
             chosen = KeyMode.KEYRING if keyring_available() else KeyMode.PASSPHRASE
+        keyring_id = new_keyring_id()
         if chosen is KeyMode.KEYRING:
             key = secrets.token_bytes(replica_keys.KEY_BYTES)
-            keyring_set(KEY_SERVICE, slot.name, key.hex(), slot.directory)
+            keyring_set(KEY_SERVICE, slot.name, key.hex(), keyring_id, slot.directory)
             kdf = None
         else:
             kdf = new_kdf()
@@ -763,6 +776,7 @@ class ReplicaFile:
             key_check=key_check(key),
             client_id="c-" + secrets.token_hex(12),
             created=_now_text(),
+            keyring_id=keyring_id,
         )
         return header, key
 
@@ -967,6 +981,11 @@ class ReplicaFile:
 
     # --- secrets ---------------------------------------------------------------------------
 
+    @property
+    def _keyring_id(self) -> str:
+        """What names this replica's keyring entries (app/replica_keys.py rules)."""
+        return self._header.keyring_id_for(self.directory)
+
     def _secret_entry(self, name: str) -> str:
         if not SECRET_NAME.fullmatch(name):
             raise ValueError("a secret's name is 1 to 64 letters, digits, '_', '.' or '-'")
@@ -977,7 +996,7 @@ class ReplicaFile:
         entry = self._secret_entry(name)
         if self.mode is KeyMode.KEYRING:
             self._check_usable()
-            return keyring_get(SECRET_SERVICE, entry, self.directory)
+            return keyring_get(SECRET_SERVICE, entry, self._keyring_id, self.directory)
         with self.read():
             row = self.conn.execute("SELECT value FROM _secrets WHERE name = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
@@ -990,7 +1009,7 @@ class ReplicaFile:
             with self._lock.hold(self._wait):
                 self._check_header()
                 self._remember_keyring_secret(name, keep=True)
-                keyring_set(SECRET_SERVICE, entry, value, self.directory)
+                keyring_set(SECRET_SERVICE, entry, value, self._keyring_id, self.directory)
             return
         with self.write():
             self.conn.execute(
@@ -1006,7 +1025,7 @@ class ReplicaFile:
             self._check_usable()
             with self._lock.hold(self._wait):
                 self._check_header()
-                keyring_delete(SECRET_SERVICE, entry, self.directory)
+                keyring_delete(SECRET_SERVICE, entry, self._keyring_id, self.directory)
                 self._remember_keyring_secret(name, keep=False)
             return
         with self.write():
@@ -1033,6 +1052,20 @@ class ReplicaFile:
                 settled = _drop_stale_keys(self._slot, self._header)
                 self._header, self._header_seen = settled, _header_signature(self._slot.header)
 
+    def _pin_keyring_id(self) -> None:
+        """Write into a format-1 header the keyring id its entries already have (the hash of
+        this directory), so that the replica keeps them when it is moved (app/replica_keys.py
+        rules). Nothing moves in the keyring, so a crash cannot lose an entry. Not done
+        now when a writer holds the lock or the header cannot be written (a read-only
+        directory): the replica opens all the same, and a later open does it."""
+        if self._header.keyring_id is not None:
+            return
+        with contextlib.suppress(ReplicaBusy, OSError), self._lock.hold(min(self._wait, 1.0)):
+            self._check_header()
+            if self._header.keyring_id is None and not self._slot.header_new.exists():
+                pinned = replace(self._header, keyring_id=legacy_keyring_id(self.directory))
+                self._replace_header(pinned)
+
     def _settle_secrets(self) -> None:
         """Put the secrets where the mode keeps them (an interrupted rekey can leave them in
         the other place)."""
@@ -1044,20 +1077,23 @@ class ReplicaFile:
                 names = tuple(dict.fromkeys([*self._header.keyring_secrets, *(r[0] for r in rows)]))
                 self._replace_header(replace(self._header, keyring_secrets=names))
                 for name, value in rows:
-                    keyring_set(SECRET_SERVICE, self._secret_entry(name), value, self.directory)
+                    keyring_set(
+                        SECRET_SERVICE, self._secret_entry(name), value, self._keyring_id,
+                        self.directory,
+                    )  # fmt: skip
                 self.conn.execute("DELETE FROM _secrets")
         elif self.mode is KeyMode.PASSPHRASE and self._header.keyring_secrets:
             try:
                 with self.write():
                     for name in self._header.keyring_secrets:
                         entry = self._secret_entry(name)
-                        value = keyring_get(SECRET_SERVICE, entry, self.directory)
+                        value = keyring_get(SECRET_SERVICE, entry, self._keyring_id, self.directory)
                         if value is not None:
                             self.conn.execute(
                                 "INSERT OR IGNORE INTO _secrets (name, value) VALUES (?, ?)",
                                 (name, value),
                             )
-                        keyring_delete(SECRET_SERVICE, entry, self.directory)
+                        keyring_delete(SECRET_SERVICE, entry, self._keyring_id, self.directory)
                     self._replace_header(replace(self._header, keyring_secrets=()))
             except KeyUnavailable:
                 # The keyring that failed may be why the mode changed; the secrets wait in
@@ -1089,7 +1125,10 @@ class ReplicaFile:
             if target is KeyMode.KEYRING:
                 new_key = secrets.token_bytes(replica_keys.KEY_BYTES)
                 kdf = None
-                keyring_set(KEY_SERVICE, slot.name + ".new", new_key.hex(), self.directory)
+                keyring_set(
+                    KEY_SERVICE, slot.name + ".new", new_key.hex(), self._keyring_id,
+                    self.directory,
+                )  # fmt: skip
             else:
                 assert passphrase is not None
                 kdf = new_kdf()
@@ -1130,7 +1169,8 @@ class ReplicaFile:
 
     def info(self) -> dict[str, Any]:
         """What the file is: path, size, key mode and KDF parameters (no salt, no key), schema
-        version, cipher version, pages, client id, creation time, rescue files."""
+        version, cipher version, pages, client id, the keyring id that names its keyring
+        entries, creation time, rescue files."""
         self._check_usable()
         with self._translated():
 
@@ -1154,6 +1194,7 @@ class ReplicaFile:
             "page_size": page_size,
             "page_count": page_count,
             "client_id": self.client_id,
+            "keyring_id": self._header.keyring_id,
             "created": self._header.created,
             "rescue_files": [str(p) for p in self._slot.rescue_files()],
         }
@@ -1249,19 +1290,30 @@ def replica_files(directory: Path, tenant: str, user: str) -> list[Path]:
     return _Slot(Path(directory), slot_name(tenant, user)).files()
 
 
-def _keyring_entries(slot: _Slot) -> tuple[bool, list[tuple[str, str]]]:
-    """(whether the keyring must be reachable, the entries of `slot` in it)."""
+def _keyring_entries(slot: _Slot) -> tuple[bool, list[tuple[str, str, str]]]:
+    """(whether the keyring must be reachable, the entries of `slot` in it as (service,
+    name, keyring id)): under the keyring id of each header, or of what is left of a
+    damaged one, and under the directory's hash (a format-1 header's)."""
     names: list[str] = []
+    ids = [legacy_keyring_id(slot.directory)]
     must = False
     for path in (slot.header, slot.header_new):
         try:
             header = read_header(path)
-        except ReplicaError:
+        except ReplicaError:  # damaged, or of a newer format: what id does it still show?
+            leftover = keyring_id_in_damaged(path)
+            ids += [leftover] if leftover is not None else []
             continue
+        ids.append(header.keyring_id_for(slot.directory))
         names += header.keyring_secrets
         must = must or header.mode is KeyMode.KEYRING or bool(header.keyring_secrets)
-    entries = [(KEY_SERVICE, slot.name), (KEY_SERVICE, slot.name + ".new")]
-    entries += [(SECRET_SERVICE, f"{slot.name}:{name}") for name in dict.fromkeys(names)]
+    usernames = [slot.name, slot.name + ".new"]
+    entries = [(KEY_SERVICE, username, i) for i in dict.fromkeys(ids) for username in usernames]
+    entries += [
+        (SECRET_SERVICE, f"{slot.name}:{name}", i)
+        for i in dict.fromkeys(ids)
+        for name in dict.fromkeys(names)
+    ]
     return must, entries
 
 
@@ -1280,8 +1332,8 @@ def _wipe(slot: _Slot, lock: _WriterLock, wait: float, first: Callable[[], None]
                 if path not in kept:
                     path.unlink(missing_ok=True)
             try:
-                for service, username in entries:
-                    keyring_delete(service, username, slot.directory)
+                for service, username, keyring_id in entries:
+                    keyring_delete(service, username, keyring_id, slot.directory)
             except KeyUnavailable:
                 if must:
                     raise KeyUnavailable(

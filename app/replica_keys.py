@@ -3,9 +3,16 @@
 Rules of this module:
 
 - A replica's key is 256 bits. In keyring mode they are random and kept in the OS keyring
-  (service `fleetgate-replica`, username the slot); in passphrase mode they are
-  Argon2id(passphrase, salt), with the parameters and the salt in the header, so that
+  (service `fleetgate-replica`, username `<slot>@<keyring id>`); in passphrase mode they
+  are Argon2id(passphrase, salt), with the parameters and the salt in the header, so that
   both can change later.
+- Every keyring entry of a replica is named `<name>@<keyring id>`. The keyring id is 16
+  random hex digits made with the replica and kept in its header (format 2), so the
+  replica keeps its entries when its directory is moved or renamed, and two replicas of
+  one user in two directories (same slot name) have entries of their own. A format-1
+  header has no keyring id: its entries are named by a hash of the replica's directory
+  (`legacy_keyring_id`), which the first open in that directory writes into the header
+  as its keyring id (format 2), leaving the entries where they are.
 - The header (`<slot>.header`) is small JSON in the clear: it holds nothing that opens
   the replica, only what is needed to find or derive its key, a key check value to
   recognise the right key before the database is touched, and the client id, which must
@@ -201,9 +208,11 @@ def key_matches(key: bytes, check: str) -> bool:
 
 # --- the header ----------------------------------------------------------------------------
 
-HEADER_FORMAT = 1
+HEADER_FORMAT = 2
+"""1: keyring entries named by the replica's directory; 2: by the header's `keyring_id`."""
 _HEADER_MAX_BYTES = 64 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_KEYRING_ID = re.compile(r"[0-9a-f]{16}")
 _CLIENT_ID = re.compile(r"c-[0-9a-f]{24}")
 SECRET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -220,11 +229,23 @@ class Header:
     keyring_secrets: tuple[str, ...] = field(default=())
     # Set by a rekey until the keys it replaced are deleted from the keyring.
     stale_keyring_keys: bool = False
+    keyring_id: str | None = None
+    """What names the replica's keyring entries; None in a format-1 header."""
+
+    def keyring_id_for(self, where: Path) -> str:
+        """The keyring id of the replica in `where`: the header's, or for a format-1 header
+        the hash of the directory."""
+        return self.keyring_id if self.keyring_id is not None else legacy_keyring_id(where)
 
     def to_bytes(self) -> bytes:
         document: dict[str, Any] = {
-            "format": HEADER_FORMAT,
+            "format": HEADER_FORMAT if self.keyring_id is not None else 1,
             "mode": self.mode.value,
+        }
+        if self.keyring_id is not None:
+            # Near the top: a wipe still finds it in a header cut short (keyring_id_in_damaged).
+            document["keyring_id"] = self.keyring_id
+        document |= {
             "kdf": None,
             "key_check": self.key_check,
             "client_id": self.client_id,
@@ -304,7 +325,7 @@ def parse_header(raw: bytes, path: Path) -> Header:
                 f"{HEADER_FORMAT}: use a Fleetgate at least as new as the one that wrote it",
                 path=path,
             )
-        if version != HEADER_FORMAT:
+        if version not in (1, HEADER_FORMAT):
             raise _Problem(f"format {version} is unknown")
         mode_text = _text(document, "mode")
         if mode_text not in {m.value for m in KeyMode}:
@@ -331,8 +352,14 @@ def parse_header(raw: bytes, path: Path) -> Header:
         stale = document.get("stale_keyring_keys", False)
         if not isinstance(stale, bool):
             raise _Problem("stale_keyring_keys is not true or false")
+        if version == 1:
+            if "keyring_id" in document:
+                raise _Problem("a format 1 header has no keyring_id")
+            keyring_id = None
+        else:
+            keyring_id = _text(document, "keyring_id", _KEYRING_ID)
         names = tuple(dict.fromkeys(names))
-        return Header(mode, kdf, check, client_id, created, names, stale)
+        return Header(mode, kdf, check, client_id, created, names, stale, keyring_id)
     except _Problem as problem:
         raise ReplicaDamaged(
             f"the replica header {path} is damaged: {problem}", path=path
@@ -417,26 +444,47 @@ def _keyring_failed(error: Exception, where: Path, doing: str) -> KeyUnavailable
     )
 
 
-def keyring_entry(username: str, where: Path) -> str:
-    """The keyring name of a replica's entry: its name and a hash of the replica's
-    directory, so two replicas of one user in two directories of one OS account keep
-    keys and tokens of their own (they share a slot name: tenant and user)."""
+def new_keyring_id() -> str:
+    """A new replica's keyring id (module rules)."""
+    return secrets.token_hex(8)
+
+
+def legacy_keyring_id(where: Path) -> str:
+    """The keyring id of a replica with a format-1 header: a hash of its directory."""
     place = hashlib.sha256(str(Path(where).resolve()).encode("utf-8", "surrogateescape"))
-    return f"{username}@{place.hexdigest()[:16]}"
+    return place.hexdigest()[:16]
 
 
-def keyring_get(service: str, username: str, where: Path) -> str | None:
-    """The keyring entry, or None; KeyUnavailable when the keyring fails."""
-    username = keyring_entry(username, where)
+def keyring_id_in_damaged(path: Path) -> str | None:
+    """The keyring id a header that does not parse still shows (None: none), so that a wipe
+    can find the entries of a replica whose header was damaged."""
+    try:
+        with open(path, "rb") as file:
+            raw = file.read(_HEADER_MAX_BYTES)
+    except OSError:
+        return None
+    found = re.search(rb'"keyring_id"\s*:\s*"([0-9a-f]{16})"', raw)
+    return found.group(1).decode("ascii") if found else None
+
+
+def keyring_entry(username: str, keyring_id: str) -> str:
+    """The keyring name of a replica's entry `username` (module rules)."""
+    return f"{username}@{keyring_id}"
+
+
+def keyring_get(service: str, username: str, keyring_id: str, where: Path) -> str | None:
+    """The keyring entry `username` of the replica in `where` whose keyring id is
+    `keyring_id`, or None; KeyUnavailable when the keyring fails."""
+    username = keyring_entry(username, keyring_id)
     try:
         return keyring.get_password(service, username)
     except Exception as error:  # noqa: BLE001 - backends raise anything
         raise _keyring_failed(error, where, "be read") from None
 
 
-def keyring_set(service: str, username: str, value: str, where: Path) -> None:
+def keyring_set(service: str, username: str, value: str, keyring_id: str, where: Path) -> None:
     """Store the entry and read it back; KeyUnavailable when the keyring does not keep it."""
-    username = keyring_entry(username, where)
+    username = keyring_entry(username, keyring_id)
     try:
         keyring.set_password(service, username, value)
         kept = keyring.get_password(service, username) == value
@@ -449,9 +497,9 @@ def keyring_set(service: str, username: str, value: str, where: Path) -> None:
         )
 
 
-def keyring_delete(service: str, username: str, where: Path) -> None:
+def keyring_delete(service: str, username: str, keyring_id: str, where: Path) -> None:
     """Delete the entry if it is there; KeyUnavailable when the keyring fails."""
-    username = keyring_entry(username, where)
+    username = keyring_entry(username, keyring_id)
     try:
         keyring.delete_password(service, username)
     except keyring.errors.PasswordDeleteError:
@@ -532,18 +580,25 @@ def key_for_header(header: Header, slot: str, where: Path, passphrase: Passphras
     """
     if header.mode is KeyMode.KEYRING:
         found = False
+        keyring_id = header.keyring_id_for(where)
         for username in (slot, slot + ".new"):
-            key = key_from_hex(keyring_get(KEY_SERVICE, username, where))
+            key = key_from_hex(keyring_get(KEY_SERVICE, username, keyring_id, where))
             if key is None:
                 continue
             found = True
             if key_matches(key, header.key_check):
                 return key
         if not found:
+            moved = ""
+            if header.keyring_id is None:  # its entries are named by the directory it was in
+                moved = (
+                    "; an older replica finds its key only in the directory it was made in: "
+                    "if it was moved, move it back and open it once, then it may move"
+                )
             raise KeyUnavailable(
                 f"the OS keyring has no key for the replica in {where} (another OS account, "
                 "or was the keyring reset?): unlock or restore the keyring, or run "
-                "`fleetgate replica wipe` and sync again"
+                f"`fleetgate replica wipe` and sync again{moved}"
             )
         raise WrongKey(f"the keyring's key does not open the replica in {where}")
     assert header.kdf is not None  # parse_header guarantees it in passphrase mode

@@ -242,9 +242,14 @@ def test_file_names_are_a_hash_of_tenant_and_user() -> None:
 # --- 2. keys -------------------------------------------------------------------------------
 
 
-def kname(directory: Path) -> str:
+def keyring_id(directory: Path, user: str = USER) -> str:
+    """The keyring id in the header of the test replica in `directory`."""
+    return str(json.loads(slot_path(directory, ".header", user).read_text())["keyring_id"])
+
+
+def kname(directory: Path, user: str = USER) -> str:
     """The keyring name of the test replica's key in `directory`."""
-    return keyring_entry(slot_name(TENANT, USER), directory)
+    return keyring_entry(slot_name(TENANT, user), keyring_id(directory, user))
 
 
 def test_keyring_mode_when_a_keyring_works(tmp_path: Path, memory_keyring: MemoryKeyring) -> None:
@@ -258,7 +263,8 @@ def test_keyring_mode_when_a_keyring_works(tmp_path: Path, memory_keyring: Memor
     assert header["mode"] == "keyring" and header["kdf"] is None
     expected = hmac.new(replica._key, b"fleetgate replica key check", hashlib.sha256).hexdigest()
     assert header["key_check"] == expected
-    assert header["format"] == 1
+    assert header["format"] == 2 and header["keyring_id"] == keyring_id(tmp_path)
+    assert len(header["keyring_id"]) == 16
     assert header["client_id"] == replica.client_id and replica.client_id.startswith("c-")
     assert len(replica.client_id) == 26
     assert header["created"].endswith("Z")
@@ -415,7 +421,7 @@ def test_secrets_are_keyring_entries_in_keyring_mode(
     slot = slot_name(TENANT, USER)
     assert (
         memory_keyring.entries[
-            ("fleetgate-secret", keyring_entry(f"{slot}:refresh_token", tmp_path))
+            ("fleetgate-secret", keyring_entry(f"{slot}:refresh_token", keyring_id(tmp_path)))
         ]
         == SECRET + "-2"
     )
@@ -428,7 +434,7 @@ def test_secrets_are_keyring_entries_in_keyring_mode(
     assert replica.secret_get("refresh_token") is None
     assert (
         "fleetgate-secret",
-        keyring_entry(f"{slot}:refresh_token", tmp_path),
+        keyring_entry(f"{slot}:refresh_token", keyring_id(tmp_path)),
     ) not in memory_keyring.entries
     with pytest.raises(ValueError, match="name"):
         replica.secret_set("no:colons", "x")
@@ -448,6 +454,142 @@ def test_secrets_live_inside_the_file_in_passphrase_mode(tmp_path: Path, no_keyr
     replica.secret_delete("refresh_token")
     assert replica.secret_get("refresh_token") is None
     replica.close()
+
+
+def directory_hash(directory: Path) -> str:
+    """How a format-1 replica's keyring entries were named: a hash of its directory."""
+    return hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
+
+
+def make_format_1(directory: Path, memory_keyring: MemoryKeyring) -> None:
+    """Turn the closed test replica in `directory` into one an older client made: a format-1
+    header without a keyring id, and keyring entries named by the directory."""
+    path = slot_path(directory, ".header")
+    header = json.loads(path.read_text())
+    made_with = header.pop("keyring_id")
+    path.write_text(json.dumps({**header, "format": 1}))
+    for (service, name), value in list(memory_keyring.entries.items()):
+        if name.endswith("@" + made_with):
+            del memory_keyring.entries[(service, name)]
+            old_name = name.removesuffix(made_with) + directory_hash(directory)
+            memory_keyring.entries[(service, old_name)] = value
+
+
+def test_a_moved_replica_keeps_its_key_and_secrets_in_the_keyring(
+    tmp_path: Path, memory_keyring: MemoryKeyring
+) -> None:
+    # Defect: entries were named by the directory, so a renamed one lost its key.
+    here, there = tmp_path / "replicas", tmp_path / "moved" / "elsewhere"
+    replica = create(here)
+    replica.secret_set("refresh_token", SECRET)
+    fill(replica, 10, 10)
+    replica.close()
+    entries = dict(memory_keyring.entries)
+    there.parent.mkdir()
+    here.rename(there)
+    replica = open_replica(there)
+    assert outbox_count(replica) == 10 and replica.secret_get("refresh_token") == SECRET
+    replica.secret_set("refresh_token", SECRET + "-2")
+    assert replica.info()["keyring_id"] == keyring_id(there)
+    replica.close()
+    assert set(memory_keyring.entries) == set(entries)
+    assert all(name.endswith("@" + keyring_id(there)) for _, name in entries)
+
+
+def test_two_replicas_of_one_user_in_two_directories_have_entries_of_their_own(
+    tmp_path: Path, memory_keyring: MemoryKeyring
+) -> None:
+    first, second = create(tmp_path / "a"), create(tmp_path / "b")
+    first.secret_set("refresh_token", "first's")
+    second.secret_set("refresh_token", "second's")
+    assert first._key != second._key and first.client_id != second.client_id
+    assert keyring_id(tmp_path / "a") != keyring_id(tmp_path / "b")
+    assert len(memory_keyring.entries) == 4
+    first.close()
+    second.wipe()
+    assert len(memory_keyring.entries) == 2
+    (tmp_path / "a").rename(tmp_path / "b")  # into the place of the one wiped
+    replica = open_replica(tmp_path / "b")
+    assert replica.secret_get("refresh_token") == "first's"
+    replica.wipe()
+    assert memory_keyring.entries == {}
+
+
+def test_a_moved_replica_is_rekeyed_and_wiped_under_its_keyring_id(
+    tmp_path: Path, memory_keyring: MemoryKeyring
+) -> None:
+    create(tmp_path / "a").close()
+    (tmp_path / "a").rename(tmp_path / "b")
+    replica = open_replica(tmp_path / "b")
+    fill(replica, 10, 10)
+    replica.secret_set("refresh_token", SECRET)
+    old_key = replica._key
+    replica.rekey()
+    entry = ("fleetgate-replica", kname(tmp_path / "b"))
+    assert bytes.fromhex(memory_keyring.entries[entry]) == replica._key != old_key
+    replica.rekey(mode=KeyMode.PASSPHRASE, passphrase="pass")
+    assert memory_keyring.entries == {}
+    replica.rekey(mode=KeyMode.KEYRING)
+    replica.close()
+    (tmp_path / "b").rename(tmp_path / "c")
+    replica = open_replica(tmp_path / "c")
+    assert outbox_count(replica) == 10 and replica.secret_get("refresh_token") == SECRET
+    replica.close()
+    wipe_replica(tmp_path / "c", TENANT, USER)
+    assert memory_keyring.entries == {} and replica_files(tmp_path / "c", TENANT, USER) == []
+
+
+def test_a_format_1_replica_is_found_by_its_directory_then_given_its_keyring_id(
+    tmp_path: Path, memory_keyring: MemoryKeyring
+) -> None:
+    here, there = tmp_path / "a", tmp_path / "b"
+    replica = create(here)
+    replica.secret_set("refresh_token", SECRET)
+    fill(replica, 10, 10)
+    replica.close()
+    make_format_1(here, memory_keyring)
+    entries = dict(memory_keyring.entries)
+    here.rename(there)  # moved before a client that names entries by id opened it
+    with pytest.raises(KeyUnavailable, match="move it back and open it once"):
+        open_replica(there)
+    there.rename(here)
+    replica = open_replica(here)
+    assert outbox_count(replica) == 10 and replica.secret_get("refresh_token") == SECRET
+    replica.close()
+    header = json.loads(slot_path(here, ".header").read_text())
+    assert (header["format"], header["keyring_id"]) == (2, directory_hash(here))
+    assert memory_keyring.entries == entries  # nothing moved in the keyring
+    here.rename(there)
+    replica = open_replica(there)
+    assert outbox_count(replica) == 10 and replica.secret_get("refresh_token") == SECRET
+    replica.wipe()
+    assert memory_keyring.entries == {}
+
+
+def test_a_format_1_replica_opens_while_a_writer_holds_the_lock_and_is_pinned_later(
+    tmp_path: Path, memory_keyring: MemoryKeyring
+) -> None:
+    create(tmp_path).close()
+    make_format_1(tmp_path, memory_keyring)
+    writer = replica_file._WriterLock(slot_path(tmp_path, ".lock"))
+    with writer.hold(1.0):
+        replica = open_replica(tmp_path, migrations=(), migrate=False, wait=0.1)
+        replica.close()
+    writer.close()
+    assert json.loads(slot_path(tmp_path, ".header").read_text())["format"] == 1
+    open_replica(tmp_path).close()
+    assert json.loads(slot_path(tmp_path, ".header").read_text())["format"] == 2
+
+
+def test_a_format_1_replica_is_wiped_by_its_directory_without_being_opened(
+    tmp_path: Path, memory_keyring: MemoryKeyring
+) -> None:
+    replica = create(tmp_path)
+    replica.secret_set("refresh_token", SECRET)
+    replica.close()
+    make_format_1(tmp_path, memory_keyring)
+    wipe_replica(tmp_path, TENANT, USER)
+    assert memory_keyring.entries == {} and replica_files(tmp_path, TENANT, USER) == []
 
 
 # --- 3. rekey ------------------------------------------------------------------------------
@@ -504,7 +646,7 @@ def test_rekey_from_keyring_to_passphrase_moves_the_secrets_into_the_file(
     slot = slot_name(TENANT, USER)
     assert (
         memory_keyring.entries[
-            ("fleetgate-secret", keyring_entry(f"{slot}:refresh_token", tmp_path))
+            ("fleetgate-secret", keyring_entry(f"{slot}:refresh_token", keyring_id(tmp_path)))
         ]
         == SECRET
     )
@@ -540,8 +682,8 @@ def crash_at(monkeypatch: pytest.MonkeyPatch, point: str) -> None:
     elif point == "after the keyring took the new key":
         real = replica_file.keyring_set
 
-        def keyring_set(service: str, username: str, value: str, where: Path) -> None:
-            real(service, username, value, where)
+        def keyring_set(service: str, username: str, value: str, *where: Any) -> None:
+            real(service, username, value, *where)
             if not username.endswith(".new"):
                 raise Crash
 
@@ -1156,14 +1298,19 @@ def test_wipe_removes_every_file_and_keyring_entry_of_the_slot(
         open_replica(tmp_path)
 
 
+@pytest.mark.parametrize("header", ["cut short", "not json"])
 def test_wipe_replica_works_on_a_replica_that_does_not_open(
-    tmp_path: Path, memory_keyring: MemoryKeyring
+    tmp_path: Path, memory_keyring: MemoryKeyring, header: str
 ) -> None:
     damaged_replica(tmp_path, "garbage")
-    slot_path(tmp_path, ".header").write_text("not json")
+    key_entry = ("fleetgate-replica", kname(tmp_path))
+    path = slot_path(tmp_path, ".header")
+    path.write_bytes(path.read_bytes()[:100] if header == "cut short" else b"not json")
     wipe_replica(tmp_path, TENANT, USER)
     assert replica_files(tmp_path, TENANT, USER) == []
-    assert memory_keyring.entries == {}
+    # Keyrings cannot be listed: a header that no longer shows its keyring id leaves the
+    # key behind, which opens nothing once the files are gone.
+    assert list(memory_keyring.entries) == ([] if header == "cut short" else [key_entry])
     wipe_replica(tmp_path, TENANT, USER)  # nothing there: nothing to do
 
 
@@ -1225,8 +1372,8 @@ def test_a_header_of_a_newer_format_is_too_new(
 ) -> None:
     create(tmp_path).close()
     header = slot_path(tmp_path, ".header")
-    header.write_text(json.dumps({**json.loads(header.read_text()), "format": 2}))
-    with pytest.raises(ReplicaTooNew, match="format 2"):
+    header.write_text(json.dumps({**json.loads(header.read_text()), "format": 3}))
+    with pytest.raises(ReplicaTooNew, match="format 3"):
         open_replica(tmp_path)
 
 
@@ -1239,7 +1386,10 @@ _VALUES = st.recursive(
     ),
     max_leaves=6,
 )
-_FIELDS = ["format", "mode", "kdf", "key_check", "client_id", "created", "keyring_secrets", "x"]
+_FIELDS = [
+    "format", "mode", "kdf", "key_check", "client_id", "created", "keyring_secrets",
+    "keyring_id", "x",
+]  # fmt: skip
 _KDF_FIELDS = ["name", "version", "time_cost", "memory_cost", "parallelism", "salt", "x"]
 _MUTATIONS = st.lists(
     st.tuples(
@@ -1330,10 +1480,12 @@ def test_replica_info_in_keyring_mode(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "key: in the OS keyring"
     assert f"client id: {client_id}" in lines and "schema version: 2" in lines
+    assert f"keyring id: {keyring_id(tmp_path)}" in lines
     assert any(line.startswith("cipher: SQLCipher 4.") for line in lines)
     assert run_replica_command("info", *where(tmp_path), "--json") == 0
     info = json.loads(capsys.readouterr().out)
     assert info["mode"] == "keyring" and info["client_id"] == client_id and info["kdf"] is None
+    assert info["keyring_id"] == keyring_id(tmp_path)
     assert info["page_size"] == 4096 and info["schema_version"] == 2
 
 
