@@ -188,6 +188,24 @@ def _work(task: tuple[int, bytes]) -> tuple[bytes, MalformedLine | None]:
     return decide_block(_worker_engine, task[1], task[0], _worker_now, _worker_suffix)
 
 
+def exit_with_parent() -> None:
+    """In a worker: end with the process that forked it. Killed, it cannot tell its
+    workers; without this they wait for work forever, holding its output open."""
+    import multiprocessing.connection  # noqa: PLC0415 - see run_batch
+    import threading  # noqa: PLC0415
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent watch", daemon=True).start()
+
+
 def _run_forked(
     engine: Engine,
     pieces: Iterator[tuple[int, bytes]],
@@ -205,7 +223,7 @@ def _run_forked(
     context = multiprocessing.get_context("fork")
     # A process pool executor, not multiprocessing.Pool: if a worker dies, its
     # futures fail with BrokenProcessPool instead of waiting forever.
-    executor = ProcessPoolExecutor(jobs, mp_context=context)
+    executor = ProcessPoolExecutor(jobs, mp_context=context, initializer=exit_with_parent)
     written = 0
     try:
         window: deque[Future[tuple[bytes, MalformedLine | None]]] = deque()

@@ -100,7 +100,7 @@ def cmd_check_replica(args: argparse.Namespace, single: Any) -> int:
     """`check --replica-dir`: decide offline from OWNER's replica. `single` builds the
     request of `--user/--action/--resource` (app/cli.py's)."""
     from app import offline
-    from app.batch import MalformedLine
+    from app.batch import MalformedLine, WorkerDied
     from app.replica_file import ReplicaError
 
     if args.tenant is None or args.owner is None:
@@ -125,6 +125,9 @@ def cmd_check_replica(args: argparse.Namespace, single: Any) -> int:
                 count = offline.decide_lines(replica, source, out, log=log)
             except MalformedLine as error:
                 raise BadInput(str(error)) from None
+            except WorkerDied as error:
+                # The decisions written before stand, and are logged (app/offline.py).
+                raise Failed(str(error)) from None
             finally:
                 if source is not sys.stdin.buffer:
                     source.close()

@@ -13,7 +13,11 @@ Rules of this module (the client issue, § Offline decisions):
   everything once.
 - Unless `log` is false, each decision is appended to the replica's decision
   chain and committed before it is returned; a batch commits each block
-  before writing that block's decisions out.
+  before writing that block's decisions out, so a decision written out is
+  never lost. Where there are cores to spare, forked workers decide the
+  blocks (and write their links' fields for hashing) while this process
+  chains, commits and writes out the ones before, in order: only it knows
+  where a link goes in the chain, which it reads inside the transaction.
 - An edit is checked against the replica's view before it is queued: its
   schema, whether it applies, and whether its author may make it (the
   tenant's own policy, as the server will decide). It is queued in one
@@ -23,18 +27,29 @@ Rules of this module (the client issue, § Offline decisions):
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import orjson
 
-from app.batch import MAX_LINE_BYTES, MalformedLine, parse_line, run_batch, usable_cores
+from app.batch import (
+    MAX_LINE_BYTES,
+    MalformedLine,
+    WorkerDied,
+    blocks,
+    exit_with_parent,
+    parse_line,
+    run_batch,
+    usable_cores,
+)
 from app.clock import wall_now
 from app.policy_files import gc_paused
-from app.replica import Replica
+from app.replica import DecisionRow, Replica
 from sync.policy.authority import authorize
 from sync.policy.decision import Decision
 from sync.policy.edits import Edit, EditRefused, apply_edit, edit_from_document
@@ -43,12 +58,12 @@ from sync.policy.instant import Instant, parse_instant
 from sync.policy.model import Policy
 from sync.policy.request import MalformedRequest, Request, parse_request
 from sync.protocol.messages import Clock
-from sync.replication.decisions import ChainHead
+from sync.replication.decisions import ChainHead, EncodedLinks, chain_hashes, encode_links
 from sync.replication.offline import (
     Circumstances,
     Qualifier,
     ReplicaClock,
-    chain_link,
+    answer_fields,
     circumstances,
 )
 from sync.replication.overlay import LocalEdit, decide_in_view
@@ -109,6 +124,171 @@ def answer_line(decision: Decision, situation: Circumstances, pending: Sequence[
     return wire[:-1] + extra + b"}"
 
 
+AnswerRow = tuple[int, str, str, str, int, str, int]
+"""The columns of a chain link after its request (`DecisionRow`): allowed, reason, at,
+clock, lease_fresh, pending (JSON), policy_version."""
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """A block's decisions as links of the chain, but for their place in it (seq,
+    prev_hash and hash: only the process appending them knows it)."""
+
+    encoded: EncodedLinks
+    """What their hashes are made of."""
+    answers: list[AnswerRow]
+    """The block's answers as the chain stores them, by kind (`DecidedBlock.kinds`)."""
+    requests: dict[int, str]
+    """The requests the chain stores as written here, by position; the others as
+    their lines are (orjson read them, so they read back as the same document)."""
+
+    def rows_after(self, client: str, head: ChainHead, lines: Sequence[bytes]) -> list[DecisionRow]:
+        """The links as rows of the chain after `head`; `lines` are their requests'."""
+        hashes = chain_hashes(client, head, self.encoded)
+        texts = [line.decode() for line in lines[: len(hashes)]]
+        texts += [""] * (len(hashes) - len(texts))
+        for position, text in self.requests.items():
+            texts[position] = text
+        answers = self.answers
+        seqs = range(head.seq + 1, head.seq + 1 + len(hashes))
+        prevs = [head.hash, *hashes[:-1]]
+        return [(seq, prev, digest, text) + answers[kind]
+                for seq, prev, digest, text, kind
+                in zip(seqs, prevs, hashes, texts, self.encoded.kinds, strict=True)]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class DecidedBlock:
+    """A block of requests decided: what a worker process hands back to the one that
+    logs and writes out. Compact: the engine hands out one decision per rule, so a
+    block has far fewer answers than decisions."""
+
+    kinds: list[int]
+    """Which answer each decision is."""
+    answer_lines: list[bytes]
+    """Each answer's decision line."""
+    links: Links | None
+    """The decisions as links of the chain (None: not logged)."""
+    error: MalformedLine | None = None
+    """The malformed line the block stops before."""
+
+    def output(self) -> bytes:
+        """The block's decision lines."""
+        if not self.kinds:
+            return b""
+        lines = self.answer_lines
+        return b"\n".join([lines[kind] for kind in self.kinds]) + b"\n"
+
+
+def decide_requests(
+    engine: Engine,
+    edits: Sequence[LocalEdit],
+    situation: Circumstances,
+    requests: Sequence[Request],
+    documents: Sequence[Any],
+    *,
+    log: bool,
+    written: Iterable[int] | None = None,
+) -> DecidedBlock:
+    """Decide `requests` (parsed from `documents`) in the replica's view at `situation`.
+
+    `written`: the positions of the requests the chain is to store as `documents`
+    are written out again (None: all); the others, as their lines are.
+    """
+    decisions, relied, _failed = decide_in_view(engine, edits, requests, situation.at)
+    return decided_block(decisions, relied, situation, documents, log=log, written=written)
+
+
+def decided_block(
+    decisions: Sequence[Decision],
+    relied: Sequence[tuple[int, ...]],
+    situation: Circumstances,
+    documents: Sequence[Any],
+    *,
+    log: bool,
+    written: Iterable[int] | None = None,
+) -> DecidedBlock:
+    """The engine's `decisions` of the requests `documents` (and the pending edits each
+    `relied` on) qualified at `situation`, as a block (`decide_requests`)."""
+    qualifier = Qualifier(situation)
+    kinds: list[int] = []
+    append = kinds.append
+    lines: list[bytes] = []
+    fields: list[tuple[Any, ...]] = []
+    seen: dict[object, int] = {}
+    for decision, pending in zip(decisions, relied, strict=True):
+        # The engine hands out one decision per rule: each is qualified, written and
+        # logged once per block.
+        key = (id(decision), pending) if pending else id(decision)
+        kind = seen.get(key)
+        if kind is None:
+            kind = seen[key] = len(lines)
+            answer = qualifier.qualify(decision, pending)
+            lines.append(answer_line(answer, situation, pending))
+            fields.append(answer_fields(answer, situation, pending))
+        append(kind)
+    if not log:
+        return DecidedBlock(kinds, lines, None)
+    rows = [(int(allowed), reason, at, clock, int(fresh), _dumps(seqs), version)
+            for allowed, reason, at, clock, fresh, seqs, version in fields]  # fmt: skip
+    positions = range(len(documents)) if written is None else written
+    stored = {position: _dumps(documents[position]) for position in positions}
+    links = Links(encode_links(documents, fields, kinds), rows, stored)
+    return DecidedBlock(kinds, lines, links)
+
+
+def decide_block(
+    engine: Engine,
+    edits: Sequence[LocalEdit],
+    situation: Circumstances,
+    lines: Sequence[bytes],
+    first_lineno: int,
+    *,
+    log: bool,
+) -> DecidedBlock:
+    """Decide the request `lines` (without their newlines, `first_lineno` the first's
+    number) in the replica's view at `situation`, up to the first malformed one."""
+    # Parsed documents and requests are thousands of young containers, kept to the
+    # end of the block: with the collector walking them, deciding took twice as long.
+    with gc_paused():
+        requests, documents, slow, error = _parse_lines(lines, first_lineno)
+        if not requests:
+            return DecidedBlock([], [], None, error)
+        block = decide_requests(engine, edits, situation, requests, documents, log=log,
+                                written=slow)  # fmt: skip
+    return DecidedBlock(block.kinds, block.answer_lines, block.links, error)
+
+
+def _parse_lines(
+    lines: Sequence[bytes], first_lineno: int
+) -> tuple[list[Request], list[Any], list[int], MalformedLine | None]:
+    """The requests of `lines` up to the first malformed one, their documents, the
+    positions of those orjson did not read, and the malformed line."""
+    loads = orjson.loads
+    requests: list[Request] = []
+    documents: list[Any] = []
+    slow: list[int] = []
+    for offset, line in enumerate(lines):
+        try:
+            if len(line) > MAX_LINE_BYTES:
+                raise MalformedRequest
+            document = loads(line)
+            requests.append(parse_request(document))
+        except (orjson.JSONDecodeError, MalformedRequest):
+            try:  # the slow path names the problem (or takes what orjson cannot)
+                requests.append(parse_line(line))
+                document = json.loads(line)
+                slow.append(offset)
+            except (MalformedRequest, ValueError) as problem:
+                return requests, documents, slow, MalformedLine(first_lineno + offset, str(problem))
+        documents.append(document)
+    return requests, documents, slow, None
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 class Decider:
     """Decisions from one replica, logged to its chain (module rules)."""
 
@@ -134,21 +314,38 @@ class Decider:
     def decide(
         self, engine: Engine, requests: Sequence[Request], documents: Sequence[Any]
     ) -> tuple[list[Decision], list[tuple[int, ...]], Circumstances]:
-        """Decide a block, log it (committed before this returns) and qualify it."""
+        """Decide a few requests, log them (committed before this returns) and qualify
+        them."""
         situation = self.situation()
         decisions, relied, _failed = decide_in_view(engine, self.edits, requests, situation.at)
+        block = decided_block(decisions, relied, situation, documents, log=self.log)
+        self.append(block, (), self.clock.mark)
         qualifier = Qualifier(situation)
         answers = [qualifier.qualify(d, p) for d, p in zip(decisions, relied, strict=True)]
-        if self.log:
-            head = self.replica.meta().chain_head
-            links = []
-            client = self.replica.client
-            for document, answer, pending in zip(documents, answers, relied, strict=True):
-                link = chain_link(client, head, document, answer, situation, pending)
-                links.append(link)
-                head = ChainHead(link.seq, link.hash)
-            self.replica.append_decisions(links, self.clock.mark)
         return answers, relied, situation
+
+    def append(self, block: DecidedBlock, lines: Sequence[bytes], mark: Instant | None) -> None:
+        """Append a decided block to the chain (if it is logged), committed when this
+        returns. `lines`: its requests' lines; `mark`: the clock's mark after the
+        block's reading of the clock."""
+        links = block.links
+        if links is None:
+            return
+        client = self.replica.client
+        with gc_paused():  # the rows are thousands of young tuples too
+            self.replica.extend_chain(lambda head: links.rows_after(client, head, lines), mark)
+
+    def write(
+        self, block: DecidedBlock, lines: Sequence[bytes], mark: Instant | None, out: BinaryIO
+    ) -> int:
+        """Log a decided block (`append`), then write its decisions out; raises its
+        MalformedLine after them. Returns the number of decisions written."""
+        self.append(block, lines, mark)
+        out.write(block.output())
+        if block.error is not None:
+            out.flush()
+            raise block.error
+        return len(block.kinds)
 
 
 def decide_one(
@@ -170,7 +367,8 @@ def decide_lines(
     clocks: Clocks = Clocks(),
 ) -> int:
     """One decision per request line of `source` (module rules). Raises MalformedLine
-    after writing the decisions before the bad line."""
+    after writing the decisions before the bad line, WorkerDied if a worker process
+    stopped (the decisions written stand, and are logged)."""
     decider = Decider(replica, log=log, clocks=clocks)
     with gc_paused():
         engine = decider.engine_for(None, decider.situation().at)
@@ -182,68 +380,96 @@ def decide_lines(
         # is the engine's, so the batch is `check --policy`'s, on every core.
         suffix = b',"lease":' + lease_field(situation) + b"}"
         return run_batch(engine, source, out, situation.at, usable_cores(), suffix=suffix)
-    loads = orjson.loads
+    pieces = _line_blocks(source)
+    first = next(pieces, None)
+    if first is None:
+        return 0
+    second = next(pieces, None)
+    # Imported here: a process pool costs more to import than a decision from a replica.
+    import multiprocessing  # noqa: PLC0415
+
+    jobs = usable_cores()
+    if second is not None and jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
+        return _decide_forked(decider, engine, itertools.chain((first, second), pieces), out, jobs)
     count = 0
-    for lineno, lines in _line_blocks(source):
-        requests: list[Request] = []
-        documents: list[Any] = []
-        error = None
-        for offset, line in enumerate(lines):
-            try:
-                if len(line) > MAX_LINE_BYTES:
-                    raise MalformedRequest
-                document = loads(line)
-                requests.append(parse_request(document))
-            except (orjson.JSONDecodeError, MalformedRequest):
-                try:  # the slow path names the problem (or takes what orjson cannot)
-                    requests.append(parse_line(line))
-                    document = json.loads(line)
-                except (MalformedRequest, ValueError) as problem:
-                    error = MalformedLine(lineno + offset, str(problem))
-                    break
-            documents.append(document)
-        if requests:
-            answers, relied, situation = decider.decide(engine, requests, documents)
-            out.write(_answer_lines(answers, relied, situation))
-            count += len(requests)
-        if error is not None:
-            out.flush()
-            raise error
+    for lineno, lines in itertools.chain((first,), () if second is None else (second,), pieces):
+        situation = decider.situation()
+        block = decide_block(engine, decider.edits, situation, lines, lineno, log=log)
+        count += decider.write(block, lines, decider.clock.mark, out)
     return count
 
 
-def _answer_lines(
-    answers: Sequence[Decision], relied: Sequence[Sequence[int]], situation: Circumstances
-) -> bytes:
-    """The block's decision lines; a decision object shared by many requests (the
-    engine hands out one per rule) is written once."""
-    made: dict[int, bytes] = {}
-    lines = []
-    for answer, pending in zip(answers, relied, strict=True):
-        if pending:
-            lines.append(answer_line(answer, situation, pending))
-            continue
-        line = made.get(id(answer))
-        if line is None:
-            line = made[id(answer)] = answer_line(answer, situation, ())
-        lines.append(line)
-    lines.append(b"")
-    return b"\n".join(lines)
+_worker: tuple[Engine, Sequence[LocalEdit]] | None = None
+"""What a forked worker decides with (set before the fork, so the workers share it)."""
+
+
+def _decide_in_worker(task: tuple[Circumstances, list[bytes], int, bool]) -> DecidedBlock:
+    assert _worker is not None
+    situation, lines, lineno, log = task
+    return decide_block(_worker[0], _worker[1], situation, lines, lineno, log=log)
+
+
+def _decide_forked(
+    decider: Decider,
+    engine: Engine,
+    pieces: Iterator[tuple[int, list[bytes]]],
+    out: BinaryIO,
+    jobs: int,
+) -> int:
+    """Blocks decided by forked workers while this process logs and writes out the
+    ones before, in order: each is committed before it is written (module rules)."""
+    global _worker  # noqa: PLW0603 - handed to the forked workers
+    import multiprocessing  # noqa: PLC0415 - see decide_lines
+    from concurrent.futures import Future, ProcessPoolExecutor  # noqa: PLC0415
+    from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415
+
+    _worker = (engine, decider.edits)
+    # Workers fork on the first submits, outside any transaction: none holds the
+    # writer lock, and none touches the database.
+    executor = ProcessPoolExecutor(
+        jobs, mp_context=multiprocessing.get_context("fork"), initializer=exit_with_parent
+    )
+    count = 0
+    try:
+        window: deque[tuple[Future[DecidedBlock], list[bytes], Instant | None]] = deque()
+        for lineno, lines in pieces:
+            # Each block is decided at its own reading of the clock, as in one process.
+            situation = decider.situation()
+            future = executor.submit(_decide_in_worker, (situation, lines, lineno, decider.log))
+            window.append((future, lines, decider.clock.mark))
+            if len(window) > 2 * jobs:
+                done, decided, mark = window.popleft()
+                count += decider.write(done.result(), decided, mark, out)
+        while window:
+            done, decided, mark = window.popleft()
+            count += decider.write(done.result(), decided, mark, out)
+        return count
+    except BrokenProcessPool:
+        raise WorkerDied("a worker process deciding the batch stopped unexpectedly") from None
+    finally:
+        # Wait for the workers to go: a parent that exits first (fleetgate ends with
+        # os._exit) would leave them waiting on their queue forever.
+        executor.shutdown(wait=True, cancel_futures=True)
+        _worker = None
 
 
 def _line_blocks(source: BinaryIO) -> Iterator[tuple[int, list[bytes]]]:
-    lineno = 1
-    block: list[bytes] = []
+    """`(number of its first line, its lines without newlines)`: BLOCK lines at a time."""
+    lines: list[bytes] = []
     first = 1
-    for raw in source:
-        line = raw[: MAX_LINE_BYTES + 1] if len(raw) > MAX_LINE_BYTES + 2 else raw
-        block.append(line.rstrip(b"\n"))
-        lineno += 1
-        if len(block) >= BLOCK:
-            yield first, block
-            block, first = [], lineno
-    if block:
-        yield first, block
+    for _, data in blocks(source):
+        # Whole lines, each ending in a newline but maybe the last of the input (or
+        # one longer than any request, cut short: it is malformed).
+        got = data.split(b"\n")
+        if not got[-1]:
+            got.pop()
+        lines += got
+        while len(lines) >= BLOCK:
+            yield first, lines[:BLOCK]
+            del lines[:BLOCK]
+            first += BLOCK
+    if lines:
+        yield first, lines
 
 
 # --- edits ----------------------------------------------------------------------------------

@@ -14,12 +14,20 @@ Rules of this module:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sync.policy.document import constraints_document, role_document, user_document
+from sync.policy.conditions import ConditionError
+from sync.policy.document import (
+    PolicyInvalid,
+    constraints_document,
+    parse_policy,
+    role_document,
+    user_document,
+)
 from sync.policy.edits import Undo
+from sync.policy.instant import Instant
 from sync.policy.model import FORMAT, Assignment, Constraint, Policy, Role, Rule, User
 from sync.replication.encoding import compact_json
 
@@ -142,6 +150,21 @@ def policy_document(tenant: str, entities: Iterable[Entity], *, by_name: bool = 
             {"name": c["name"], "exclusive": [name(r) for r in c["exclusive"]]} for c in constraints
         ]
     return document
+
+
+NOT_A_POLICY = (PolicyInvalid, KeyError, TypeError, ValueError, AttributeError)
+"""What `built_policy` raises for entities that make no policy."""
+
+
+def built_policy(tenant: str, entities: Sequence[Entity], now: Instant) -> Policy:
+    """The policy of entities that were validated when they were stored: built as
+    trusted (`trusted_policy`), and validated again (`parse_policy`) only if they do
+    not build. Raises one of NOT_A_POLICY when they do not validate either."""
+    try:
+        return trusted_policy(tenant, entities)
+    except (KeyError, TypeError, ValueError, AttributeError, ConditionError):
+        pass
+    return parse_policy(policy_document(tenant, entities), now=now)
 
 
 def document_entities(document: Mapping[str, Any]) -> list[Entity]:

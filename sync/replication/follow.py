@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from sync.policy.conditions import ConditionError
 from sync.policy.document import PolicyInvalid, parse_policy
 from sync.policy.edits import EditRefused, Undo, apply_edit, edit_from_document
 from sync.policy.instant import Instant, parse_instant
@@ -40,12 +39,12 @@ from sync.policy.model import Policy
 from sync.protocol.messages import Change, Changes, Snapshot
 from sync.replication.digest import digest_of, digest_text, updated
 from sync.replication.entities import (
+    NOT_A_POLICY,
     Entity,
+    built_policy,
     changed_entities,
     document_entities,
-    policy_document,
     policy_entities,
-    trusted_policy,
 )
 from sync.replication.snapshots import join_snapshot_parts
 
@@ -216,14 +215,9 @@ class Follower:
 
 
 def _built(tenant: str, entities: list[Entity], now: Instant, version: int) -> Policy:
-    """The policy of a snapshot's entities, which had the server's digest: built as
-    trusted, validated if they do not build (module rules)."""
+    """The policy of a snapshot's entities, which had the server's digest (module rules)."""
     try:
-        return trusted_policy(tenant, entities)
-    except (KeyError, TypeError, ValueError, AttributeError, ConditionError):
-        pass
-    try:
-        return parse_policy(policy_document(tenant, entities), now=now)
-    except (PolicyInvalid, KeyError, TypeError, ValueError, AttributeError) as invalid:
+        return built_policy(tenant, entities, now)
+    except NOT_A_POLICY as invalid:
         problem = invalid.problems[0] if isinstance(invalid, PolicyInvalid) else invalid
         raise Diverged(f"the snapshot of version {version} does not validate: {problem}") from None

@@ -230,6 +230,15 @@ def _with_notes(reason: str, notes: Sequence[str]) -> str:
     return f"{reason} ({'; '.join(notes)})" if notes else reason
 
 
+def answer_fields(
+    decision: Decision, situation: Circumstances, pending: Sequence[int]
+) -> tuple[bool, str, str, str, bool, list[int], int]:
+    """A link's fields after its request: `allowed`, `reason`, `at`, `clock`,
+    `lease_fresh`, `pending` and `policy_version`, as its hash reads them."""
+    return (decision.allowed, decision.reason, situation.at_text, situation.clock.value,
+            situation.lease_fresh, list(pending), decision.policy_version or 0)  # fmt: skip
+
+
 def chain_link(
     client: str,
     head: ChainHead,
@@ -239,9 +248,8 @@ def chain_link(
     pending: Sequence[int],
 ) -> OfflineDecision:
     """The next link of the client's decision chain, after `head`."""
-    seq, pending, version = head.seq + 1, tuple(pending), decision.policy_version or 0
-    at, clock, fresh = situation.at_text, situation.clock, situation.lease_fresh
-    digest = link_hash([client, seq, head.hash, request, decision.allowed, decision.reason, at,
-                        clock.value, fresh, list(pending), version])  # fmt: skip
+    seq, answer = head.seq + 1, answer_fields(decision, situation, pending)
+    digest = link_hash([client, seq, head.hash, request, *answer])
     return OfflineDecision(seq, head.hash, digest, request, decision.allowed, decision.reason,
-                           at, clock, fresh, pending, version)  # fmt: skip
+                           situation.at_text, situation.clock, situation.lease_fresh,
+                           tuple(pending), answer[-1])  # fmt: skip

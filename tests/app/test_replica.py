@@ -1,0 +1,110 @@
+"""app.replica: what the replica's search finds, and its schema migrations."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from app.replica import MIGRATIONS, Replica
+from app.replica_file import ReplicaFile
+from sync.policy.document import parse_policy
+from sync.policy.instant import parse_instant
+from sync.replication.digest import digest_of
+from sync.replication.entities import policy_entities
+from tests.app.test_client_cli import POLICY, cheap_argon2, memory_keyring  # noqa: F401
+
+NOW = parse_instant("2026-12-01T08:00:00Z")
+
+
+def _entities() -> list[Any]:
+    document = copy.deepcopy(POLICY)
+    document["roles"].append(
+        {"id": "r-yard", "name": "yard", "denies": [{"resource": "vehicle", "actions": ["drive"]}]}
+    )
+    document["users"].append(
+        {
+            "id": "kim",
+            "name": "Kim Osei",
+            "attributes": {"shifts": ["early", "weekend"], "depot": "north-01"},
+        }
+    )
+    return list(policy_entities(parse_policy(document, now=NOW)))  # fmt: skip
+
+
+def test_search_finds_list_attribute_values_and_deny_rules_by_their_words(tmp_path: Path) -> None:
+    entities = _entities()
+    replica = Replica.open(tmp_path, "acme", "boss", create=True)
+    try:
+        replica.replace_all(7, entities, digest_of(entities))
+        assert ("user", "kim") in replica.search("weekend")  # one value of a list attribute
+        assert ("user", "kim") in replica.search("north-01")
+        assert ("role", "r-yard") in replica.search("deny vehicle")
+        assert replica.search("denie") == []  # the word written out, not a cut "denies"
+    finally:
+        replica.close()
+
+
+def test_a_one_letter_word_beside_longer_ones_does_not_widen_the_search(tmp_path: Path) -> None:
+    entities = _entities()
+    replica = Replica.open(tmp_path, "acme", "boss", create=True)
+    try:
+        replica.replace_all(7, entities, digest_of(entities))
+        # "r-yard": the r would match every row with a word starting in r.
+        assert replica.search("r-yard") == [("role", "r-yard")]
+        assert ("user", "kim") in replica.search("k")  # alone, it is still a prefix
+    finally:
+        replica.close()
+
+
+def test_entities_matching_every_word_whole_come_before_those_matching_a_prefix(
+    tmp_path: Path,
+) -> None:
+    document = copy.deepcopy(POLICY)
+    document["users"] = [
+        {"id": f"u{i}", "name": name}
+        for i, name in enumerate(["Samantha Obi", "Sam Obi", "Samuel Sam", "Obi Sampson"])
+    ]
+    entities = list(policy_entities(parse_policy(document, now=NOW)))  # fmt: skip
+    replica = Replica.open(tmp_path, "acme", "boss", create=True)
+    try:
+        replica.replace_all(7, entities, digest_of(entities))
+        found = replica.search("sam obi")
+        assert found == [("user", "u1"), ("user", "u0"), ("user", "u3")]
+        assert replica.search("sam obi", limit=1) == [("user", "u1")]
+    finally:
+        replica.close()
+
+
+def test_migration_2_indexes_again_what_a_replica_of_schema_1_held(tmp_path: Path) -> None:
+    entities = _entities()
+    old = Replica(ReplicaFile.open(tmp_path, "acme", "boss", migrations=MIGRATIONS[:1],
+                                   create=True))  # fmt: skip
+    try:
+        with old.file.write():
+            # As the client of schema 1 wrote a snapshot: the text kept in the index.
+            old._set_meta(tenant="acme", user="boss", device="d-1", cursor=7)
+            for rowid, e in enumerate(entities, 1):
+                old.file.conn.execute(
+                    "INSERT INTO entities (rowid, kind, id, document) VALUES (?, ?, ?, ?)",
+                    (rowid, e.kind, e.id, json.dumps(e.document)),
+                )
+                old.file.conn.execute(
+                    "INSERT INTO entity_text (rowid, kind, text) VALUES (?, ?, ?)",
+                    (rowid, e.kind, e.id),
+                )
+        assert old.file.schema_version() == 1
+    finally:
+        old.close()
+    replica = Replica.open(tmp_path, "acme", "boss")
+    try:
+        assert replica.file.schema_version() == 2
+        assert ("user", "kim") in replica.search("weekend")
+        assert ("role", "r-yard") in replica.search("yard")
+        # The index keeps no copy of the text: its content table is gone.
+        tables = {name for (name,) in replica.file.conn.execute(
+            "SELECT name FROM sqlite_master WHERE name LIKE 'entity_text%'")}  # fmt: skip
+        assert "entity_text_content" not in tables
+    finally:
+        replica.close()
