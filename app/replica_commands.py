@@ -167,7 +167,8 @@ def _replica_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help=f"where replicas are kept (default: {default_replica_dir()})",
+        help="where replicas are kept (default: Fleetgate/replicas in the user's data "
+        "directory, ~/.local/share on Linux)",
     )
     parser.add_argument("--tenant", required=True, metavar="T", help="the tenant's name")
     parser.add_argument(
