@@ -74,6 +74,7 @@ from typing import Any
 import orjson
 
 OUT = Path(__file__).resolve().parent / "out"
+ROOT = OUT.parent.parent
 TENANT = "bench-fleet"
 ADMIN = "bench-admin"
 ADMIN_ROLE = "bench-admin"
@@ -1165,12 +1166,49 @@ def _fleetgate() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
 
 
-def _client_environment() -> dict[str, str]:
-    """Passphrase mode: no keyring across processes without a real one."""
+def _client_environment(*, keyring_mode: bool = False) -> dict[str, str]:
+    """Passphrase mode (no keyring across processes without a real one), or keyring mode
+    with the file-backed keyring of bench/file_keyring.py standing in for the OS's."""
+    if keyring_mode:
+        return os.environ | {
+            "PYTHON_KEYRING_BACKEND": "bench.file_keyring.Keyring",
+            "FLEETGATE_BENCH_KEYRING": str(OUT / "bench-keyring.json"),
+            "PYTHONPATH": str(ROOT),
+        }
     return os.environ | {
         "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
         "FLEETGATE_PASSPHRASE": PASSPHRASE,
     }
+
+
+def _keyring_mode_copy(source: Path, target: Path) -> None:
+    """A keyring-mode replica of ADMIN holding what the passphrase-mode one in `source`
+    holds (policy, cursor, lease), its key in the file-backed keyring."""
+    import keyring
+
+    from app.replica import Replica
+    from app.replica_file import KeyMode
+    from bench.file_keyring import Keyring
+    from sync.replication.digest import digest_of
+
+    os.environ.update(_client_environment(keyring_mode=True))
+    (OUT / "bench-keyring.json").unlink(missing_ok=True)
+    kept = keyring.get_keyring()
+    keyring.set_keyring(Keyring())
+    try:
+        original = _open_replica(source, ADMIN, passphrase=True)
+        meta, entities = original.meta(), original.entities()
+        original.close()
+        shutil.rmtree(target, ignore_errors=True)
+        replica = Replica.open(target, TENANT, ADMIN, create=True, mode=KeyMode.KEYRING)
+        replica.replace_all(meta.cursor, entities, digest_of(entities))
+        replica.set_meta(synced_at=meta.synced_at, lease_seconds=meta.lease_seconds,
+                         clock_mark=meta.clock_mark)  # fmt: skip
+        replica.close()
+    finally:
+        keyring.set_keyring(kept)
+        for name in ("PYTHON_KEYRING_BACKEND", "FLEETGATE_BENCH_KEYRING"):
+            os.environ.pop(name, None)
 
 
 def _timed_process(
@@ -1242,35 +1280,38 @@ print(json.dumps({"imports": imported - started, "open (header, Argon2, SQLCiphe
 """
 
 
-def _cold_decision(directory: Path, user: str, runs: int, policy_file: Path) -> dict[str, Any]:
+def _cold_decision(
+    directory: Path, user: str, runs: int, policy_file: Path, *, keyring_mode: bool = False
+) -> dict[str, Any]:
     """`fleetgate check --replica-dir ... --user U ...` as a whole process, and where its
     time goes."""
     from app.replica_file import read_header
     from app.replica_keys import derive_key
 
-    environment = _client_environment()
+    environment = _client_environment(keyring_mode=keyring_mode)
     replica_args = ["--replica-dir", str(directory), "--tenant", TENANT, "--as", ADMIN]
     request_args = ["--user", user, "--action", "read", "--resource", "vehicle:veh-7"]
     check = [*_fleetgate(), "check", *replica_args, *request_args]
     results: dict[str, Any] = {"command": " ".join(["fleetgate", *check[len(_fleetgate()) :]])}
     results["logged"] = _runs(check, runs, environment=environment)
     results["no_log"] = _runs([*check, "--no-log"], runs, environment=environment)
-    results["python_startup"] = _runs([sys.executable, "-c", "pass"], runs)
-    results["policy_file"] = _runs(
-        [*_fleetgate(), "check", "--policy", str(policy_file), *request_args],
-        max(3, runs // 2),
-    )
-    replica = _open_replica(directory, ADMIN, passphrase=True)
-    kdf = read_header(replica.file.header_path).kdf
-    replica.close()
-    assert kdf is not None
-    argon2: list[float] = []
-    for _ in range(5):
-        started = time.perf_counter()
-        derive_key(PASSPHRASE, kdf)
-        argon2.append(time.perf_counter() - started)
-    results["argon2_s"] = _spread(argon2)
-    results["kdf"] = kdf.describe()
+    if not keyring_mode:
+        results["python_startup"] = _runs([sys.executable, "-c", "pass"], runs)
+        results["policy_file"] = _runs(
+            [*_fleetgate(), "check", "--policy", str(policy_file), *request_args],
+            max(3, runs // 2),
+        )
+        replica = _open_replica(directory, ADMIN, passphrase=True)
+        kdf = read_header(replica.file.header_path).kdf
+        replica.close()
+        assert kdf is not None
+        argon2: list[float] = []
+        for _ in range(5):
+            started = time.perf_counter()
+            derive_key(PASSPHRASE, kdf)
+            argon2.append(time.perf_counter() - started)
+        results["argon2_s"] = _spread(argon2)
+        results["kdf"] = kdf.describe()
     phases: list[dict[str, float]] = []
     probe = [sys.executable, "-c", _COLD_PROBE, str(directory), TENANT, ADMIN, user, "read",
              "vehicle", "veh-7"]  # fmt: skip
@@ -1441,6 +1482,11 @@ def _measure(args: argparse.Namespace, results: dict[str, Any], work: Path) -> N
     print("cold single decisions (whole processes) ...", flush=True)
     results["cold_decision"] = _cold_decision(passphrase_dir, probe_user, args.cold_runs,
                                               policy_file)  # fmt: skip
+    keyring_dir = work / "keyring-mode"
+    _keyring_mode_copy(passphrase_dir, keyring_dir)
+    results["cold_decision_keyring"] = _cold_decision(
+        keyring_dir, probe_user, args.cold_runs, policy_file, keyring_mode=True
+    )
     print("batches (whole processes) ...", flush=True)
     results["batch"] = _batch(passphrase_dir, folder / "requests.jsonl", policy_file,
                               args.batch_runs)  # fmt: skip
@@ -1562,6 +1608,16 @@ def _print(results: dict[str, Any]) -> None:
         ("  -X importtime, top-level cumulative", _ms_list(imports["top_cumulative_ms"][:6])),
         ("  -X importtime, nested cumulative", _ms_list(imports["top_nested_cumulative_ms"][:8])),
         ("  -X importtime, top self", _ms_list(imports["top_self_ms"][:6])),
+    ]  # fmt: skip
+    keyed = results["cold_decision_keyring"]
+    logged, no_log = keyed["logged"]["wall_s"], keyed["no_log"]["wall_s"]
+    rows += [
+        ("  keyring mode (a file-backed keyring)",
+         f"median {logged['median']:.3f} s (min {logged['min']:.3f}, max {logged['max']:.3f}, "
+         f"{len(logged['runs'])} runs); --no-log {no_log['median']:.3f} s   "
+         f"(goal <= {GOAL_COLD_DECISION_S} s)"),
+        ("    phases in a fresh process", ", ".join(
+            f"{k} {v:.3f}" for k, v in keyed["phases_s"].items()) + " s"),
     ]  # fmt: skip
     batch = results["batch"]
 
