@@ -437,6 +437,34 @@ class Replica:
     def has_policy(self) -> bool:
         return bool(self._query("SELECT 1 FROM entities LIMIT 1"))
 
+    def entity_page(self, kind: str, after: int, limit: int) -> list[tuple[int, str, Any]]:
+        """Up to `limit` confirmed entities of `kind` after rowid `after`, in stored order,
+        as (rowid, id, document): what a list shows a page at a time."""
+        rows = self._query(
+            "SELECT rowid, id, document FROM entities WHERE kind = ? AND rowid > ? "
+            "ORDER BY rowid LIMIT ?",
+            (kind, after, limit),
+        )
+        return [(rowid, entity_id, orjson.loads(doc)) for rowid, entity_id, doc in rows]
+
+    def entity_count(self, kind: str) -> int:
+        """How many confirmed entities of `kind` the replica holds."""
+        return int(self._query("SELECT count(*) FROM entities WHERE kind = ?", (kind,))[0][0])
+
+    def entities_named(self, kind: str, ids: Sequence[str]) -> list[tuple[int, str, Any]]:
+        """The confirmed entities of `kind` with these ids, in the order of `ids` (those
+        not there left out), as (rowid, id, document)."""
+        found: dict[str, tuple[int, str, Any]] = {}
+        for start in range(0, len(ids), 500):
+            part = list(ids[start : start + 500])
+            marks = ", ".join("?" * len(part))
+            for rowid, entity_id, doc in self._query(
+                f"SELECT rowid, id, document FROM entities WHERE kind = ? AND id IN ({marks})",  # noqa: S608 - placeholders only
+                (kind, *part),
+            ):
+                found[entity_id] = (rowid, entity_id, orjson.loads(doc))
+        return [found[i] for i in ids if i in found]
+
     def load_policy(self, now: Instant) -> Policy:
         """The whole confirmed policy (repaired fail-closed if it does not load)."""
         return _policy(self.meta().tenant, self.entities(), now)

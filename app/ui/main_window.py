@@ -1,0 +1,203 @@
+"""The main window: roles and users of a replica, searchable, with a status bar that speaks.
+
+Rules of this module (the desktop issue, § Windows and workflows, § Accessibility):
+
+- Views are chosen from a list on the left (Alt+1, Alt+2, ...; each has a
+  mnemonic) and shown beside it; every list is an `EntityListModel` over the
+  replica, so the window opens as fast on 50,000 users as on 50.
+- Search is as you type, debounced by SEARCH_DELAY_MS, and answered by the
+  replica's FTS5 index; the count of matches is shown and announced.
+- Every control gets its accessible name where it is created, next to its
+  label (a buddy, for fields); tables keep Tab for moving between controls.
+- Status changes (counts, the sync state) are shown in the status bar and
+  announced to assistive technology (`announce`).
+- Widgets are touched only on the UI thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QAccessible, QAccessibleAnnouncementEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QStackedWidget,
+    QStatusBar,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.ui.models import ROLE_COLUMNS, USER_COLUMNS, Column, EntityListModel, EntitySource
+
+SEARCH_DELAY_MS = 150
+"""Typing pauses shorter than this do not search (the desktop issue: debounced)."""
+
+
+def announce(widget: QWidget, message: str) -> None:
+    """Say `message` to assistive technology, as a polite announcement from `widget`."""
+    event = QAccessibleAnnouncementEvent(widget, message)
+    event.setPoliteness(QAccessible.AnnouncementPoliteness.Polite)
+    QAccessible.updateAccessibility(event)
+
+
+@dataclass(frozen=True, slots=True)
+class ViewSpec:
+    kind: str
+    title: str
+    """With its mnemonic, as the navigation list shows it."""
+    singular: str
+    plural: str
+    columns: tuple[Column, ...]
+
+
+VIEWS = (
+    ViewSpec("role", "&Roles", "role", "roles", ROLE_COLUMNS),
+    ViewSpec("user", "&Users", "user", "users", USER_COLUMNS),
+)
+
+
+class EntityListView(QWidget):
+    """A searchable table of one kind of entity (module rules)."""
+
+    def __init__(self, source: EntitySource, spec: ViewSpec, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.spec = spec
+        self.setObjectName(f"{spec.kind}-view")
+        self.setAccessibleName(spec.title.replace("&", ""))
+        self.model = EntityListModel(source, spec.kind, spec.columns)
+
+        label = QLabel(f"&Search {spec.plural}:", self)
+        self.search = QLineEdit(self)
+        self.search.setObjectName(f"{spec.kind}-search")
+        self.search.setAccessibleName(f"Search {spec.plural}")
+        self.search.setAccessibleDescription(
+            f"Type to find {spec.plural} by id, name, attribute or rule; the list follows."
+        )
+        self.search.setPlaceholderText("id, name, attribute, rule ...")
+        self.search.setClearButtonEnabled(True)
+        label.setBuddy(self.search)
+
+        self.table = QTableView(self)
+        self.table.setObjectName(f"{spec.kind}-table")
+        self.table.setAccessibleName(f"{spec.plural.capitalize()} list")
+        self.table.setModel(self.model)
+        self.table.setTabKeyNavigation(False)  # Tab leaves the table (FACTS: Qt a11y traps)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+
+        self.count = QLabel(self)
+        self.count.setObjectName(f"{spec.kind}-count")
+        self.count.setAccessibleName(f"{spec.plural.capitalize()} shown")
+
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(SEARCH_DELAY_MS)
+        self._timer.timeout.connect(self.apply_search)
+        self.search.textChanged.connect(lambda _text: self._timer.start())
+
+        row = QHBoxLayout()
+        row.addWidget(label)
+        row.addWidget(self.search, 1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.count)
+        self.setTabOrder(self.search, self.table)
+        self.model.fetchMore()
+        self._show_count(announce_it=False)
+
+    def apply_search(self) -> None:
+        """Filter now (the debounce timer calls this when typing pauses)."""
+        self._timer.stop()
+        self.model.set_filter(self.search.text())
+        self._show_count(announce_it=True)
+
+    def refresh(self) -> None:
+        self.model.refresh()
+        self._show_count(announce_it=False)
+
+    def _show_count(self, *, announce_it: bool) -> None:
+        spec, model = self.spec, self.model
+        if model.filter_text:
+            shown = model.rowCount()
+            noun = spec.singular if shown == 1 else spec.plural
+            text = f"{shown:,} {noun} match \u201c{model.filter_text}\u201d"
+        else:
+            noun = spec.singular if model.total == 1 else spec.plural
+            text = f"{model.total:,} {noun}"
+        self.count.setText(text)
+        if announce_it:
+            announce(self.count, text)
+
+
+class MainWindow(QMainWindow):
+    """Navigation on the left, the chosen view beside it, the status bar below."""
+
+    def __init__(self, source: EntitySource, title: str) -> None:
+        super().__init__()
+        self.setObjectName("main-window")
+        self.setWindowTitle(f"Fleetgate \u2014 {title}")
+        self.setAccessibleName("Fleetgate administration")
+
+        self.navigation = QListWidget(self)
+        self.navigation.setObjectName("navigation")
+        self.navigation.setAccessibleName("Views")
+        self.navigation.setAccessibleDescription("Choose what the window shows")
+        self.stack = QStackedWidget(self)
+        self.stack.setObjectName("views")
+        self.views: dict[str, EntityListView] = {}
+        for number, spec in enumerate(VIEWS, 1):
+            item = QListWidgetItem(spec.title.replace("&", ""))
+            item.setToolTip(f"Alt+{number}")
+            self.navigation.addItem(item)
+            view = EntityListView(source, spec, self.stack)
+            self.views[spec.kind] = view
+            self.stack.addWidget(view)
+            shortcut = QShortcut(QKeySequence(f"Alt+{number}"), self)
+            shortcut.activated.connect(lambda n=number - 1: self.show_view(n))
+        self.navigation.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.navigation.setMaximumWidth(160)
+        self.navigation.setCurrentRow(0)
+
+        central = QWidget(self)
+        layout = QHBoxLayout(central)
+        layout.addWidget(self.navigation)
+        layout.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+
+        bar = QStatusBar(self)
+        bar.setObjectName("status-bar")
+        bar.setAccessibleName("Status")
+        self.connection = QLabel("Offline", bar)
+        self.connection.setObjectName("connection")
+        self.connection.setAccessibleName("Connection")
+        bar.addPermanentWidget(self.connection)
+        self.setStatusBar(bar)
+        self.setTabOrder(self.navigation, self.views[VIEWS[0].kind].search)
+        self.resize(960, 620)
+
+    def show_view(self, number: int) -> None:
+        """Show view `number` (0-based) and put the focus in its search field."""
+        self.navigation.setCurrentRow(number)
+        view = self.stack.widget(number)
+        if isinstance(view, EntityListView):
+            view.search.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    def set_connection(self, text: str) -> None:
+        """Show and announce the sync state (online, offline, syncing ...)."""
+        if self.connection.text() != text:
+            self.connection.setText(text)
+            announce(self.connection, f"Connection: {text}")
