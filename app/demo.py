@@ -99,6 +99,27 @@ def _has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+REPLICAS = DATA_DIR / "replicas"
+DEMO_PASSPHRASE = "fleetgate-demo-replica"  # noqa: S105 - used only where no keyring works
+
+
+def open_desktop() -> None:
+    """Sync the demo admin's replica, then open the desktop app on it."""
+    env = os.environ | {"FLEETGATE_PASSPHRASE": os.environ.get("FLEETGATE_PASSPHRASE",
+                                                                DEMO_PASSPHRASE)}  # fmt: skip
+    who = ["--tenant", TENANT, "--replica-dir", str(REPLICAS)]
+    synced = subprocess.run(
+        [sys.executable, "-m", "app.cli", "sync", "--server", f"ws://127.0.0.1:{PORT}/sync",
+         *who, "--user", ADMIN, "--password-stdin"],
+        input=f"{PASSWORD}\n", text=True, env=env, check=False,
+    )  # fmt: skip
+    if synced.returncode != 0:
+        print(f"The demo replica did not sync (exit {synced.returncode}).", flush=True)
+        return
+    subprocess.run([sys.executable, "-m", "app.desktop", *who, "--user", ADMIN],
+                   env=env, check=False)  # fmt: skip
+
+
 def _interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -118,9 +139,13 @@ def serve() -> int:
             flush=True,
         )
         if _has_display():
-            subprocess.run([sys.executable, "-m", "app.desktop"], check=False)
+            open_desktop()
         else:
-            print("No display here: the desktop app is not opened.", flush=True)
+            print(
+                "No display here: the desktop app is not opened. To see it, look at the "
+                "screenshots the tests save in screenshots/, or run: fleetgate-admin --self-test",
+                flush=True,
+            )
         print("The server keeps running; Ctrl-C stops it.", flush=True)
         server.wait()
     except KeyboardInterrupt:

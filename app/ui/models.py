@@ -80,8 +80,8 @@ USER_COLUMNS = (
 ROLE_COLUMNS = (
     Column("Role", _text("name")),
     Column("Id", lambda entity_id, _d: entity_id),
-    Column("Description", _text("description")),
     Column("Inherits", lambda _i, document: _count(document, "inherits")),
+    Column("Description", _text("description")),
 )
 
 
