@@ -96,7 +96,7 @@ def self_test() -> int:
             if replica.entity_count("user") != len(policy.users):
                 print("self-test: the reopened replica lost users", file=sys.stderr)
                 return 1
-            window = MainWindow(replica, f"{TENANT} (self-test)")
+            window = MainWindow(replica, f"{TENANT} (self-test)", status=replica)
             window.show()
             app.processEvents()
             window.grab()
@@ -156,8 +156,11 @@ def open_replica_window(arguments: argparse.Namespace) -> int:
         QMessageBox.critical(None, "Fleetgate", str(error))
         print(f"fleetgate-admin: {error}", file=sys.stderr)
         return 2
+    from app.offline import effective_clock  # noqa: PLC0415
+
     try:
-        window = MainWindow(replica, settings["tenant"])
+        window = MainWindow(replica, settings["tenant"], status=replica,
+                            now=effective_clock(replica))  # fmt: skip
         window.show()
         return int(app.exec())
     finally:

@@ -85,6 +85,13 @@ def _replica_clock(replica: Replica, clocks: Clocks) -> ReplicaClock:
     return ReplicaClock(parse_instant(mark) if mark else None, clocks.mono())
 
 
+def effective_clock(replica: Replica, clocks: Clocks = Clocks()) -> Callable[[], Instant]:
+    """The replica's effective time, read each call (module rules: a clock moved back
+    freezes it): for what shows the lease, such as the desktop app's status bar."""
+    clock = _replica_clock(replica, clocks)
+    return lambda: clock.read(clocks.wall(), clocks.mono())[0]
+
+
 def named_entities(edits: Iterable[LocalEdit]) -> set[tuple[str, str]]:
     """The roles and users pending edits name, read from their documents (the
     replica's documents name roles by id)."""

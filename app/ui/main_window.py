@@ -16,6 +16,7 @@ Rules of this module (the desktop issue, § Windows and workflows, § Accessibil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PySide6.QtCore import Qt, QTimer
@@ -36,10 +37,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.clock import wall_now
+from app.replica_status import StatusSource, replica_status
 from app.ui.models import ROLE_COLUMNS, USER_COLUMNS, Column, EntityListModel, EntitySource
+from sync.policy.instant import Instant
 
 SEARCH_DELAY_MS = 150
 """Typing pauses shorter than this do not search (the desktop issue: debounced)."""
+STATUS_EVERY_MS = 30_000
+"""How often the status bar reads the replica again (the lease counts down)."""
+STATUS_PARTS = (
+    ("connection", "Connection"),
+    ("synced", "Last synced"),
+    ("pending", "Pending edits"),
+    ("attention", "Outcomes to review"),
+    ("lease", "Offline lease"),
+)
 
 
 def announce(widget: QWidget, message: str) -> None:
@@ -147,7 +160,16 @@ class EntityListView(QWidget):
 class MainWindow(QMainWindow):
     """Navigation on the left, the chosen view beside it, the status bar below."""
 
-    def __init__(self, source: EntitySource, title: str) -> None:
+    def __init__(
+        self,
+        source: EntitySource,
+        title: str,
+        *,
+        status: StatusSource | None = None,
+        now: Callable[[], Instant] = wall_now,
+    ) -> None:
+        """`status`: the replica the status bar describes (None: only the connection);
+        `now`: the replica's effective time (app/offline.py), for the lease."""
         super().__init__()
         self.setObjectName("main-window")
         self.setWindowTitle(f"Fleetgate \u2014 {title}")
@@ -182,11 +204,26 @@ class MainWindow(QMainWindow):
         bar = QStatusBar(self)
         bar.setObjectName("status-bar")
         bar.setAccessibleName("Status")
-        self.connection = QLabel("Offline", bar)
-        self.connection.setObjectName("connection")
-        self.connection.setAccessibleName("Connection")
-        bar.addPermanentWidget(self.connection)
+        self.status_labels: dict[str, QLabel] = {}
+        for key, name in STATUS_PARTS:
+            label = QLabel(bar)
+            label.setObjectName(key)
+            label.setAccessibleName(name)
+            label.setContentsMargins(8, 0, 8, 0)
+            bar.addPermanentWidget(label)
+            self.status_labels[key] = label
+        self.connection = self.status_labels["connection"]
+        self.connection.setText("Offline")
         self.setStatusBar(bar)
+        self._status_source = status
+        self._now = now
+        if status is not None:
+            self.refresh_status()
+            # The lease counts down while the window is open.
+            self._status_timer = QTimer(self)
+            self._status_timer.setInterval(STATUS_EVERY_MS)
+            self._status_timer.timeout.connect(self.refresh_status)
+            self._status_timer.start()
         self.setTabOrder(self.navigation, self.views[VIEWS[0].kind].search)
         self.resize(960, 620)
 
@@ -196,6 +233,21 @@ class MainWindow(QMainWindow):
         view = self.stack.widget(number)
         if isinstance(view, EntityListView):
             view.search.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    def refresh_status(self) -> None:
+        """Read the replica's status again; say what changed (module rules)."""
+        if self._status_source is None:
+            return
+        words = replica_status(self._status_source, self._now())
+        texts = {"synced": words.synced, "pending": words.pending,
+                 "attention": words.attention, "lease": words.lease}  # fmt: skip
+        for key, text in texts.items():
+            label = self.status_labels[key]
+            if label.text() != text:
+                announce_it = bool(label.text()) and key != "lease"  # not every minute
+                label.setText(text)
+                if announce_it:
+                    announce(label, text)
 
     def set_connection(self, text: str) -> None:
         """Show and announce the sync state (online, offline, syncing ...)."""

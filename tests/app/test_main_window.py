@@ -81,3 +81,22 @@ def test_a_screenshot_of_each_view_in_each_theme(window: MainWindow, qtbot, them
             assert image.save(str(SCREENSHOTS / f"{kind}s-{theme}.png"))
     finally:
         app.setPalette(kept)
+
+
+def test_the_status_bar_reads_the_replica_and_says_when_edits_are_pending(
+    replica: Replica,  # noqa: F811
+    qtbot,
+) -> None:
+    from app import offline
+
+    shown = MainWindow(replica, "acme", status=replica, now=offline.effective_clock(replica))
+    qtbot.addWidget(shown)
+    labels = shown.status_labels
+    assert labels["synced"].text() == "Never synced"
+    assert labels["pending"].text() == "No pending edits"
+    assert labels["lease"].text().startswith("Lease no lease")
+    assert all(label.accessibleName() for label in labels.values())
+    edit = {"op": "describe_role", "role_id": "r-driver", "description": "drives"}
+    offline.queue_edits(replica, [edit], author="boss")
+    shown.refresh_status()
+    assert labels["pending"].text() == "1 pending edit"

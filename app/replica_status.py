@@ -1,0 +1,66 @@
+"""What the desktop app's status bar says about a replica, in words (the desktop issue,
+§ Status bar): last synced, pending edits, outcomes to see, and the lease.
+
+Pure over what the replica returns, so the words are tested without Qt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sync.policy.instant import Instant
+from sync.replication.offline import Lease
+
+
+class StatusSource(Protocol):
+    """What the status reads (app.replica.Replica)."""
+
+    def meta(self) -> Any: ...
+
+    def pending(self) -> Sequence[Any]: ...
+
+    def attention(self) -> Sequence[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    synced: str
+    pending: str
+    attention: str
+    lease: str
+    lease_fresh: bool
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count:,} {one if count == 1 else many}"
+
+
+def replica_status(source: StatusSource, now: Instant) -> ReplicaStatus:
+    """The status bar's words for `source` at `now` (the replica's effective time)."""
+    meta = source.meta()
+    # The server's RFC 3339 time, to the minute: "2026-12-01 18:10 UTC".
+    synced = f"Last synced {meta.synced_at[:16].replace('T', ' ')} UTC" if meta.synced_at else (
+        "Never synced")  # fmt: skip
+    pending = len(source.pending())
+    outcomes = source.attention()
+    conflicts = sum(1 for a in outcomes if a.outcome == "conflict")
+    others = len(outcomes) - conflicts
+    if not outcomes:
+        attention = "Nothing to review"
+    else:
+        parts = []
+        if conflicts:
+            parts.append(_plural(conflicts, "conflict", "conflicts"))
+        if others:
+            parts.append(_plural(others, "refused edit", "refused edits"))
+        attention = " and ".join(parts) + " to review"
+    lease: Lease = meta.lease
+    return ReplicaStatus(
+        synced,
+        _plural(pending, "pending edit", "pending edits") if pending else "No pending edits",
+        attention,
+        "Lease " + lease.describe(now),
+        lease.fresh(now),
+    )
