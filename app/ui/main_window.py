@@ -20,7 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QAccessible, QAccessibleAnnouncementEvent, QKeySequence, QShortcut
+from PySide6.QtGui import (
+    QAccessible,
+    QAccessibleAnnouncementEvent,
+    QHideEvent,
+    QKeySequence,
+    QShortcut,
+    QShowEvent,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -217,13 +224,12 @@ class MainWindow(QMainWindow):
         self.setStatusBar(bar)
         self._status_source = status
         self._now = now
-        if status is not None:
-            self.refresh_status()
-            # The lease counts down while the window is open.
-            self._status_timer = QTimer(self)
-            self._status_timer.setInterval(STATUS_EVERY_MS)
-            self._status_timer.timeout.connect(self.refresh_status)
-            self._status_timer.start()
+        # The lease counts down while the window is shown (and only then: a hidden
+        # window's replica may be closed already).
+        self._status_timer = QTimer(self)
+        self._status_timer.setInterval(STATUS_EVERY_MS)
+        self._status_timer.timeout.connect(self.refresh_status)
+        self.refresh_status()
         self.setTabOrder(self.navigation, self.views[VIEWS[0].kind].search)
         self.resize(960, 620)
 
@@ -233,6 +239,16 @@ class MainWindow(QMainWindow):
         view = self.stack.widget(number)
         if isinstance(view, EntityListView):
             view.search.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self._status_source is not None:
+            self.refresh_status()
+            self._status_timer.start()
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        self._status_timer.stop()
+        super().hideEvent(event)
 
     def refresh_status(self) -> None:
         """Read the replica's status again; say what changed (module rules)."""

@@ -100,3 +100,18 @@ def test_the_status_bar_reads_the_replica_and_says_when_edits_are_pending(
     offline.queue_edits(replica, [edit], author="boss")
     shown.refresh_status()
     assert labels["pending"].text() == "1 pending edit"
+
+
+def test_the_status_timer_runs_only_while_the_window_is_shown(
+    replica: Replica,  # noqa: F811
+    qtbot,
+) -> None:
+    # A closed window's timer kept reading a replica closed after it (CI: "the replica
+    # file is closed", raised in the Qt event loop during later tests).
+    shown = MainWindow(replica, "acme", status=replica)
+    qtbot.addWidget(shown)
+    assert not shown._status_timer.isActive()
+    shown.show()
+    assert shown._status_timer.isActive()
+    shown.close()
+    assert not shown._status_timer.isActive()
