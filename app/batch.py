@@ -12,11 +12,12 @@ On a malformed line, every decision before it is written, then
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
@@ -216,31 +217,50 @@ def _run_forked(
 ) -> int:
     global _worker_engine, _worker_now, _worker_suffix  # noqa: PLW0603 - handed to forked workers
     _worker_engine, _worker_now, _worker_suffix = engine, now, suffix
+    written = 0
+    try:
+        with contextlib.closing(forked_in_order(jobs, _work, ((t, None) for t in pieces))) as done:
+            for result, _ in done:
+                written += _write(result, out)
+        return written
+    finally:
+        _worker_engine = None
+
+
+def forked_in_order(
+    jobs: int, work: Callable[[Any], Any], tasks: Iterable[tuple[Any, Any]]
+) -> Iterator[tuple[Any, Any]]:
+    """`(work(argument), extra)` for each `(argument, extra)` of `tasks`, in their order,
+    from `jobs` forked workers with 2 x `jobs` tasks in flight; a task is taken from
+    `tasks` only when there is room, so what it reads (a clock) is read then.
+
+    Use it closed (`contextlib.closing`): closing waits for the workers to go, since
+    a parent that exits first (fleetgate ends with os._exit) would leave them waiting
+    on their queue forever. Raises WorkerDied when a worker is killed or crashes.
+    """
     import multiprocessing  # noqa: PLC0415 - see run_batch
     from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
     from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415
 
-    context = multiprocessing.get_context("fork")
     # A process pool executor, not multiprocessing.Pool: if a worker dies, its
     # futures fail with BrokenProcessPool instead of waiting forever.
-    executor = ProcessPoolExecutor(jobs, mp_context=context, initializer=exit_with_parent)
-    written = 0
+    executor = ProcessPoolExecutor(
+        jobs, mp_context=multiprocessing.get_context("fork"), initializer=exit_with_parent
+    )
+    window: deque[tuple[Future[Any], Any]] = deque()
     try:
-        window: deque[Future[tuple[bytes, MalformedLine | None]]] = deque()
-        for task in pieces:
-            window.append(executor.submit(_work, task))
+        for argument, extra in tasks:
+            window.append((executor.submit(work, argument), extra))
             if len(window) >= 2 * jobs:
-                written += _write(window.popleft().result(), out)
+                future, kept = window.popleft()
+                yield future.result(), kept
         while window:
-            written += _write(window.popleft().result(), out)
-        return written
+            future, kept = window.popleft()
+            yield future.result(), kept
     except BrokenProcessPool:
         raise WorkerDied("a worker process deciding the batch stopped unexpectedly") from None
     finally:
-        # Wait for the workers to go: a parent that exits first (fleetgate
-        # ends with os._exit) would leave them waiting on their queue forever.
         executor.shutdown(wait=True, cancel_futures=True)
-        _worker_engine = None
 
 
 class WorkerDied(RuntimeError):

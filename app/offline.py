@@ -26,11 +26,11 @@ Rules of this module (the client issue, § Offline decisions):
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import json
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -40,9 +40,8 @@ import orjson
 from app.batch import (
     MAX_LINE_BYTES,
     MalformedLine,
-    WorkerDied,
     blocks,
-    exit_with_parent,
+    forked_in_order,
     parse_line,
     run_batch,
     usable_cores,
@@ -426,37 +425,23 @@ def _decide_forked(
     """Blocks decided by forked workers while this process logs and writes out the
     ones before, in order: each is committed before it is written (module rules)."""
     global _worker  # noqa: PLW0603 - handed to the forked workers
-    import multiprocessing  # noqa: PLC0415 - see decide_lines
-    from concurrent.futures import Future, ProcessPoolExecutor  # noqa: PLC0415
-    from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415
 
-    _worker = (engine, decider.edits)
-    # Workers fork on the first submits, outside any transaction: none holds the
-    # writer lock, and none touches the database.
-    executor = ProcessPoolExecutor(
-        jobs, mp_context=multiprocessing.get_context("fork"), initializer=exit_with_parent
-    )
-    count = 0
-    try:
-        window: deque[tuple[Future[DecidedBlock], list[bytes], Instant | None]] = deque()
+    def tasks() -> Iterator[tuple[tuple[Circumstances, list[bytes], int, bool], Any]]:
         for lineno, lines in pieces:
             # Each block is decided at its own reading of the clock, as in one process.
             situation = decider.situation()
-            future = executor.submit(_decide_in_worker, (situation, lines, lineno, decider.log))
-            window.append((future, lines, decider.clock.mark))
-            if len(window) > 2 * jobs:
-                done, decided, mark = window.popleft()
-                count += decider.write(done.result(), decided, mark, out)
-        while window:
-            done, decided, mark = window.popleft()
-            count += decider.write(done.result(), decided, mark, out)
+            yield (situation, lines, lineno, decider.log), (lines, decider.clock.mark)
+
+    _worker = (engine, decider.edits)
+    count = 0
+    try:
+        # Workers fork on the first submits, outside any transaction: none holds the
+        # writer lock, and none touches the database.
+        with contextlib.closing(forked_in_order(jobs, _decide_in_worker, tasks())) as done:
+            for block, (lines, mark) in done:
+                count += decider.write(block, lines, mark, out)
         return count
-    except BrokenProcessPool:
-        raise WorkerDied("a worker process deciding the batch stopped unexpectedly") from None
     finally:
-        # Wait for the workers to go: a parent that exits first (fleetgate ends with
-        # os._exit) would leave them waiting on their queue forever.
-        executor.shutdown(wait=True, cancel_futures=True)
         _worker = None
 
 

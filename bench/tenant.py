@@ -683,6 +683,17 @@ def write_benchmark(out: Path, policy: dict[str, Any], requests: list[dict[str, 
         stream.writelines(_dumps(request) + b"\n" for request in requests)
 
 
+def benchmark_folder(out: Path, roles: int, users: int, requests: int, seed: int) -> Path:
+    """`out/tenant-<sizes>-s<seed>`, holding that tenant and its requests (generated
+    the first time they are asked for; the benchmarks share them)."""
+    folder = out / f"tenant-{roles}r-{users}u-{requests}q-s{seed}"
+    if not (folder / "requests.jsonl").exists():
+        print(f"generating {folder.name} ...", flush=True)
+        policy = generate_tenant(seed, roles, users, 8)
+        write_benchmark(folder, policy, generate_requests(policy, requests, seed + 1))
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: write a generated tenant and its requests to a directory."""
     parser = argparse.ArgumentParser(prog="python -m bench.tenant", description=__doc__)
