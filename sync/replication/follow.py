@@ -159,12 +159,7 @@ class Follower:
         if all(change.version <= self.version for change in message.changes):
             # Nothing new (the page that ends a catch-up is often empty): the policy
             # need not be built to see that the digest is still the server's.
-            if (
-                message.digest is not None
-                and self.version == message.to_version
-                and digest_text(self.digest) != message.digest
-            ):
-                raise Diverged(f"the policy's digest at version {self.version} is not the server's")
+            _check_digest(message, self.version, self.digest)
             return Followed(self.version, self.digest, [], False, ())
         policy = self.policy
         assert policy is not None  # self._policy was not None
@@ -200,18 +195,23 @@ class Follower:
                 undo.absorb(mine)
                 version = change.version
                 applied.append(change)
-            if (
-                message.digest is not None
-                and version == message.to_version
-                and (digest_text(digest) != message.digest)
-            ):
-                raise Diverged(f"the policy's digest at version {version} is not the server's")
+            _check_digest(message, version, digest)
         except Diverged:
             undo.revert()
             raise
         self.version, self.digest = version, digest
         entities = [*gone.values(), *after.values()]
         return Followed(self.version, digest, entities, False, tuple(applied))
+
+
+def _check_digest(message: Changes, version: int, digest: int) -> None:
+    """Raise Diverged when the page ends at `version` with another digest than `digest`."""
+    if (
+        message.digest is not None
+        and version == message.to_version
+        and digest_text(digest) != message.digest
+    ):
+        raise Diverged(f"the policy's digest at version {version} is not the server's")
 
 
 def _built(tenant: str, entities: list[Entity], now: Instant, version: int) -> Policy:
