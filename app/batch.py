@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
+from app.policy_files import gc_paused
 from sync.policy.document import reject_json_constant
 from sync.policy.engine import Engine
 from sync.policy.instant import Instant
@@ -84,22 +85,25 @@ def decide_block(
     wires: list[bytes] = []
     append = wires.append
     error = None
-    for offset, line in enumerate(lines):
-        # The hot loop of `fleetgate check`: kept flat on purpose.
-        try:
-            if len(line) > MAX_LINE_BYTES:
-                raise MalformedRequest
-            request = parse_request(loads(line))
-        except (orjson.JSONDecodeError, MalformedRequest):
+    # Each line is a few young dictionaries, freed as soon as it is decided: the
+    # collector finds nothing in them, yet walking them took a third of the time.
+    with gc_paused():
+        for offset, line in enumerate(lines):
+            # The hot loop of `fleetgate check`: kept flat on purpose.
             try:
-                request = parse_line(line)
-            except MalformedRequest as problem:
-                error = MalformedLine(first_lineno + offset, str(problem))
-                break
-        if suffix:
-            append(decide(request, now).wire[:-1] + suffix)
-        else:
-            append(decide(request, now).wire)
+                if len(line) > MAX_LINE_BYTES:
+                    raise MalformedRequest
+                request = parse_request(loads(line))
+            except (orjson.JSONDecodeError, MalformedRequest):
+                try:
+                    request = parse_line(line)
+                except MalformedRequest as problem:
+                    error = MalformedLine(first_lineno + offset, str(problem))
+                    break
+            if suffix:
+                append(decide(request, now).wire[:-1] + suffix)
+            else:
+                append(decide(request, now).wire)
     wires.append(b"")
     return b"\n".join(wires) if len(wires) > 1 else b"", error
 
