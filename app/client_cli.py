@@ -11,7 +11,6 @@ for websockets and SQLCipher.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import getpass
 import json
 import sys
@@ -376,28 +375,17 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     from app import offline
     from app.clock import wall_now
-    from sync.policy.edits import EditRefused, apply_edit, edit_from_document
-    from sync.policy.reach import Unreachable, edits_to_reach
+    from sync.policy.reach import Unreachable
 
     replica = open_replica(args, args.owner)
     try:
-        rows = {row.seq: row for row in replica.outbox()}
-        target = rows.get(args.cancel)
-        if target is None:
-            raise BadInput(f"there is no edit {args.cancel} in the outbox (see `fleetgate outbox`)")
-        now = wall_now()
-        current, _ = offline.view_policy(replica, now)
-        without = replica.load_policy(now)
-        for local in replica.view_edits():
-            if local.seq == args.cancel:
-                continue
-            with contextlib.suppress(EditRefused):
-                apply_edit(without, edit_from_document(dict(local.edit), without), local.made_at)
-        only = offline.named_entities([target.local()])
-        try:
-            documents = edits_to_reach(current, without, only=only)
-        except Unreachable as error:
-            raise Failed(f"cannot take back edit {args.cancel}: {'; '.join(error.parts)}") from None
+        documents = offline.take_back(replica, args.cancel, wall_now())
+    except KeyError:
+        raise BadInput(
+            f"there is no edit {args.cancel} in the outbox (see `fleetgate outbox`)"
+        ) from None
+    except Unreachable as error:
+        raise Failed(f"cannot take back edit {args.cancel}: {'; '.join(error.parts)}") from None
     finally:
         replica.close()
     if not documents:

@@ -51,10 +51,11 @@ from app.policy_files import gc_paused
 from app.replica import DecisionRow, Replica
 from sync.policy.authority import authorize
 from sync.policy.decision import Decision
-from sync.policy.edits import Edit, EditRefused, apply_edit, edit_from_document
+from sync.policy.edits import Edit, EditRefused, Touched, Undo, apply_edit, edit_from_document
 from sync.policy.engine import Engine
 from sync.policy.instant import Instant, parse_instant
 from sync.policy.model import Policy
+from sync.policy.reach import edits_to_reach
 from sync.policy.request import MalformedRequest, Request, parse_request
 from sync.protocol.messages import Clock
 from sync.replication.decisions import ChainHead, EncodedLinks, chain_hashes, encode_links
@@ -492,31 +493,62 @@ def queue_edits(
     clocks: Clocks = Clocks(),
     cancels: int | None = None,
     where: Callable[[int], str] = lambda i: f"edit [{i}]",
+    engine: Engine | None = None,
 ) -> list[int]:
     """Check `documents` against the replica's view and queue them (module rules).
+
+    `engine`: one compiled over the replica's view as it is now (the desktop app
+    keeps one); the edits are applied to it when they are queued, and it is left
+    as it was when they are not. Without it, the view is loaded for this call.
 
     Returns the new seqs. Raises EditProblem naming the first edit that is
     malformed, does not apply, or that `author` may not make.
     """
     clock = _replica_clock(replica, clocks)
     now, _ = clock.read(clocks.wall(), clocks.mono())
-    policy, _failed = view_policy(replica, now)
-    engine = Engine(policy, replica.meta().cursor)
+    if engine is None:
+        policy, _failed = view_policy(replica, now)
+        engine = Engine(policy, replica.meta().cursor)
+    undo = Undo(engine.policy)
+    touched = Touched()
     checked: list[dict[str, Any]] = []
-    for i, document in enumerate(documents):
-        try:
-            edit: Edit = edit_from_document(document, engine.policy)
-        except EditRefused as refused:
-            raise EditProblem(f"{where(i)}: {refused.reason}") from None
-        denied = authorize(engine, edit, author, now)
-        if denied is not None:
-            raise EditProblem(
-                f"{where(i)}: {author} may not make it: needs {denied.permission} "
-                f"({denied.reason}); the server would refuse it"
-            )
-        try:
-            engine.apply(edit, now)
-        except EditRefused as refused:
-            raise EditProblem(f"{where(i)}: {refused.reason}") from None
-        checked.append(edit.to_document())
-    return replica.add_edits(checked, now, clocks.wall(), cancels=cancels, clock_mark=clock.mark)
+    try:
+        for i, document in enumerate(documents):
+            try:
+                edit: Edit = edit_from_document(document, engine.policy)
+            except EditRefused as refused:
+                raise EditProblem(f"{where(i)}: {refused.reason}") from None
+            denied = authorize(engine, edit, author, now)
+            if denied is not None:
+                raise EditProblem(
+                    f"{where(i)}: {author} may not make it: needs {denied.permission} "
+                    f"({denied.reason}); the server would refuse it"
+                )
+            try:
+                touched = touched | engine.apply(edit, now, undo=undo)
+            except EditRefused as refused:
+                raise EditProblem(f"{where(i)}: {refused.reason}") from None
+            checked.append(edit.to_document())
+        return replica.add_edits(
+            checked, now, clocks.wall(), cancels=cancels, clock_mark=clock.mark
+        )
+    except BaseException:
+        engine.revert(undo, touched)
+        raise
+
+
+def take_back(replica: Replica, seq: int, now: Instant) -> list[dict[str, Any]]:
+    """The edits that put back what pending edit `seq` changed in the replica's view
+    (nothing is deleted from the outbox without an outcome: cancelling queues
+    these). Empty when it changes nothing now. Raises KeyError when `seq` is not
+    in the outbox, Unreachable when its effect cannot be taken back."""
+    rows = {row.seq: row for row in replica.outbox()}
+    target = rows[seq]
+    current, _ = view_policy(replica, now)
+    without = replica.load_policy(now)
+    for local in replica.view_edits():
+        if local.seq == seq:
+            continue
+        with contextlib.suppress(EditRefused):
+            apply_edit(without, edit_from_document(dict(local.edit), without), local.made_at)
+    return edits_to_reach(current, without, only=named_entities([target.local()]))

@@ -1,0 +1,76 @@
+"""app.ui.workspace: edits checked and queued against the kept engine, which then
+decides as the replica's view does; refused edits leave both as they were."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import offline
+from app.ui.workspace import Workspace
+from sync.policy.engine import Engine
+from sync.policy.request import Request
+from tests.app.ui_fixtures import cheap_argon2, memory_keyring, ui_replica, workspace  # noqa: F401
+
+DRIVE = Request("vic", "drive", "vehicle", "v-1")
+
+
+def _fresh_engine(space: Workspace) -> Engine:
+    policy, _ = offline.view_policy(space.replica, space.now())
+    return Engine(policy)
+
+
+def test_a_queued_edit_is_in_the_kept_engine_and_in_a_fresh_view(workspace: Workspace) -> None:  # noqa: F811
+    seen: list[str] = []
+    workspace.changed.connect(lambda: seen.append("changed"))
+    assert not workspace.engine().decide(DRIVE, workspace.now()).allowed
+    seqs = workspace.queue([{"op": "assign_role", "user_id": "vic", "role_id": "driver"}])
+    assert len(seqs) == 1 and seen == ["changed"]
+    assert workspace.engine().decide(DRIVE, workspace.now()).allowed
+    assert _fresh_engine(workspace).decide(DRIVE, workspace.now()).allowed
+    assert [row.seq for row in workspace.pending()] == seqs
+
+
+def test_a_refused_edit_in_a_series_leaves_the_engine_and_outbox_as_they_were(
+    workspace: Workspace,  # noqa: F811
+) -> None:
+    documents = [
+        {"op": "assign_role", "user_id": "vic", "role_id": "driver"},
+        {"op": "assign_role", "user_id": "nobody", "role_id": "driver"},
+    ]
+    with pytest.raises(offline.EditProblem, match=r"edit \[1\]"):
+        workspace.queue(documents)
+    assert not workspace.engine().decide(DRIVE, workspace.now()).allowed
+    assert workspace.pending() == []
+
+
+def test_an_edit_the_author_may_not_make_is_refused_with_the_permission(
+    workspace: Workspace,  # noqa: F811
+) -> None:
+    vic = Workspace(workspace.replica, "vic")
+    with pytest.raises(offline.EditProblem, match="vic may not make it"):
+        vic.queue([{"op": "assign_role", "user_id": "vic", "role_id": "tenant-admin"}])
+    assert workspace.pending() == []
+
+
+def test_take_back_queues_the_compensating_edit_and_keeps_the_first(
+    workspace: Workspace,  # noqa: F811
+) -> None:
+    (first,) = workspace.queue([{"op": "assign_role", "user_id": "vic", "role_id": "driver"}])
+    undo = workspace.take_back(first)
+    assert undo and all(seq > first for seq in undo)
+    assert [row.seq for row in workspace.pending()] == [first, *undo]
+    assert [row.cancels for row in workspace.pending()][1:] == [first] * len(undo)
+    assert not workspace.engine().decide(DRIVE, workspace.now()).allowed
+
+
+def test_take_back_of_an_unknown_seq_says_so(workspace: Workspace) -> None:  # noqa: F811
+    with pytest.raises(KeyError):
+        workspace.take_back(999)
+
+
+def test_reload_builds_the_view_again_and_says_so(workspace: Workspace) -> None:  # noqa: F811
+    before = workspace.engine()
+    seen: list[str] = []
+    workspace.changed.connect(lambda: seen.append("changed"))
+    workspace.reload()
+    assert workspace.engine() is not before and seen == ["changed"]
