@@ -81,9 +81,15 @@ class Workspace(QObject):
         """Check and queue edit documents (the edit documents of `what-if`) as the
         author; returns their seqs. Raises offline.EditProblem naming the edit and
         why, with nothing queued."""
-        seqs = offline.queue_edits(self.replica, documents, author=self.author,
-                                   clocks=self.clocks, cancels=cancels, where=where,
-                                   engine=self.engine())  # fmt: skip
+        seqs = offline.queue_edits(
+            self.replica,
+            documents,
+            author=self.author,
+            clocks=self.clocks,
+            cancels=cancels,
+            where=where,
+            engine=self.engine(),
+        )
         self.changed.emit()
         return seqs
 
@@ -94,8 +100,9 @@ class Workspace(QObject):
         documents = offline.take_back(self.replica, seq, self.now())
         if not documents:
             return []
-        return self.queue(documents, cancels=seq,
-                          where=lambda i: f"taking back edit {seq}: edit [{i}]")  # fmt: skip
+        return self.queue(
+            documents, cancels=seq, where=lambda i: f"taking back edit {seq}: edit [{i}]"
+        )
 
     def pending(self) -> list[OutboxRow]:
         """Edits queued here that have no outcome yet, lowest seq first."""
