@@ -37,9 +37,11 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QSplitter,
     QStackedWidget,
     QStatusBar,
     QTableView,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -189,15 +191,13 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget(self)
         self.stack.setObjectName("views")
         self.views: dict[str, EntityListView] = {}
-        for number, spec in enumerate(VIEWS, 1):
-            item = QListWidgetItem(spec.title.replace("&", ""))
-            item.setToolTip(f"Alt+{number}")
-            self.navigation.addItem(item)
+        self.pages: dict[str, QWidget] = {}
+        """Every view by key, in navigation order: the lists, then `add_page`'s."""
+        self._focus: dict[str, QWidget] = {}
+        for spec in VIEWS:
             view = EntityListView(source, spec, self.stack)
             self.views[spec.kind] = view
-            self.stack.addWidget(view)
-            shortcut = QShortcut(QKeySequence(f"Alt+{number}"), self)
-            shortcut.activated.connect(lambda n=number - 1: self.show_view(n))
+            self.add_page(spec.kind, spec.title, view, focus=view.search)
         self.navigation.currentRowChanged.connect(self.stack.setCurrentIndex)
         self.navigation.setMaximumWidth(160)
         self.navigation.setCurrentRow(0)
@@ -211,12 +211,14 @@ class MainWindow(QMainWindow):
         bar = QStatusBar(self)
         bar.setObjectName("status-bar")
         bar.setAccessibleName("Status")
-        self.status_labels: dict[str, QLabel] = {}
+        self.status_labels: dict[str, QToolButton] = {}
         for key, name in STATUS_PARTS:
-            label = QLabel(bar)
+            # Buttons, not labels: each opens its view (`link_status`), by keyboard too.
+            label = QToolButton(bar)
             label.setObjectName(key)
             label.setAccessibleName(name)
-            label.setContentsMargins(8, 0, 8, 0)
+            label.setAutoRaise(True)
+            label.setFocusPolicy(Qt.FocusPolicy.TabFocus)
             bar.addPermanentWidget(label)
             self.status_labels[key] = label
         self.connection = self.status_labels["connection"]
@@ -233,12 +235,69 @@ class MainWindow(QMainWindow):
         self.setTabOrder(self.navigation, self.views[VIEWS[0].kind].search)
         self.resize(960, 620)
 
+    def add_page(
+        self, key: str, title: str, widget: QWidget, *, focus: QWidget | None = None
+    ) -> int:
+        """Add a view to the navigation (Alt+its number); `focus` gets the focus when it is
+        shown. Returns its number (0-based)."""
+        number = len(self.pages)
+        self.pages[key] = widget
+        if focus is not None:
+            self._focus[key] = focus
+        item = QListWidgetItem(title.replace("&", ""))
+        item.setToolTip(f"Alt+{number + 1}")
+        item.setData(Qt.ItemDataRole.UserRole, key)
+        self.navigation.addItem(item)
+        self.stack.addWidget(widget)
+        if number < 9:
+            shortcut = QShortcut(QKeySequence(f"Alt+{number + 1}"), self)
+            shortcut.activated.connect(lambda n=number: self.show_view(n))
+        return number
+
+    def set_detail(self, kind: str, detail: QWidget) -> QSplitter:
+        """Show `detail` (an editor) beside the list of `kind`, in a splitter that
+        replaces the list in its page."""
+        view = self.views[kind]
+        number = list(self.pages).index(kind)
+        splitter = QSplitter(Qt.Orientation.Horizontal, self.stack)
+        splitter.setObjectName(f"{kind}-page")
+        splitter.setAccessibleName(view.accessibleName())
+        self.stack.removeWidget(view)
+        splitter.addWidget(view)
+        splitter.addWidget(detail)
+        splitter.setStretchFactor(0, 2)
+        splitter.setStretchFactor(1, 3)
+        self.stack.insertWidget(number, splitter)
+        self.pages[kind] = splitter
+        self.stack.setCurrentIndex(self.navigation.currentRow())
+        return splitter
+
+    def page_number(self, key: str) -> int:
+        return list(self.pages).index(key)
+
     def show_view(self, number: int) -> None:
-        """Show view `number` (0-based) and put the focus in its search field."""
+        """Show view `number` (0-based) and put the focus where its work starts."""
         self.navigation.setCurrentRow(number)
-        view = self.stack.widget(number)
-        if isinstance(view, EntityListView):
-            view.search.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        key = list(self.pages)[number]
+        focus = self._focus.get(key)
+        if focus is not None:
+            focus.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        else:
+            self.stack.widget(number).setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    def show_page(self, key: str) -> None:
+        self.show_view(self.page_number(key))
+
+    def link_status(self, part: str, key: str) -> None:
+        """Make the status bar's `part` open the view `key`."""
+        button = self.status_labels[part]
+        button.setAccessibleDescription(f"Opens the {key} view")
+        button.clicked.connect(lambda: self.show_page(key))
+
+    def show_message(self, text: str) -> None:
+        """Say what just happened, in the status bar and to assistive technology."""
+        self.statusBar().showMessage(text, 15_000)
+        announce(self.statusBar(), text)
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
