@@ -159,8 +159,27 @@ def palette_for(theme: Theme | str) -> QPalette:
     return standard_palette()
 
 
+HIGH_CONTRAST_FRAMES = """
+QLineEdit, QPlainTextEdit, QTextEdit, QAbstractSpinBox, QAbstractItemView {
+    border: 1px solid #ffffff;
+}
+QLineEdit:focus, QPlainTextEdit:focus, QTextEdit:focus, QAbstractSpinBox:focus,
+QAbstractItemView:focus {
+    border: 2px solid #ffff00;
+}
+QLineEdit:disabled, QAbstractSpinBox:disabled, QAbstractItemView:disabled {
+    border: 1px dashed #b4b4b4;
+}
+"""
+"""Fields and lists framed in white, the focused one in yellow: the style draws their
+frames in a shade of the window colour, which on black is black (3:1 for non-text)."""
+
+
 def apply_theme(app: QGuiApplication, theme: Theme | str) -> QPalette:
     """Give `app` the palette of `theme` (and follow the OS when it is SYSTEM)."""
     palette = palette_for(theme)
     app.setPalette(palette)
+    high = palette.color(Group.Active, Role.Window).lightness() < 128
+    if hasattr(app, "setStyleSheet"):
+        app.setStyleSheet(HIGH_CONTRAST_FRAMES if high else "")
     return palette

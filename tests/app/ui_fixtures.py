@@ -28,7 +28,10 @@ from sync.policy.document import parse_policy
 from sync.policy.instant import parse_instant
 from sync.replication.digest import digest_of
 from sync.replication.entities import policy_entities
-from tests.app.test_client_cli import POLICY, SYNCED, cheap_argon2, memory_keyring  # noqa: F401
+from tests.app.test_client_cli import POLICY, SYNCED, cheap_argon2, memory_keyring
+
+__all__ = ["SCREENSHOTS", "cheap_argon2", "fill_replica", "memory_keyring", "ui_policy",
+           "ui_replica", "workspace"]  # fmt: skip
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 """Where GUI tests save what each view looks like (the README names it)."""
@@ -69,10 +72,13 @@ def ui_policy() -> dict[str, Any]:
     return document
 
 
-def fill_replica(directory: Path, document: dict[str, Any], user: str = "boss") -> Replica:
-    """A replica in `directory` holding `document`, as a snapshot at version 7 fills it."""
+def fill_replica(
+    directory: Path, document: dict[str, Any], user: str = "boss", **keying: Any
+) -> Replica:
+    """A replica in `directory` holding `document`, as a snapshot at version 7 fills it;
+    `keying`: Replica.open's `mode` and `passphrase` (default: keyring mode)."""
     entities = list(policy_entities(parse_policy(document, now=parse_instant(SYNCED))))
-    opened = Replica.open(directory, document["tenant"], user, create=True)
+    opened = Replica.open(directory, document["tenant"], user, create=True, **keying)
     opened.replace_all(7, entities, digest_of(entities))
     return opened
 
