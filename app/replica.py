@@ -390,13 +390,13 @@ class Replica:
 
     # --- meta -----------------------------------------------------------------------------
 
-    def _query(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+    def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
         """Rows of one query, read in a transaction (so damage is named, not raw)."""
         with self.file.read():
             return self.file.conn.execute(sql, parameters).fetchall()
 
     def meta(self) -> Meta:
-        rows = self._query("SELECT key, value FROM meta")
+        rows = self.query("SELECT key, value FROM meta")
         values = {key: orjson.loads(value) for key, value in rows if key in _META_FIELDS}
         return Meta(**values)
 
@@ -418,7 +418,7 @@ class Replica:
     # --- the confirmed policy -------------------------------------------------------------
 
     def _document(self, kind: str, entity_id: str) -> Any:
-        rows = self._query(
+        rows = self.query(
             "SELECT document FROM entities WHERE kind = ? AND id = ?", (kind, entity_id)
         )
         return orjson.loads(rows[0][0]) if rows else None
@@ -435,12 +435,12 @@ class Replica:
         return found
 
     def has_policy(self) -> bool:
-        return bool(self._query("SELECT 1 FROM entities LIMIT 1"))
+        return bool(self.query("SELECT 1 FROM entities LIMIT 1"))
 
     def entity_page(self, kind: str, after: int, limit: int) -> list[tuple[int, str, Any]]:
         """Up to `limit` confirmed entities of `kind` after rowid `after`, in stored order,
         as (rowid, id, document): what a list shows a page at a time."""
-        rows = self._query(
+        rows = self.query(
             "SELECT rowid, id, document FROM entities WHERE kind = ? AND rowid > ? "
             "ORDER BY rowid LIMIT ?",
             (kind, after, limit),
@@ -449,7 +449,7 @@ class Replica:
 
     def entity_count(self, kind: str) -> int:
         """How many confirmed entities of `kind` the replica holds."""
-        return int(self._query("SELECT count(*) FROM entities WHERE kind = ?", (kind,))[0][0])
+        return int(self.query("SELECT count(*) FROM entities WHERE kind = ?", (kind,))[0][0])
 
     def entities_named(self, kind: str, ids: Sequence[str]) -> list[tuple[int, str, Any]]:
         """The confirmed entities of `kind` with these ids, in the order of `ids` (those
@@ -458,7 +458,7 @@ class Replica:
         for start in range(0, len(ids), 500):
             part = list(ids[start : start + 500])
             marks = ", ".join("?" * len(part))
-            for rowid, entity_id, doc in self._query(
+            for rowid, entity_id, doc in self.query(
                 f"SELECT rowid, id, document FROM entities WHERE kind = ? AND id IN ({marks})",  # noqa: S608 - placeholders only
                 (kind, *part),
             ):
@@ -633,7 +633,7 @@ class Replica:
     def _rows(self, where: str, parameters: Sequence[Any] = ()) -> list[OutboxRow]:
         """Outbox rows; `where` is one of this module's constant clauses."""
         query = _OUTBOX_QUERY + where + " ORDER BY seq"
-        rows = self._query(query, parameters)
+        rows = self.query(query, parameters)
         return [
             OutboxRow(seq, base, orjson.loads(edit), made, wall, cancels, outcome, version)
             for seq, base, edit, made, wall, cancels, outcome, version in rows
@@ -735,7 +735,7 @@ class Replica:
 
     def attention(self, *, include_dismissed: bool = False) -> list[Attention]:
         query = _OUTCOMES_QUERY + ("" if include_dismissed else " WHERE dismissed = 0")
-        rows = self._query(query + " ORDER BY seq")
+        rows = self.query(query + " ORDER BY seq")
         return [
             Attention(
                 seq,
@@ -760,7 +760,7 @@ class Replica:
 
     # --- the decision chain ---------------------------------------------------------------
     # A link is not indexed for search when it is appended: `decision_text` is filled in
-    # seq order, just before a search reads it (`_index_decisions`). Logging a batch is
+    # seq order, just before a search reads it (`index_decisions`). Logging a batch is
     # then only its rows (indexing was 40% of it). So the index holds exactly the
     # decisions up to its highest rowid; those above it are still to be indexed.
 
@@ -802,10 +802,10 @@ class Replica:
             conn.execute("DELETE FROM decision_text WHERE rowid <= ?", (through,))
             self._set_meta(decisions_through=max(through, self.meta().decisions_through))
 
-    def _index_decisions(self) -> None:
+    def index_decisions(self) -> None:
         """Index for search the decisions above the index's highest rowid (see above)."""
         query = "SELECT (SELECT max(seq) FROM decisions), (SELECT max(rowid) FROM decision_text)"
-        last, indexed = self._query(query)[0]
+        last, indexed = self.query(query)[0]
         if last is None or (indexed is not None and last <= indexed):
             return
         with self.file.write():
@@ -827,7 +827,7 @@ class Replica:
                 after = rows[-1][0]
 
     def _decisions_from(self, after: int, limit: int) -> list[OfflineDecision]:
-        rows = self._query(
+        rows = self.query(
             "SELECT seq, prev_hash, hash, request, allowed, reason, at, clock, lease_fresh, "
             "pending, policy_version FROM decisions WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, limit),
@@ -845,24 +845,22 @@ class Replica:
         """Roles, users, outbox edits and decisions matching `text` (FTS5 prefix match
         on each word), as (kind, key) pairs: ("role", id), ("user", id),
         ("edit", seq), ("decision", seq)."""
-        query = _fts_query(text)
+        query = fts_query(text)
         if not query:
             return []
-        self._index_decisions()
+        self.index_decisions()
         # Whole words before prefixes ("sam" the user before "samantha"), each in the
         # policy's order. The index keeps no positions (module rules: FTS5), so there
         # is no bm25 to rank by; it scored every match anyway (115 ms for "depot").
         found: list[tuple[str, str]] = []
         for terms in (query.replace('"*', '"'), query):
-            found += [
-                hit for hit in self._query(_ENTITY_SEARCH, (terms, limit)) if hit not in found
-            ]
+            found += [hit for hit in self.query(_ENTITY_SEARCH, (terms, limit)) if hit not in found]
             if len(found) >= limit:
                 break
         found = found[:limit]
         for kind, table in (("edit", "outbox_text"), ("decision", "decision_text")):
             found += [
-                (kind, str(seq)) for (seq,) in self._query(_SEARCH_QUERIES[table], (query, limit))
+                (kind, str(seq)) for (seq,) in self.query(_SEARCH_QUERIES[table], (query, limit))
             ]
         return found[:limit]  # fmt: skip
 
@@ -898,7 +896,7 @@ def _decision_text(request: Any, allowed: bool, reason: str) -> str:
     return " ".join(words)
 
 
-def _fts_query(text: str) -> str:
+def fts_query(text: str) -> str:
     """Each word of `text` as a quoted prefix term: FTS5 syntax in the input means nothing.
 
     A one-letter word is left out when there are longer ones: as a prefix it matches

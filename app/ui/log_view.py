@@ -52,6 +52,7 @@ from PySide6.QtCore import (
     QTimeZone,
     Signal,
 )
+from PySide6.QtGui import QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -70,7 +71,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.replica import Replica, _fts_query
+from app.replica import Replica, fts_query
 from app.ui.main_window import SEARCH_DELAY_MS, announce
 from app.ui.outcomes_view import SUPERSEDED, describe_edit, time_text
 from app.ui.workspace import Workspace
@@ -284,14 +285,14 @@ _EDIT_ORDER = " ORDER BY e.seq DESC, e.queued DESC LIMIT ?"
 def search_terms(text: str) -> tuple[str, list[str]]:
     """`text` as an FTS5 query (`Replica.search`'s: each word a quoted prefix) and its
     words, lower case."""
-    query = _fts_query(text)
+    query = fts_query(text)
     return query, [word.lower() for word in re.findall(r'"([^"]*)"\*', query)]
 
 
 def decisions_to_index(replica: Replica) -> int:
-    """How many links a search must index first (`Replica._index_decisions`: links are
+    """How many links a search must index first (`Replica.index_decisions`: links are
     indexed when a search first needs them; 200,000 take about 3 s)."""
-    ((last, indexed),) = replica._query(
+    ((last, indexed),) = replica.query(
         "SELECT (SELECT max(seq) FROM decisions), (SELECT max(rowid) FROM decision_text)"
     )
     return max(0, (last or 0) - (indexed or 0))
@@ -305,7 +306,7 @@ def decision_page(
     query, _words = search_terms(filters.text)
     parameters: list[Any] = []
     if query:
-        replica._index_decisions()
+        replica.index_decisions()
         sql = _DECISION_COLUMNS + _DECISIONS_MATCHING
         parameters += [query, _BEFORE_ALL if before is None else before]
     else:
@@ -332,7 +333,7 @@ def decision_page(
         DecisionEntry(seq, orjson.loads(request), bool(allowed), reason, at, clock,
                       bool(fresh), list(orjson.loads(pending)), version)
         for seq, request, allowed, reason, at, clock, fresh, pending, version
-        in replica._query(sql, parameters)
+        in replica.query(sql, parameters)
     ]  # fmt: skip
 
 
@@ -373,7 +374,7 @@ def edit_page(
         EditEntry(seq, orjson.loads(edit), made, outcome, code, reason, version, answered,
                   orjson.loads(conflict) if conflict else None, bool(dismissed), bool(queued))
         for seq, edit, made, outcome, code, reason, version, answered, conflict, dismissed,
-        queued in replica._query(sql, parameters)
+        queued in replica.query(sql, parameters)
     ]  # fmt: skip
 
 
@@ -409,6 +410,19 @@ def all_pages(kind: LogKind, filters: LogFilter, size: int | None = None) -> Ite
         after = page[-1].key
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a CSV cell as a formula (OWASP, CSV injection)."""
+
+
+def spreadsheet_safe(cell: Any) -> Any:
+    """`cell` as a spreadsheet shows it as text: a string that would be read as a
+    formula gets a leading apostrophe. A request's user id or a reason is whatever
+    someone typed, and an exported log is opened in a spreadsheet."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
 def export_log(
     path: Path,
     fmt: str,
@@ -433,7 +447,9 @@ def export_log(
                 out.write("[")
             for page in pages:
                 if fmt == "csv":
-                    writer.writerows(kind.csv_row(entry) for entry in page)
+                    writer.writerows(
+                        [spreadsheet_safe(cell) for cell in kind.csv_row(entry)] for entry in page
+                    )
                 else:
                     out.write("".join(
                         (",\n" if written or i else "\n") + orjson.dumps(entry.record()).decode()
@@ -857,6 +873,19 @@ class LogView(QWidget):
             text=self.search[1].text(),
         )
 
+    def hideEvent(self, event: QHideEvent) -> None:
+        # A hidden view filters when it is shown again, not behind the person's back
+        # (and not after its replica was closed, when the window is going away).
+        self._filter_when_shown = self._timer.isActive()
+        self._timer.stop()
+        super().hideEvent(event)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if getattr(self, "_filter_when_shown", False):
+            self._filter_when_shown = False
+            self.apply_filters(announce_it=False)
+
     def apply_filters(self, *, announce_it: bool = True) -> None:
         """Filter both tabs now (the debounce timer calls this when typing pauses)."""
         self._timer.stop()
@@ -867,7 +896,7 @@ class LogView(QWidget):
                 self.status.setText(f"Indexing {waiting:,} decisions for search\u2026")
                 announce(self.status, self.status.text())
                 QApplication.processEvents()
-                self.workspace.replica._index_decisions()
+                self.workspace.replica.index_decisions()
                 self.status.setText("")
         for model in (self.decisions, self.edits):
             model.set_filters(filters)

@@ -142,6 +142,18 @@ class EntityListView(QWidget):
         self.model.fetchMore()
         self._show_count(announce_it=False)
 
+    def hideEvent(self, event: QHideEvent) -> None:
+        # Hidden, it searches when shown again (and never after its replica closed).
+        self._search_when_shown = self._timer.isActive()
+        self._timer.stop()
+        super().hideEvent(event)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if getattr(self, "_search_when_shown", False):
+            self._search_when_shown = False
+            self.apply_search()
+
     def apply_search(self) -> None:
         """Filter now (the debounce timer calls this when typing pauses)."""
         self._timer.stop()

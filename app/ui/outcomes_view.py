@@ -556,7 +556,7 @@ class OutcomesView(QWidget):
 
     def _dismiss(self, attention: Attention, text: str) -> None:
         row = self.model.row_of(attention.seq) or 0
-        if not self.workspace.replica.dismiss(attention.seq):
+        if not self.workspace.dismiss(attention.seq):
             text = f"Edit {attention.seq} was already dismissed"
         self.model.set_rows(self.workspace.attention())
         self._select(min(row, self.model.rowCount() - 1))

@@ -170,9 +170,32 @@ QAbstractItemView:focus {
 QLineEdit:disabled, QAbstractSpinBox:disabled, QAbstractItemView:disabled {
     border: 1px dashed #b4b4b4;
 }
+QComboBox {
+    border: 1px solid #ffffff;
+    padding: 2px 4px;
+}
+QComboBox:focus {
+    border: 2px solid #ffff00;
+}
+QCheckBox::indicator, QAbstractItemView::indicator {
+    width: 13px;
+    height: 13px;
+    border: 2px solid #ffffff;
+    background: #000000;
+}
+QCheckBox::indicator:checked, QAbstractItemView::indicator:checked {
+    background: #ffff00;
+}
+QCheckBox::indicator:indeterminate, QAbstractItemView::indicator:indeterminate {
+    background: #a0a0a0;
+}
+QCheckBox::indicator:disabled {
+    border: 2px dashed #b4b4b4;
+}
 """
-"""Fields and lists framed in white, the focused one in yellow: the style draws their
-frames in a shade of the window colour, which on black is black (3:1 for non-text)."""
+"""Fields, lists, combo boxes and check boxes framed in white, the focused one in yellow
+(a checked box filled yellow): the style draws those frames in a shade of the window
+colour, which on black is black (non-text needs 3:1)."""
 
 
 def apply_theme(app: QGuiApplication, theme: Theme | str) -> QPalette:

@@ -112,6 +112,14 @@ class Workspace(QObject):
         """Outcomes the person must see: refused, superseded, conflicts."""
         return self.replica.attention()
 
+    def dismiss(self, seq: int) -> bool:
+        """Mark the outcome of edit `seq` as seen (it leaves `attention`); False when it
+        was already. Says so through `changed`, as the status bar counts outcomes."""
+        dismissed = self.replica.dismiss(seq)
+        if dismissed:
+            self.changed.emit()
+        return dismissed
+
     def reload(self) -> None:
         """The confirmed policy moved (a sync): compile the view again, then say so."""
         self._engine = None

@@ -404,3 +404,21 @@ def test_a_screenshot_in_each_theme(view: LogView, qtbot: Any, theme: str) -> No
         assert image.save(str(ui_fixtures.SCREENSHOTS / f"log-{theme}.png"))
     finally:
         apply_theme(app, "standard")
+
+
+def test_csv_export_keeps_a_formula_a_request_carried_from_running_in_a_spreadsheet(
+    view: LogView, decided: Replica, tmp_path: Path
+) -> None:
+    decide_at(decided, DAY_3, [_line('=HYPERLINK("http://evil.example","x")', "read", "@SUM(1)")])
+    view.apply_filters()
+    target = tmp_path / "decisions.csv"
+    view.choose_path = lambda *_args: str(target)
+    assert view.export("csv") == 8
+    with target.open(newline="", encoding="utf-8") as read:
+        cells = [cell for row in csv.reader(read) for cell in row]
+    assert not [cell for cell in cells if cell.startswith(("=", "+", "@"))]
+    assert '\'=HYPERLINK("http://evil.example","x")' in cells
+    view.choose_path = lambda *_args: str(tmp_path / "decisions.json")
+    view.export("json")
+    records = json.loads((tmp_path / "decisions.json").read_text(encoding="utf-8"))
+    assert records[0]["request"]["user"].startswith("=HYPERLINK")  # JSON keeps it exact
