@@ -174,6 +174,8 @@ class EntityListView(QWidget):
             noun = spec.singular if model.total == 1 else spec.plural
             text = f"{model.total:,} {noun}"
         self.count.setText(text)
+        # A screen reader reads a label's accessible name, not its text: both, in the name.
+        self.count.setAccessibleName(f"{spec.plural.capitalize()} shown: {text}")
         if announce_it:
             announce(self.count, text)
 
@@ -234,7 +236,7 @@ class MainWindow(QMainWindow):
             bar.addPermanentWidget(label)
             self.status_labels[key] = label
         self.connection = self.status_labels["connection"]
-        self.connection.setText("Offline")
+        self._set_part(self.connection, "Offline")
         self.setStatusBar(bar)
         self._status_source = status
         self._now = now
@@ -276,6 +278,7 @@ class MainWindow(QMainWindow):
         splitter.setAccessibleName(view.accessibleName())
         self.stack.removeWidget(view)
         splitter.addWidget(view)
+        view.show()  # removeWidget hid it, and a splitter keeps a hidden widget hidden
         splitter.addWidget(detail)
         splitter.setStretchFactor(0, 2)
         splitter.setStretchFactor(1, 3)
@@ -332,12 +335,18 @@ class MainWindow(QMainWindow):
             label = self.status_labels[key]
             if label.text() != text:
                 announce_it = bool(label.text()) and key != "lease"  # not every minute
-                label.setText(text)
+                self._set_part(label, text)
                 if announce_it:
                     announce(label, text)
+
+    def _set_part(self, part: QToolButton, text: str) -> None:
+        # The part's name says what it is and what it says: a screen reader reads the
+        # name of a button, and the text alone ("3 pending") would not say which part.
+        part.setText(text)
+        part.setAccessibleName(f"{dict(STATUS_PARTS)[part.objectName()]}: {text}")
 
     def set_connection(self, text: str) -> None:
         """Show and announce the sync state (online, offline, syncing ...)."""
         if self.connection.text() != text:
-            self.connection.setText(text)
+            self._set_part(self.connection, text)
             announce(self.connection, f"Connection: {text}")
