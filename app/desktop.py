@@ -1,12 +1,15 @@
 """`fleetgate-admin`: the desktop app's entry point.
 
-    fleetgate-admin --replica-dir DIR --tenant T --user U   open U's replica (offline)
+    fleetgate-admin [--server URL] [--tenant T] [--user U] [--replica-dir DIR]
+                    [--theme THEME] [--offline]
     fleetgate-admin --self-test                            check the app, headless
 
-Settings not given on the command line come from the environment, the
-person's settings and the machine's (app/settings.py). The sign-in window
-arrives with the rest of the desktop issue; until then a replica that was
-synced with `fleetgate sync` opens here, offline.
+A replica signed in before (by the app or `fleetgate sync`) whose key is at
+hand (the keyring, or FLEETGATE_PASSPHRASE) opens at once and is kept in sync
+with the server it was signed in to; otherwise the sign-in window asks, with
+the server, tenant and user prefilled. Settings not given on the command line
+come from the environment, the person's settings and the machine's
+(app/settings.py).
 
 `--self-test` (the desktop issue, § Start) opens the main window offscreen on
 a temporary encrypted replica filled from the demo tenant, closes and reopens
@@ -50,6 +53,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--theme", default=None,
                         choices=["system", "standard", "high-contrast"])  # fmt: skip
+    parser.add_argument("--offline", action="store_true", default=None,
+                        help="open the replica without connecting to the server")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -124,68 +129,109 @@ def self_test() -> int:
 
 
 def open_replica_window(arguments: argparse.Namespace) -> int:
-    """The main window over a replica synced before (offline)."""
-    from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: PLC0415
+    """Run the app until its last window closes (`start_windows`)."""
+    from PySide6.QtWidgets import QApplication  # noqa: PLC0415
 
-    from app.replica import Replica  # noqa: PLC0415
-    from app.replica_file import ReplicaError, passphrase_from_environment  # noqa: PLC0415
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    windows = start_windows(arguments)
+    try:
+        return int(app.exec())
+    finally:
+        for window in windows:
+            replica = getattr(getattr(window, "workspace", None), "replica", None)
+            if replica is not None:
+                replica.close()
+
+
+def start_windows(arguments: argparse.Namespace) -> list[Any]:
+    """Show the first window: the administration window on the person's replica when it
+    was signed in before (kept in sync unless offline), otherwise the sign-in window,
+    prefilled from the settings. Returns the windows shown (the list grows when the
+    sign-in window opens the administration window)."""
+    from PySide6.QtWidgets import QApplication  # noqa: PLC0415
+
+    from app.replica_paths import default_replica_dir  # noqa: PLC0415
     from app.settings import resolve_from_qt  # noqa: PLC0415
-    from app.ui.main_window import MainWindow  # noqa: PLC0415
+    from app.ui.sign_in import SignedIn, SignInWindow  # noqa: PLC0415
     from app.ui.theme import apply_theme  # noqa: PLC0415
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     given = {"replica_dir": arguments.replica_dir and str(arguments.replica_dir),
              "tenant": arguments.tenant, "user": arguments.user,
-             "server_url": arguments.server, "theme": arguments.theme}  # fmt: skip
+             "server_url": arguments.server, "theme": arguments.theme,
+             "work_offline": arguments.offline}  # fmt: skip
     settings, _stored = resolve_from_qt(given)
     for problem in settings.problems:
         print(f"fleetgate-admin: {problem}", file=sys.stderr)
     apply_theme(app, settings["theme"])
-    if not (settings["tenant"] and settings["user"]):
-        window = build_window()
-        window.show()
-        return int(app.exec())
-    from app.replica_paths import default_replica_dir  # noqa: PLC0415
-
     directory = Path(settings["replica_dir"]) if settings["replica_dir"] else default_replica_dir()
+    windows: list[Any] = []
+
+    def open_admin(done: SignedIn) -> None:
+        windows.append(admin_window(done))
+        windows[-1].show()
+
+    offline = bool(settings["work_offline"])
+    done = _signed_in_before(directory, settings["tenant"], settings["user"],
+                             settings["server_url"], offline=offline)  # fmt: skip
+    if done is not None:
+        open_admin(done)
+    else:
+        server = settings["server_url"] or ""
+        sign_in = SignInWindow(directory, server=server, tenant=settings["tenant"] or "",
+                               user=settings["user"] or "")  # fmt: skip
+        sign_in.signed_in.connect(open_admin)
+        sign_in.show()
+        windows.append(sign_in)
+    return windows
+
+
+def _signed_in_before(
+    directory: Path, tenant: str | None, user: str | None, server: str | None, *, offline: bool
+) -> Any:
+    """A `SignedIn` for a replica that holds a policy and was signed in before, opened
+    without asking anything (keyring, or FLEETGATE_PASSPHRASE); None when the sign-in
+    window must ask (no replica, no key at hand, not signed in)."""
+    if not (tenant and user):
+        return None
+    from app.replica import Replica  # noqa: PLC0415
+    from app.replica_file import ReplicaError  # noqa: PLC0415
+    from app.ui.live_sync import LiveSync  # noqa: PLC0415
+    from app.ui.sign_in import SignedIn, replica_mode  # noqa: PLC0415
+
+    if replica_mode(directory, tenant, user) is None:
+        return None
+    phrase = os.environ.get("FLEETGATE_PASSPHRASE")
+    source = (lambda: phrase) if phrase else None
+
+    def reopen() -> Replica:
+        return Replica.open(directory, tenant, user, passphrase=source)
+
     try:
-        replica = Replica.open(directory, settings["tenant"], settings["user"],
-                               passphrase=passphrase_from_environment())  # fmt: skip
+        replica = reopen()
     except ReplicaError as error:
-        QMessageBox.critical(None, "Fleetgate", str(error))
         print(f"fleetgate-admin: {error}", file=sys.stderr)
-        return 2
-    from app.offline import effective_clock  # noqa: PLC0415
-
-    try:
-        window = MainWindow(replica, settings["tenant"], status=replica,
-                            now=effective_clock(replica))  # fmt: skip
-        window.show()
-        return int(app.exec())
-    finally:
+        return None
+    if not replica.has_policy():
         replica.close()
+        return None
+    url = server or replica.meta().server
+    sync = None
+    if url and not offline and replica.tokens()[1] is not None:
+        sync = LiveSync(url, reopen)
+        sync.start()
+    return SignedIn(replica, tenant, user, sync, reopen)
 
 
-def build_window() -> Any:
-    """The window shown when no replica is named: how to get one, every control named."""
-    from PySide6.QtWidgets import QLabel, QMainWindow  # noqa: PLC0415
+def admin_window(done: Any) -> Any:
+    """The administration window over a signed-in (or unlocked) replica."""
+    from app.ui.admin import AdminWindow  # noqa: PLC0415
+    from app.ui.workspace import Workspace  # noqa: PLC0415
 
-    window = QMainWindow()
-    window.setWindowTitle("Fleetgate")
-    window.setAccessibleName("Fleetgate administration")
-    label = QLabel(
-        "No replica to open yet. Sync one with the command line, then open it here:\n"
-        "fleetgate sync --server URL --tenant T --user U\n"
-        "fleetgate-admin --tenant T --user U"
-    )
-    label.setObjectName("status")
-    label.setAccessibleName("Fleetgate status")
-    label.setAccessibleDescription("How to open a replica: the sign-in window is not built yet.")
-    label.setWordWrap(True)
-    window.setCentralWidget(label)
-    window.resize(520, 180)
-    return window
+    workspace = Workspace(done.replica, done.user)
+    return AdminWindow(workspace, f"{done.tenant} \u2014 {done.user}", sync=done.sync)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,6 @@ def replica_status(source: StatusSource, now: Instant) -> ReplicaStatus:
         synced,
         _plural(pending, "pending edit", "pending edits") if pending else "No pending edits",
         attention,
-        "Lease " + lease.describe(now),
+        "Lease " + lease.describe(now) if lease.until is not None else "No lease yet: never synced",
         lease.fresh(now),
     )

@@ -1,25 +1,9 @@
-"""The placeholder window: it opens headless and names itself for screen readers."""
+"""fleetgate-admin: the first window it shows, and its self-test."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-
-from PySide6.QtWidgets import QLabel
-
-from app.desktop import build_window
-
-
-def test_placeholder_window_is_named_for_assistive_technology(qtbot) -> None:
-    window = build_window()
-    qtbot.addWidget(window)
-    window.show()
-    label = window.findChild(QLabel, "status")
-    assert window.accessibleName() == "Fleetgate administration"
-    assert label is not None
-    assert label.accessibleName() == "Fleetgate status"
-    assert "command line" in label.text()
-    assert not window.grab().isNull()
 
 
 def test_installed_qt_keeps_the_reference_count_of_none(qapp) -> None:  # type: ignore[no-untyped-def]
@@ -48,26 +32,96 @@ def test_self_test_opens_every_view_on_a_temporary_replica_and_exits_0(tmp_path)
     assert list(tmp_path.iterdir()) == []  # the temporary replica is gone
 
 
-def test_a_replica_that_does_not_open_is_named_and_exits_2(  # type: ignore[no-untyped-def]
-    tmp_path, monkeypatch, capsys, qapp
-) -> None:
+def _isolated_settings(tmp_path: Path) -> None:
     from PySide6.QtCore import QSettings
-    from PySide6.QtWidgets import QMessageBox
-
-    from app.desktop import main
 
     # Nobody's own settings or this machine's decide the test.
     for scope in (QSettings.Scope.SystemScope, QSettings.Scope.UserScope):
         QSettings.setPath(QSettings.Format.NativeFormat, scope, str(tmp_path / scope.name))
-    shown: list[str] = []
-    monkeypatch.setattr(QMessageBox, "critical", lambda _parent, _title, text: shown.append(text))
+
+
+def _restore_settings() -> None:
+    from PySide6.QtCore import QSettings
+
+    fmt = QSettings.Format.NativeFormat
+    QSettings.setPath(fmt, QSettings.Scope.SystemScope, "/etc/xdg")
+    QSettings.setPath(fmt, QSettings.Scope.UserScope, str(Path.home() / ".config"))
+
+
+def test_without_a_replica_the_sign_in_window_opens_prefilled(  # type: ignore[no-untyped-def]
+    tmp_path, monkeypatch, qapp
+) -> None:
+    from app.desktop import _arguments, start_windows
+    from app.ui.sign_in import SignInWindow
+
+    _isolated_settings(tmp_path)
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
     try:
-        code = main(["--replica-dir", str(tmp_path), "--tenant", "acme", "--user", "ann"])
+        windows = start_windows(
+            _arguments(
+                [
+                    "--replica-dir",
+                    str(tmp_path),
+                    "--tenant",
+                    "acme",
+                    "--user",
+                    "ann",
+                    "--server",
+                    "ws://fleet:8765/sync",
+                ]
+            )
+        )
     finally:
-        fmt = QSettings.Format.NativeFormat
-        QSettings.setPath(fmt, QSettings.Scope.SystemScope, "/etc/xdg")
-        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(Path.home() / ".config"))
-    assert code == 2
-    assert shown and "there is no replica" in shown[0]
-    assert "there is no replica" in capsys.readouterr().err
+        _restore_settings()
+    (window,) = windows
+    assert isinstance(window, SignInWindow) and window.isVisible()
+    assert (window.server.text(), window.tenant.text(), window.user.text()) == (
+        "ws://fleet:8765/sync",
+        "acme",
+        "ann",
+    )
+    window.close()
+
+
+def test_a_replica_signed_in_before_opens_the_admin_window_offline(  # type: ignore[no-untyped-def]
+    tmp_path, monkeypatch, qapp
+) -> None:
+    from app.desktop import _arguments, start_windows
+    from app.ui.admin import AdminWindow
+    from tests.app.ui_fixtures import fill_replica, ui_policy
+
+    _isolated_settings(tmp_path)
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
+    monkeypatch.setenv("FLEETGATE_PASSPHRASE", "the field laptop's passphrase")
+    from app.replica_file import KeyMode
+
+    replica = fill_replica(
+        tmp_path / "replicas",
+        ui_policy(),
+        mode=KeyMode.PASSPHRASE,
+        passphrase=lambda: "the field laptop's passphrase",
+    )
+    replica.close()
+    try:
+        windows = start_windows(
+            _arguments(
+                [
+                    "--replica-dir",
+                    str(tmp_path / "replicas"),
+                    "--tenant",
+                    "acme",
+                    "--user",
+                    "boss",
+                    "--offline",
+                ]
+            )
+        )
+    finally:
+        _restore_settings()
+    (window,) = windows
+    try:
+        assert isinstance(window, AdminWindow) and window.sync is None
+        assert window.views["role"].model.total == len(ui_policy()["roles"])
+    finally:
+        window.close()
+        window.workspace.replica.close()

@@ -94,7 +94,7 @@ def test_the_status_bar_reads_the_replica_and_says_when_edits_are_pending(
     labels = shown.status_labels
     assert labels["synced"].text() == "Never synced"
     assert labels["pending"].text() == "No pending edits"
-    assert labels["lease"].text().startswith("Lease no lease")
+    assert labels["lease"].text() == "No lease yet: never synced"
     assert all(label.accessibleName() for label in labels.values())
     edit = {"op": "describe_role", "role_id": "r-driver", "description": "drives"}
     offline.queue_edits(replica, [edit], author="boss")

@@ -34,7 +34,7 @@ def test_a_replica_never_synced_says_so_and_has_no_lease() -> None:
     status = replica_status(Source(None), parse_instant("2026-12-01T09:00:00Z"))
     assert (status.synced, status.pending, status.attention) == (
         "Never synced", "No pending edits", "Nothing to review")  # fmt: skip
-    assert status.lease == "Lease no lease: this replica has never synced"
+    assert status.lease == "No lease yet: never synced"
     assert not status.lease_fresh
 
 

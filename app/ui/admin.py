@@ -1,0 +1,330 @@
+"""The administration window: the main window with every view, menu and shortcut wired.
+
+Rules of this module (the desktop issue, § Windows and workflows):
+
+- One `Workspace` feeds every view; each view says what it did through its
+  `message` signal, which the status bar shows and announces.
+- After a local edit the lists and the status bar are read again and the
+  live sync (if any) is woken to push it at once.
+- When the sync moves the confirmed policy (a change from elsewhere, an
+  outcome), the view is compiled again, but at most once per MOVED_DELAY_MS:
+  a snapshot arrives as many frames.
+- Menus have mnemonics; frequent actions have shortcuts, and the help window
+  (F1) lists every one of them, read from the actions themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QMessageBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.settings import Resolved
+from app.ui.check_view import CheckView
+from app.ui.live_sync import STATE_WORDS, LiveSync
+from app.ui.log_view import LogView
+from app.ui.main_window import MainWindow
+from app.ui.outcomes_view import OutcomesView
+from app.ui.pending_view import PendingView
+from app.ui.policy_io import ImportDialog, export_policy_file
+from app.ui.role_editor import RoleEditor
+from app.ui.settings_window import SettingsWindow
+from app.ui.theme import apply_theme
+from app.ui.user_editor import UserEditor
+from app.ui.workspace import Workspace
+from sync.policy.impact import access_delta
+from sync.protocol.client import ClientState
+
+MOVED_DELAY_MS = 300
+
+FileChooser = Callable[[QWidget, str, bool], Path | None]
+"""(parent, caption, saving) -> the chosen path, or None when cancelled."""
+
+
+def choose_file(parent: QWidget, caption: str, saving: bool) -> Path | None:
+    kinds = "Policy files (*.json *.yaml *.yml)"
+    if saving:
+        name, _ = QFileDialog.getSaveFileName(parent, caption, "policy.json", kinds)
+    else:
+        name, _ = QFileDialog.getOpenFileName(parent, caption, "", kinds)
+    return Path(name) if name else None
+
+
+class AdminWindow(MainWindow):
+    """Every view of the desktop app over one workspace (module rules)."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        title: str,
+        *,
+        sync: LiveSync | None = None,
+        file_chooser: FileChooser = choose_file,
+        settings: tuple[Resolved, Any] | None = None,
+    ) -> None:
+        """`settings`: what the app started with and the person's store, for the
+        settings window (None: no settings window)."""
+        super().__init__(workspace.replica, title, status=workspace.replica, now=workspace.now)
+        self.workspace = workspace
+        self.sync = sync
+        self.file_chooser = file_chooser
+        self.settings = settings
+        self.role_editor = RoleEditor(workspace, self)
+        self.user_editor = UserEditor(workspace, self)
+        for kind, editor in (("role", self.role_editor), ("user", self.user_editor)):
+            splitter = self.set_detail(kind, editor)
+            splitter.setSizes([460, 820])
+        self.check_view = CheckView(workspace, self)
+        self.pending_view = PendingView(workspace, self)
+        self.outcomes_view = OutcomesView(workspace, self)
+        self.log_view = LogView(workspace, self)
+        self.add_page("check", "&Check and explain", self.check_view)
+        self.add_page("pending", "&Pending edits", self.pending_view)
+        self.add_page("outcomes", "C&onflicts and refusals", self.outcomes_view)
+        self.add_page("log", "Audit and &log", self.log_view)
+        self.link_status("pending", "pending")
+        self.link_status("attention", "outcomes")
+        for view in (self.role_editor, self.user_editor, self.check_view, self.pending_view,
+                     self.outcomes_view, self.log_view):  # fmt: skip
+            view.message.connect(self.show_message)
+        for kind, editor_show in (("role", self.role_editor.show_role),
+                                  ("user", self.user_editor.show_user)):  # fmt: skip
+            self._follow_selection(kind, editor_show)
+            if self.views[kind].model.rowCount():
+                self.views[kind].table.selectRow(0)  # the editor shows the first, not a blank
+        workspace.changed.connect(self._view_changed)
+        self._moved = QTimer(self)
+        self._moved.setSingleShot(True)
+        self._moved.setInterval(MOVED_DELAY_MS)
+        self._moved.timeout.connect(self._sync_moved)
+        self._cursor = workspace.replica.meta().cursor
+        self._attention = len(workspace.attention())
+        if sync is not None:
+            sync.state.connect(self._sync_state)
+            sync.moved.connect(self._moved.start)
+            sync.ended.connect(self._sync_ended)
+            self.set_connection("connecting")
+        else:
+            self.set_connection("offline")
+        self._build_menus()
+        self.resize(1280, 780)
+
+    # --- wiring --------------------------------------------------------------------------
+
+    def _follow_selection(self, kind: str, show: Callable[[str | None], None]) -> None:
+        view = self.views[kind]
+
+        def selected() -> None:
+            rows = view.table.selectionModel().selectedRows()
+            if rows:
+                show(view.model.entity_id(rows[0].row()))
+
+        # The table's selection model outlives the model's resets (a search, a refresh).
+        view.table.selectionModel().selectionChanged.connect(lambda *_: selected())
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        self.actions_by_menu: dict[str, list[QAction]] = {}
+        file_menu = bar.addMenu("&File")
+        self._add(file_menu, "&File", "&Export policy...", "Ctrl+E", self.export_policy)
+        self._add(file_menu, "&File", "&Import policy...", "Ctrl+I", self.import_policy)
+        file_menu.addSeparator()
+        self._add(file_menu, "&File", "&Settings...", "Ctrl+,", self.open_settings)
+        file_menu.addSeparator()
+        self._add(file_menu, "&File", "&Quit", QKeySequence.StandardKey.Quit, self.close)
+        edit_menu = bar.addMenu("&Edit")
+        for action in (self.pending_view.undo_action, self.pending_view.redo_action):
+            # From the menu and anywhere in the window, not only inside the pending view.
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            edit_menu.addAction(action)
+            self.actions_by_menu.setdefault("&Edit", []).append(action)
+        self._add(edit_menu, "&Edit", "&New role", "Ctrl+Shift+R", self.new_role)
+        self._add(edit_menu, "&Edit", "New &user", "Ctrl+Shift+U", self.new_user)
+        view_menu = bar.addMenu("&View")
+        for number, title in enumerate(self.navigation_titles(), 1):
+            # The key itself is the main window's shortcut (one per view): a second
+            # one on the action would make Alt+number ambiguous, and neither would act.
+            action = QAction(f"{title}\tAlt+{number}", self)
+            action.triggered.connect(lambda _checked=False, n=number - 1: self.show_view(n))
+            view_menu.addAction(action)
+        view_menu.addSeparator()
+        self.high_contrast = self._add(view_menu, "&View", "&High-contrast theme", "Ctrl+Shift+H",
+                                       self.toggle_contrast)  # fmt: skip
+        self.high_contrast.setCheckable(True)
+        help_menu = bar.addMenu("&Help")
+        self._add(help_menu, "&Help", "&Keyboard shortcuts", QKeySequence.StandardKey.HelpContents,
+                  self.show_shortcuts)  # fmt: skip
+
+    def navigation_titles(self) -> list[str]:
+        return [self.navigation.item(i).text() for i in range(self.navigation.count())]
+
+    def _add(
+        self,
+        menu: object,
+        menu_name: str,
+        text: str,
+        shortcut: str | QKeySequence | QKeySequence.StandardKey,
+        slot: Callable[[], object],
+    ) -> QAction:
+        action = QAction(text, self)
+        action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(lambda _checked=False: slot())
+        menu.addAction(action)  # type: ignore[attr-defined]
+        self.actions_by_menu.setdefault(menu_name, []).append(action)
+        return action
+
+    # --- what happens -----------------------------------------------------------------
+
+    def _view_changed(self) -> None:
+        for view in self.views.values():
+            view.refresh()
+        self.refresh_status()
+        if self.sync is not None:
+            self.sync.wake()
+
+    def _sync_state(self, state: str) -> None:
+        self.set_connection(STATE_WORDS.get(ClientState(state), state))
+
+    def _sync_moved(self) -> None:
+        meta = self.workspace.replica.meta()
+        attention = len(self.workspace.attention())
+        if meta.cursor != self._cursor or attention != self._attention:
+            self._cursor, self._attention = meta.cursor, attention
+            self.workspace.reload()
+        else:
+            self.refresh_status()
+
+    def _sync_ended(self, code: int, message: str) -> None:
+        self.set_connection("offline")
+        self.show_message(f"Sync stopped: {message}. Your pending edits are kept.")
+
+    def export_policy(self) -> None:
+        path = self.file_chooser(self, "Export policy", True)
+        if path is None:
+            return
+        try:
+            export_policy_file(self.workspace.policy(), path)
+        except OSError as error:
+            self.show_message(f"Export failed: {error.strerror or error}; nothing was written")
+            return
+        self.show_message(f"Exported the policy (with pending edits) to {path}")
+
+    def import_policy(self) -> ImportDialog | None:
+        path = self.file_chooser(self, "Import policy", False)
+        if path is None:
+            return None
+        dialog = ImportDialog(self.workspace, path, access_delta=self.access_delta,
+                              parent=self)  # fmt: skip
+        dialog.message.connect(self.show_message)
+        dialog.start()
+        dialog.open()
+        return dialog
+
+    def access_delta(self, documents: list[dict[str, Any]]) -> list[str]:
+        """The access `documents` would change in the view, in words (for an import)."""
+        impact = access_delta(self.workspace.policy(), documents, self.workspace.now())
+        return impact.summary_lines(lambda index: f"Edit [{index}] of the file")
+
+    def open_settings(self) -> QDialog | None:
+        """The settings window (from the settings the app started with)."""
+        if self.settings is None:
+            return None
+        resolved, store = self.settings
+        window = SettingsWindow(resolved, store, self)
+        window.message.connect(self.show_message)
+        window.theme_changed.connect(self._theme_stored)
+        window.open()
+        return window
+
+    def _theme_stored(self, theme: str) -> None:
+        app = QApplication.instance()
+        if isinstance(app, QApplication):
+            apply_theme(app, theme)
+            self.high_contrast.setChecked(theme == "high-contrast")
+
+    def new_role(self) -> None:
+        self.show_page("role")
+        self.role_editor.show_role(None)
+
+    def new_user(self) -> None:
+        self.show_page("user")
+        self.user_editor.show_user(None)
+
+    def toggle_contrast(self) -> None:
+        app = QApplication.instance()
+        if isinstance(app, QApplication):
+            apply_theme(app, "high-contrast" if self.high_contrast.isChecked() else "standard")
+
+    def shortcut_rows(self) -> list[tuple[str, str, str]]:
+        """(menu, action, shortcut) for every action with a shortcut."""
+        rows: list[tuple[str, str, str]] = [
+            ("View", title, f"Alt+{number}")
+            for number, title in enumerate(self.navigation_titles(), 1)
+            if number < 10
+        ]
+        for menu, actions in self.actions_by_menu.items():
+            for action in actions:
+                key = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+                if key:
+                    rows.append((menu.replace("&", ""), action.text().replace("&", ""), key))
+        return rows
+
+    def show_shortcuts(self) -> QDialog:
+        dialog = ShortcutsDialog(self.shortcut_rows(), self)
+        dialog.open()
+        return dialog
+
+    def closeEvent(self, event: object) -> None:
+        if self.sync is not None:
+            self.sync.stop()
+        super().closeEvent(event)  # type: ignore[arg-type]
+
+
+class ShortcutsDialog(QDialog):
+    """Every keyboard shortcut, in a table a screen reader reads with its headers."""
+
+    def __init__(self, rows: list[tuple[str, str, str]], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("shortcuts")
+        self.setWindowTitle("Keyboard shortcuts")
+        self.setAccessibleName("Keyboard shortcuts")
+        table = QTableWidget(len(rows), 3, self)
+        table.setObjectName("shortcuts-table")
+        table.setAccessibleName("Keyboard shortcuts")
+        table.setHorizontalHeaderLabels(["Menu", "Action", "Shortcut"])
+        table.verticalHeader().setVisible(False)
+        table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        table.setTabKeyNavigation(False)
+        for row, values in enumerate(rows):
+            for column, value in enumerate(values):
+                table.setItem(row, column, QTableWidgetItem(value))
+        table.resizeColumnsToContents()
+        table.horizontalHeader().setStretchLastSection(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
+        buttons.rejected.connect(self.reject)
+        buttons.button(QDialogButtonBox.StandardButton.Close).setAccessibleName("Close")
+        layout = QVBoxLayout(self)
+        layout.addWidget(table)
+        layout.addWidget(buttons)
+        self.table = table
+        self.resize(520, 460)
+
+
+def confirm(parent: QWidget, question: str) -> bool:
+    """Ask a yes/no question (the views' default `confirm`)."""
+    answer = QMessageBox.question(parent, "Fleetgate", question)
+    return answer == QMessageBox.StandardButton.Yes
