@@ -11,11 +11,11 @@ the server, tenant and user prefilled. Settings not given on the command line
 come from the environment, the person's settings and the machine's
 (app/settings.py).
 
-`--self-test` (the desktop issue, § Start) opens the main window offscreen on
-a temporary encrypted replica filled from the demo tenant, closes and reopens
-that replica, visits every view, checks that every focusable control has an
-accessible name, prints the time to a usable window and to each view's first
-paint, and exits 0 (1 on any failure, naming it).
+`--self-test` (the desktop issue, § Start) opens the administration window
+offscreen on a temporary encrypted replica filled from the demo tenant, closes
+and reopens that replica, visits every view, checks that every focusable
+control has an accessible name, prints the time to a usable window and to
+each view's first paint, and exits 0 (1 on any failure, naming it).
 """
 
 from __future__ import annotations
@@ -58,6 +58,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+PAGE_WORDS = {"role": "roles", "user": "users", "check": "check and explain",
+              "pending": "pending edits", "outcomes": "conflicts and refusals",
+              "log": "audit log"}  # fmt: skip
+
+
 def _unnamed_controls(window: Any) -> list[str]:
     from PySide6.QtCore import Qt  # noqa: PLC0415 - Qt only once the app runs
     from PySide6.QtWidgets import QWidget  # noqa: PLC0415
@@ -79,8 +84,9 @@ def self_test() -> int:
     from app.replica import Replica  # noqa: PLC0415
     from app.replica_file import KeyMode  # noqa: PLC0415
     from app.sync_client import wall_now  # noqa: PLC0415
-    from app.ui.main_window import MainWindow  # noqa: PLC0415
+    from app.ui.admin import AdminWindow  # noqa: PLC0415
     from app.ui.theme import apply_theme  # noqa: PLC0415
+    from app.ui.workspace import Workspace  # noqa: PLC0415
     from sync.replication.digest import digest_of  # noqa: PLC0415
     from sync.replication.entities import policy_entities  # noqa: PLC0415
 
@@ -101,22 +107,25 @@ def self_test() -> int:
             if replica.entity_count("user") != len(policy.users):
                 print("self-test: the reopened replica lost users", file=sys.stderr)
                 return 1
-            window = MainWindow(replica, f"{TENANT} (self-test)", status=replica)
+            window = AdminWindow(Workspace(replica, "self-test"), f"{TENANT} (self-test)")
             window.show()
             app.processEvents()
             window.grab()
             usable = time.perf_counter() - STARTED
             print(f"window usable: {usable:.3f} s after start "
                   f"({len(policy.roles):,} roles, {len(policy.users):,} users)")  # fmt: skip
-            for number, (kind, view) in enumerate(window.views.items()):
+            unnamed: list[str] = []
+            for number, (key, page) in enumerate(window.pages.items()):
                 begun = time.perf_counter()
                 window.show_view(number)
                 app.processEvents()
-                view.grab()
+                page.grab()
                 painted = time.perf_counter() - begun
-                print(f"{kind}s view: first paint {painted * 1000:.1f} ms, "
-                      f"{view.count.text()}")  # fmt: skip
-            unnamed = _unnamed_controls(window)
+                view = window.views.get(key)
+                shown = f", {view.count.text()}" if view is not None else ""
+                print(f"{PAGE_WORDS.get(key, key)} view: first paint {painted * 1000:.1f} ms"
+                      f"{shown}")  # fmt: skip
+                unnamed += [f"{name} ({key})" for name in _unnamed_controls(window)]
             if unnamed:
                 print(f"self-test: controls without an accessible name: {', '.join(unnamed)}",
                       file=sys.stderr)  # fmt: skip
