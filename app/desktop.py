@@ -240,6 +240,7 @@ def admin_window(done: Any) -> Any:
     from app.ui.workspace import Workspace  # noqa: PLC0415
 
     workspace = Workspace(done.replica, done.user)
+    workspace.prepare(done.reopen)  # usable before a large tenant's view is compiled
     return AdminWindow(workspace, f"{done.tenant} \u2014 {done.user}", sync=done.sync)
 
 

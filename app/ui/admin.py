@@ -26,7 +26,9 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFileDialog,
+    QLabel,
     QMessageBox,
+    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -83,29 +85,23 @@ class AdminWindow(MainWindow):
         self.sync = sync
         self.file_chooser = file_chooser
         self.settings = settings
-        self.role_editor = RoleEditor(workspace, self)
-        self.user_editor = UserEditor(workspace, self)
-        for kind, editor in (("role", self.role_editor), ("user", self.user_editor)):
-            splitter = self.set_detail(kind, editor)
-            splitter.setSizes([460, 820])
-        self.check_view = CheckView(workspace, self)
-        self.pending_view = PendingView(workspace, self)
+        self._closed = False
+        # The editors, the check and the pending views need the compiled view; on a
+        # large tenant it is compiled after the window is usable (Workspace.prepare),
+        # and until then their places say so.
+        self.places = {key: _Place(name, self) for key, name in _PLACES}
+        for kind in ("role", "user"):
+            self.set_detail(kind, self.places[kind]).setSizes([460, 820])
         self.outcomes_view = OutcomesView(workspace, self)
         self.log_view = LogView(workspace, self)
-        self.add_page("check", "&Check and explain", self.check_view)
-        self.add_page("pending", "&Pending edits", self.pending_view)
+        self.add_page("check", "&Check and explain", self.places["check"])
+        self.add_page("pending", "&Pending edits", self.places["pending"])
         self.add_page("outcomes", "C&onflicts and refusals", self.outcomes_view)
         self.add_page("log", "Audit and &log", self.log_view)
         self.link_status("pending", "pending")
         self.link_status("attention", "outcomes")
-        for view in (self.role_editor, self.user_editor, self.check_view, self.pending_view,
-                     self.outcomes_view, self.log_view):  # fmt: skip
+        for view in (self.outcomes_view, self.log_view):
             view.message.connect(self.show_message)
-        for kind, editor_show in (("role", self.role_editor.show_role),
-                                  ("user", self.user_editor.show_user)):  # fmt: skip
-            self._follow_selection(kind, editor_show)
-            if self.views[kind].model.rowCount():
-                self.views[kind].table.selectRow(0)  # the editor shows the first, not a blank
         workspace.changed.connect(self._view_changed)
         self._moved = QTimer(self)
         self._moved.setSingleShot(True)
@@ -121,9 +117,42 @@ class AdminWindow(MainWindow):
         else:
             self.set_connection("offline")
         self._build_menus()
+        if workspace.is_preparing():
+            workspace.ready.connect(self._build_views)
+        else:
+            self._build_views()
         self.resize(1280, 780)
 
     # --- wiring --------------------------------------------------------------------------
+
+    def _build_views(self) -> None:
+        """The views that need the compiled view, in their places (module rules)."""
+        if hasattr(self, "pending_view") or self._closed:
+            return  # built, or the window closed before the view was compiled
+        workspace = self.workspace
+        self.role_editor = RoleEditor(workspace, self)
+        self.user_editor = UserEditor(workspace, self)
+        self.check_view = CheckView(workspace, self)
+        self.pending_view = PendingView(workspace, self)
+        for key, view in (("role", self.role_editor), ("user", self.user_editor),
+                          ("check", self.check_view), ("pending", self.pending_view)):  # fmt: skip
+            self.places[key].fill(view)
+            view.message.connect(self.show_message)
+        for kind, editor_show in (("role", self.role_editor.show_role),
+                                  ("user", self.user_editor.show_user)):  # fmt: skip
+            self._follow_selection(kind, editor_show)
+        first = self.edit_menu.actions()[0] if self.edit_menu.actions() else None
+        for action in (self.pending_view.undo_action, self.pending_view.redo_action):
+            # From the menu and anywhere in the window, not only inside the pending view.
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            self.edit_menu.insertAction(first, action)
+            self.actions_by_menu.setdefault("&Edit", []).insert(0, action)
+        self._select_first()
+
+    def _select_first(self) -> None:
+        for view in (self.views["role"], self.views["user"]):
+            if view.model.rowCount() and not view.table.selectionModel().hasSelection():
+                view.table.selectRow(0)
 
     def _follow_selection(self, kind: str, show: Callable[[str | None], None]) -> None:
         view = self.views[kind]
@@ -146,12 +175,7 @@ class AdminWindow(MainWindow):
         self._add(file_menu, "&File", "&Settings...", "Ctrl+,", self.open_settings)
         file_menu.addSeparator()
         self._add(file_menu, "&File", "&Quit", QKeySequence.StandardKey.Quit, self.close)
-        edit_menu = bar.addMenu("&Edit")
-        for action in (self.pending_view.undo_action, self.pending_view.redo_action):
-            # From the menu and anywhere in the window, not only inside the pending view.
-            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-            edit_menu.addAction(action)
-            self.actions_by_menu.setdefault("&Edit", []).append(action)
+        edit_menu = self.edit_menu = bar.addMenu("&Edit")
         self._add(edit_menu, "&Edit", "&New role", "Ctrl+Shift+R", self.new_role)
         self._add(edit_menu, "&Edit", "New &user", "Ctrl+Shift+U", self.new_user)
         view_menu = bar.addMenu("&View")
@@ -289,9 +313,33 @@ class AdminWindow(MainWindow):
         return dialog
 
     def closeEvent(self, event: object) -> None:
+        self._closed = True
         if self.sync is not None:
             self.sync.stop()
         super().closeEvent(event)  # type: ignore[arg-type]
+
+
+_PLACES = (("role", "Role editor"), ("user", "User editor"), ("check", "Check and explain"),
+           ("pending", "Pending edits"))  # fmt: skip
+
+
+class _Place(QStackedWidget):
+    """Where a view goes once the policy is compiled; until then it says so."""
+
+    def __init__(self, name: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName(f"{name.lower().replace(' ', '-')}-place")
+        self.setAccessibleName(name)
+        self.waiting = QLabel("Loading the policy ...", self)
+        self.waiting.setAccessibleName(f"{name}: loading the policy")
+        self.waiting.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.addWidget(self.waiting)
+
+    def fill(self, view: QWidget) -> None:
+        self.addWidget(view)
+        self.setCurrentWidget(view)
+        self.removeWidget(self.waiting)
+        self.waiting.deleteLater()
 
 
 class ShortcutsDialog(QDialog):

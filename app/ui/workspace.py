@@ -11,15 +11,20 @@ Rules of this module (the desktop issue, § Windows and workflows):
   in one transaction; nothing here writes policy any other way.
 - After a change (a queued edit, a sync that moved the cursor) `changed` is
   emitted; windows read what they show again from here.
-- Used on the UI thread only, like the replica it holds.
+- Used on the UI thread only, like the replica it holds. The one exception is
+  `prepare`: it compiles the view on a worker thread, from a replica of its own
+  (a replica is used only on the thread that opened it), so a window on 50,000
+  users is usable before the view is compiled; `ready` says when it is. Asking
+  for the engine before then waits for that work instead of doing it twice.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 
 from app import offline
 from app.replica import Attention, OutboxRow, Replica
@@ -33,6 +38,9 @@ class Workspace(QObject):
 
     changed = Signal()
     """The view changed: a local edit was queued or taken back, or a sync arrived."""
+    ready = Signal()
+    """The view is compiled (after `prepare`): windows may show what needs it."""
+    _prepared = Signal(int, object)
 
     def __init__(
         self,
@@ -50,17 +58,76 @@ class Workspace(QObject):
         self._now: Callable[[], Instant] = offline.effective_clock(replica, self.clocks)
         self._engine: Engine | None = None
         self._failed: dict[int, str] = {}
+        self._generation = 0
+        """Counts reloads: a view prepared before the last one is stale."""
+        self._preparing: threading.Thread | None = None
+        self._result: tuple[int, Engine, dict[int, str]] | BaseException | None = None
+        self._prepared.connect(self._take_prepared, Qt.ConnectionType.QueuedConnection)
 
     def now(self) -> Instant:
         """The replica's effective time (a clock moved back does not reverse it)."""
         return self._now()
 
     def engine(self) -> Engine:
-        """The view compiled: confirmed policy plus pending edits (built on first use)."""
+        """The view compiled: confirmed policy plus pending edits (built on first use, or
+        taken from `prepare` when it is under way)."""
+        if self._engine is None and self._preparing is not None:
+            self._preparing.join()
+            self._take_prepared(self._generation, None)
         if self._engine is None:
             policy, self._failed = offline.view_policy(self.replica, self.now())
             self._engine = Engine(policy, self.replica.meta().cursor)
         return self._engine
+
+    def is_ready(self) -> bool:
+        """Whether the view is compiled (`engine()` returns at once)."""
+        return self._engine is not None
+
+    def is_preparing(self) -> bool:
+        """Whether `prepare` is compiling the view (`ready` follows)."""
+        return self._preparing is not None and self._engine is None
+
+    def prepare(self, reopen: Callable[[], Replica]) -> None:
+        """Compile the view on a worker thread, from the replica `reopen()` opens there;
+        `ready` is emitted on the UI thread when it is done (at once if it is)."""
+        if self._engine is not None:
+            self.ready.emit()
+            return
+        if self._preparing is not None:
+            return
+        generation, now = self._generation, self.now()
+        signal = self._prepared
+
+        def work() -> None:
+            try:
+                replica = reopen()
+                try:
+                    policy, failed = offline.view_policy(replica, now)
+                    engine = Engine(policy, replica.meta().cursor)
+                finally:
+                    replica.close()
+                self._result = (generation, engine, failed)
+            except BaseException as error:  # noqa: BLE001 - handed to the UI thread
+                self._result = error
+            signal.emit(generation, None)
+
+        self._preparing = threading.Thread(target=work, name="fleetgate-view", daemon=True)
+        self._preparing.start()
+
+    def _take_prepared(self, generation: int, _unused: object) -> None:
+        result, self._result = self._result, None
+        thread, self._preparing = self._preparing, None
+        if thread is None or result is None:
+            return  # taken already (engine() waited for it)
+        if isinstance(result, BaseException) or result[0] != self._generation:
+            # Failed or stale: engine() compiles it here when asked (and says what is
+            # wrong, if something is): windows waiting for the view go on.
+            self.ready.emit()
+            return
+        _, engine, failed = result
+        if self._engine is None and generation == self._generation:
+            self._engine, self._failed = engine, failed
+            self.ready.emit()
 
     def policy(self) -> Policy:
         """The view's policy. Read it, never change it: changes go through `queue`."""
@@ -123,4 +190,5 @@ class Workspace(QObject):
     def reload(self) -> None:
         """The confirmed policy moved (a sync): compile the view again, then say so."""
         self._engine = None
+        self._generation += 1
         self.changed.emit()

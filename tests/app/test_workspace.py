@@ -74,3 +74,57 @@ def test_reload_builds_the_view_again_and_says_so(workspace: Workspace) -> None:
     workspace.changed.connect(lambda: seen.append("changed"))
     workspace.reload()
     assert workspace.engine() is not before and seen == ["changed"]
+
+
+def _reopen(space: Workspace):  # type: ignore[no-untyped-def]
+    from app.replica import Replica
+
+    file = space.replica.file
+    return lambda: Replica.open(file.directory, "acme", "boss")
+
+
+def test_prepare_compiles_the_view_on_a_worker_and_says_when_it_is_ready(
+    workspace: Workspace,  # noqa: F811
+    qtbot,  # type: ignore[no-untyped-def]
+) -> None:
+    assert not workspace.is_ready() and not workspace.is_preparing()
+    with qtbot.waitSignal(workspace.ready, timeout=20_000):
+        workspace.prepare(_reopen(workspace))
+        assert workspace.is_preparing()
+    assert workspace.is_ready() and not workspace.is_preparing()
+    assert workspace.engine().decide(Request("vic", "read", "vehicle"), workspace.now()).allowed
+
+
+def test_asking_for_the_engine_while_it_is_prepared_waits_for_that_work(
+    workspace: Workspace,  # noqa: F811
+) -> None:
+    workspace.prepare(_reopen(workspace))
+    engine = workspace.engine()  # joins the worker, does not compile a second time
+    assert workspace.engine() is engine and not workspace.is_preparing()
+
+
+def test_a_view_prepared_before_a_reload_is_not_taken(
+    workspace: Workspace,  # noqa: F811
+    qtbot,  # type: ignore[no-untyped-def]
+) -> None:
+    workspace.prepare(_reopen(workspace))
+    workspace.reload()  # the confirmed policy moved while the worker read the old one
+    with qtbot.waitSignal(workspace.ready, timeout=20_000):
+        pass
+    assert not workspace.is_ready()  # stale: compiled afresh when asked
+    assert workspace.engine() is not None
+
+
+def test_the_admin_window_says_loading_until_the_view_is_prepared(
+    workspace: Workspace,  # noqa: F811
+    qtbot,  # type: ignore[no-untyped-def]
+) -> None:
+    from app.ui.admin import AdminWindow
+
+    workspace.prepare(_reopen(workspace))
+    window = AdminWindow(workspace, "acme")
+    qtbot.addWidget(window)
+    assert window.places["role"].currentWidget().accessibleName().endswith("loading the policy")
+    qtbot.waitUntil(lambda: hasattr(window, "role_editor"), timeout=20_000)
+    assert window.places["role"].currentWidget() is window.role_editor
+    assert window.role_editor.role_id is not None  # the first role, not a blank form
