@@ -63,6 +63,8 @@ class _WatchedSession(SyncSession):
                         owner.unreachable.emit(failure)
             elif isinstance(event, protocol.CaughtUp):
                 owner.caught_up.emit()
+            elif isinstance(event, protocol.SnapshotReceived):
+                owner.progress.emit(event.message.chunk + 1, event.message.chunks)
         owner.moved.emit()
         if self.ending is not None and not owner._ended:
             owner._ended = True
@@ -77,6 +79,8 @@ class LiveSync(QObject):
     report = Signal(str)
     caught_up = Signal()
     """The replica holds everything the server had when it said so."""
+    progress = Signal(int, int)
+    """A snapshot is arriving: parts received, parts in all."""
     moved = Signal()
     unreachable = Signal(str)
     """A connection attempt failed (why); the session keeps retrying."""

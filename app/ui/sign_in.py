@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -116,6 +117,11 @@ class SignInWindow(QDialog):
         self.status.setObjectName("sign-in-status")
         self.status.setAccessibleName("Sign-in status")
         self.status.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setObjectName("sign-in-progress")
+        self.progress.setAccessibleName("Copying the policy to this computer")
+        self.progress.setFormat("%v of %m parts")
+        self.progress.hide()
         buttons = QDialogButtonBox()
         self.sign_in_button = QPushButton("Sign &in")
         self.sign_in_button.setAccessibleName("Sign in")
@@ -136,7 +142,9 @@ class SignInWindow(QDialog):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.status)
+        layout.addWidget(self.progress)
         layout.addWidget(buttons)
+        self.setMinimumWidth(460)
         for field in (self.tenant, self.user):
             field.textChanged.connect(self._update_fields)
         self._update_fields()
@@ -241,9 +249,20 @@ class SignInWindow(QDialog):
         sync.caught_up.connect(self._caught_up)
         sync.ended.connect(self._ended)
         sync.unreachable.connect(self._unreachable)
+        sync.progress.connect(self._progress)
         self.sign_in_button.setEnabled(False)
         self.say(f"Connecting to {server} ...")
         sync.start()
+
+    def _progress(self, received: int, total: int) -> None:
+        """A first sync copies the tenant's policy in parts: how far it is (Cancel stops)."""
+        if self._pending is None:
+            return
+        if self.progress.isHidden():
+            self.progress.show()
+            self.say("Copying the policy to this computer ... (Cancel stops; nothing is lost)")
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(received)
 
     def _caught_up(self) -> None:
         done = self._pending
@@ -262,6 +281,7 @@ class SignInWindow(QDialog):
         if done is not None:
             done.replica.close()
         self.sign_in_button.setEnabled(True)
+        self.progress.hide()
         self._update_fields()
 
     def _ended(self, code: int, message: str) -> None:
