@@ -113,7 +113,9 @@ class AdminWindow(MainWindow):
             sync.state.connect(self._sync_state)
             sync.moved.connect(self._moved.start)
             sync.ended.connect(self._sync_ended)
-            self.set_connection("connecting")
+            # Built after the sign-in saw the replica catch up: the state then was
+            # "online" already, and no state change may follow for hours.
+            self._sync_state(sync.last_state)
         else:
             self.set_connection("offline")
         self._build_menus()
@@ -281,12 +283,15 @@ class AdminWindow(MainWindow):
             self.high_contrast.setChecked(theme == "high-contrast")
 
     def new_role(self) -> None:
+        """The new-role form, the focus in its name field."""
         self.show_page("role")
-        self.role_editor.show_role(None)
+        self.role_editor.new_role()
 
     def new_user(self) -> None:
+        """The new-user form, the focus in its id field."""
         self.show_page("user")
         self.user_editor.show_user(None)
+        self.user_editor.new_id.setFocus(Qt.FocusReason.ShortcutFocusReason)
 
     def toggle_contrast(self) -> None:
         app = QApplication.instance()

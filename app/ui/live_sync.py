@@ -56,6 +56,7 @@ class _WatchedSession(SyncSession):
         owner = self._owner
         for event in events:
             if isinstance(event, protocol.StateChanged):
+                owner.last_state = event.new.value
                 owner.state.emit(event.new.value)
                 if event.new is protocol.ClientState.WAITING and owner.transport is not None:
                     failure = owner.transport.last_failure
@@ -105,6 +106,8 @@ class LiveSync(QObject):
         self._running: Any = None
         self.transport: Transport | None = None
         self.session: SyncSession | None = None
+        self.last_state = protocol.ClientState.IDLE.value
+        """The connection's latest state: a window built later starts from it."""
 
     def start(self) -> None:
         """Connect and stay connected (returns at once)."""
