@@ -45,6 +45,7 @@ from app.ui.pending_view import PendingView
 from app.ui.policy_io import ImportDialog, export_policy_file
 from app.ui.role_editor import RoleEditor
 from app.ui.settings_window import SettingsWindow
+from app.ui.sizing import characters, resize_in_text_units
 from app.ui.theme import apply_theme
 from app.ui.user_editor import UserEditor
 from app.ui.workspace import Workspace
@@ -91,7 +92,8 @@ class AdminWindow(MainWindow):
         # and until then their places say so.
         self.places = {key: _Place(name, self) for key, name in _PLACES}
         for kind in ("role", "user"):
-            self.set_detail(kind, self.places[kind]).setSizes([460, 820])
+            splitter = self.set_detail(kind, self.places[kind])
+            splitter.setSizes([characters(self, 58), characters(self, 102)])
         self.outcomes_view = OutcomesView(workspace, self)
         self.log_view = LogView(workspace, self)
         self.add_page("check", "&Check and explain", self.places["check"])
@@ -374,7 +376,7 @@ class ShortcutsDialog(QDialog):
         layout.addWidget(table)
         layout.addWidget(buttons)
         self.table = table
-        self.resize(520, 460)
+        resize_in_text_units(self, 70, 30)
 
 
 def confirm(parent: QWidget, question: str) -> bool:

@@ -220,7 +220,7 @@ class PairsEditor(QWidget):
         self.table.setTabKeyNavigation(False)  # Tab leaves the table
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.table.setMinimumHeight(96)
+        self.table.setMinimumHeight(self.fontMetrics().lineSpacing() * 6)  # a few rows, any font
         self.add = QPushButton("Add ro&w", self)
         self.add.setObjectName(f"{name}-add-row")
         self.add.setAccessibleName("Add a key and value row")
@@ -598,8 +598,9 @@ class CheckView(QWidget):
         self.who_table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
         self.who_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.who_table.horizontalHeader().setStretchLastSection(True)
-        self.who_table.setColumnWidth(0, 110)
-        self.who_table.setColumnWidth(1, 140)
+        characters = self.fontMetrics().averageCharWidth()  # widths follow the text size
+        self.who_table.setColumnWidth(0, characters * 18)
+        self.who_table.setColumnWidth(1, characters * 23)
         results = QVBoxLayout()
         results.addWidget(self.who_count)
         results.addWidget(self.who_table, 1)

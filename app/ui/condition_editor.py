@@ -245,7 +245,7 @@ class ConditionEditor(QWidget):
         )
         self.tree.setHeaderHidden(True)
         self.tree.setColumnCount(1)
-        self.tree.setMinimumHeight(110)
+        self.tree.setMinimumHeight(self.fontMetrics().lineSpacing() * 7)  # a few parts, any font
         tree_label.setBuddy(self.tree)
         self.root = QTreeWidgetItem(self.tree)
         self.root.setData(0, KIND_ROLE, "all")

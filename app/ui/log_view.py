@@ -834,12 +834,14 @@ class LogView(QWidget):
 
     @staticmethod
     def _fit_columns(table: QTableView) -> None:
-        """Columns as wide as what the first page shows, none wider than a third of a
-        screen (the last, the reason, takes what is left)."""
+        """Columns as wide as what the first page shows, none wider than about 56
+        characters (a third of a screen at the default text size; the last, the reason,
+        takes what is left)."""
         table.resizeColumnsToContents()
         header = table.horizontalHeader()
+        widest = table.fontMetrics().averageCharWidth() * 56
         for section in range(header.count() - 1):
-            header.resizeSection(section, min(header.sectionSize(section), 340))
+            header.resizeSection(section, min(header.sectionSize(section), widest))
 
     def _role_name(self, role_id: str) -> str:
         return self.workspace.policy().role_name(role_id)

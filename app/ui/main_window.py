@@ -49,6 +49,7 @@ from PySide6.QtWidgets import (
 from app.clock import wall_now
 from app.replica_status import StatusSource, replica_status
 from app.ui.models import ROLE_COLUMNS, USER_COLUMNS, Column, EntityListModel, EntitySource
+from app.ui.sizing import characters
 from sync.policy.instant import Instant
 
 SEARCH_DELAY_MS = 150
@@ -112,6 +113,13 @@ class EntityListView(QWidget):
         self.table.setObjectName(f"{spec.kind}-table")
         self.table.setAccessibleName(f"{spec.plural.capitalize()} list")
         self.table.setModel(self.model)
+        # Each column starts as wide as its heading (sizing to the contents would read
+        # every row; the model loads them lazily).
+        header = self.table.horizontalHeader()
+        for column in range(self.model.columnCount()):
+            header.resizeSection(
+                column, max(header.sectionSizeHint(column), characters(self.table, 10))
+            )
         self.table.setTabKeyNavigation(False)  # Tab leaves the table (FACTS: Qt a11y traps)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -213,7 +221,7 @@ class MainWindow(QMainWindow):
             self.views[spec.kind] = view
             self.add_page(spec.kind, spec.title, view, focus=view.search)
         self.navigation.currentRowChanged.connect(self.stack.setCurrentIndex)
-        self.navigation.setMaximumWidth(160)
+        self._fit_navigation()
         self.navigation.setCurrentRow(0)
 
         central = QWidget(self)
@@ -266,7 +274,17 @@ class MainWindow(QMainWindow):
         if number < 9:
             shortcut = QShortcut(QKeySequence(f"Alt+{number + 1}"), self)
             shortcut.activated.connect(lambda n=number: self.show_view(n))
+        self._fit_navigation()
         return number
+
+    def _fit_navigation(self) -> None:
+        # As wide as its longest title in the person's text size (200 % text too).
+        navigation = self.navigation
+        navigation.setFixedWidth(
+            max(navigation.sizeHintForColumn(0), characters(navigation, 12))
+            + 2 * navigation.frameWidth()
+            + characters(navigation, 2)
+        )
 
     def set_detail(self, kind: str, detail: QWidget) -> QSplitter:
         """Show `detail` (an editor) beside the list of `kind`, in a splitter that

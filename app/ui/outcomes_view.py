@@ -320,6 +320,9 @@ class OutcomesView(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
+        for section in range(header.count() - 1):  # wide enough for its heading, any text size
+            size = max(header.sectionSizeHint(section), header.defaultSectionSize())
+            header.resizeSection(section, size)
         self.table.selectionModel().currentRowChanged.connect(lambda *_: self._show_selected())
 
         self.count = QLabel(self)
@@ -411,7 +414,7 @@ class OutcomesView(QWidget):
             Qt.TextInteractionFlag.TextSelectableByKeyboard
             | Qt.TextInteractionFlag.TextSelectableByMouse
         )
-        box.setMinimumHeight(72)
+        box.setMinimumHeight(box.fontMetrics().lineSpacing() * 4 + 16)  # four lines, any font
         label.setBuddy(box)
         return label, box
 

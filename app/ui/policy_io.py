@@ -178,7 +178,9 @@ class ImportDialog(QDialog):
         ):
             layout.addWidget(widget)
         layout.addWidget(buttons)
-        self.resize(640, 480)
+        # In characters and lines: the dialog grows with the system's text size.
+        metrics = self.fontMetrics()
+        self.resize(metrics.averageCharWidth() * 106, metrics.lineSpacing() * 34)
         self._planner = _Planner(self)
         self._planner.done.connect(self._planned, Qt.ConnectionType.QueuedConnection)
 

@@ -66,6 +66,7 @@ from PySide6.QtWidgets import (
 from app.offline import EditProblem
 from app.ui.condition_editor import ConditionEditor
 from app.ui.main_window import announce
+from app.ui.sizing import resize_in_text_units
 from app.ui.workspace import Workspace
 from sync.policy.engine import Engine
 from sync.policy.instant import Instant
@@ -502,6 +503,7 @@ class HoldersModel(QAbstractTableModel):
 
 # --- dialogs -----------------------------------------------------------------------------
 
+
 NAME_ROLE = Qt.ItemDataRole.UserRole + 1
 SEARCH_ROLE = Qt.ItemDataRole.UserRole + 2
 
@@ -585,7 +587,7 @@ class RolePicker(QDialog):
         layout.addWidget(self.count)
         layout.addWidget(self.reason)
         layout.addWidget(self.buttons)
-        self.resize(460, 420)
+        resize_in_text_units(self, 76, 30)
         self._filter("")
 
     def _filter(self, text: str) -> None:
@@ -710,7 +712,7 @@ class RuleDialog(QDialog):
         self.action_model.itemChanged.connect(lambda _item: self._update())
         self.condition.changed.connect(self._update)
         self._fill_actions()
-        self.resize(620, 640)
+        resize_in_text_units(self, 100, 40)
 
     def _fill_actions(self) -> None:
         resource = self.resource.currentData()
@@ -906,6 +908,9 @@ class RoleEditor(QWidget):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
         header.setStretchLastSection(False)
+        # With no room to stretch into (large text, a narrow window) the stretched column
+        # keeps its default size: its heading's, and the matrix scrolls sideways instead.
+        header.setDefaultSectionSize(header.sectionSizeHint(3))
         # "grant from viewer via night-dispatcher" must be read whole, not elided.
         self.matrix.setWordWrap(True)
         self.matrix.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
@@ -923,6 +928,10 @@ class RoleEditor(QWidget):
         self.rules_model = RulesModel(self)
         self.rules = self._table(rules_page, "role-rules", "Own rules", self.rules_model)
         self.rules.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        for column in (0, 1, 2):  # a role has few rules: sized to them, the condition stretches
+            self.rules.horizontalHeader().setSectionResizeMode(
+                column, QHeaderView.ResizeMode.ResizeToContents
+            )
         rules_label = QLabel("Own grants and de&nies:", rules_page)
         rules_label.setBuddy(self.rules)
         self.add_rule_button = self._button("&Add rule\u2026", "add-rule",
@@ -956,7 +965,7 @@ class RoleEditor(QWidget):
         holders_header = self.holders.horizontalHeader()
         holders_header.setStretchLastSection(False)
         holders_header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
-        holders_header.resizeSection(3, 200)
+        holders_header.resizeSection(3, self.fontMetrics().averageCharWidth() * 32)
         self.holders_count = QLabel(holders_page)
         self.holders_count.setObjectName("holders-count")
         self.holders_count.setAccessibleName("Holders count")
@@ -978,7 +987,8 @@ class RoleEditor(QWidget):
         left.addStretch(1)
         left_panel = QWidget(self)
         left_panel.setLayout(left)
-        left_panel.setMaximumWidth(380)
+        # Narrow beside the matrix, in characters: it widens with the font.
+        left_panel.setMaximumWidth(self.fontMetrics().averageCharWidth() * 64)
         left.setContentsMargins(0, 0, 0, 0)
         body = QHBoxLayout()
         body.addWidget(left_panel)

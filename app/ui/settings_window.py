@@ -293,7 +293,10 @@ class SettingsWindow(QDialog):
         first = next((r.editor for r in self.rows.values() if not r.locked), None)
         if first is not None:
             first.setFocus()
-        self.resize(720, self.sizeHint().height())
+        # 120 characters wide (720 pixels at the default text size): it grows with the
+        # system's text size, and is as high as its wrapped labels need at that width.
+        width = max(self.minimumSizeHint().width(), self.fontMetrics().averageCharWidth() * 120)
+        self.resize(width, max(self.sizeHint().height(), self.heightForWidth(width)))
 
     # --- building the rows ----------------------------------------------------------------
 

@@ -144,7 +144,9 @@ class SignInWindow(QDialog):
         layout.addWidget(self.status)
         layout.addWidget(self.progress)
         layout.addWidget(buttons)
-        self.setMinimumWidth(460)
+        # 77 characters (460 pixels at the default text size): a server address fits,
+        # at any text size.
+        self.setMinimumWidth(self.fontMetrics().averageCharWidth() * 77)
         for field in (self.tenant, self.user):
             field.textChanged.connect(self._update_fields)
         self._update_fields()

@@ -74,6 +74,7 @@ from PySide6.QtWidgets import (
 
 from app.offline import EditProblem
 from app.ui.main_window import announce
+from app.ui.sizing import resize_in_text_units
 from app.ui.workspace import Workspace
 from sync.policy.engine import Permission
 from sync.policy.instant import Instant, format_instant, parse_instant
@@ -606,7 +607,7 @@ class RolePicker(QDialog):
         self.list.doubleClicked.connect(lambda _index: self.accept())
         self._select_first()
         self._show_count()
-        self.resize(420, 480)
+        resize_in_text_units(self, 70, 34)
 
     def _filter_changed(self, text: str) -> None:
         self.proxy.setFilterFixedString(text.strip())
@@ -722,7 +723,7 @@ class ActivateDialog(QDialog):
         layout.addWidget(justification_label)
         layout.addWidget(self.justification, 1)
         layout.addWidget(self.buttons)
-        self.resize(420, 300)
+        resize_in_text_units(self, 70, 21)
 
     def text(self) -> str:
         return self.justification.toPlainText().strip()
@@ -926,6 +927,9 @@ class UserEditor(QWidget):
             'JSON where it reads as JSON (5, true, ["a"]), else text'
         )
         self.attribute_value.setPlaceholderText("north, 5, true ...")
+        # In characters, so the attributes keep room beside the assignments at any text size.
+        self.attribute_key.setMinimumWidth(self.fontMetrics().horizontalAdvance("x" * 12))
+        self.attribute_value.setMinimumWidth(self.fontMetrics().horizontalAdvance("x" * 20))
         value_label = QLabel("&Value:", box)
         value_label.setBuddy(self.attribute_value)
         self.add_attribute_button = _button(box, "Se&t", "set-attribute",
@@ -937,16 +941,19 @@ class UserEditor(QWidget):
         self.remove_attribute_button.clicked.connect(self.remove_selected_attribute)
         self.attribute_table.selectionModel().selectionChanged.connect(self._update_buttons)
 
-        row = QHBoxLayout()
-        row.addWidget(key_label)
-        row.addWidget(self.attribute_key, 1)
-        row.addWidget(value_label)
-        row.addWidget(self.attribute_value, 1)
-        row.addWidget(self.add_attribute_button)
-        row.addWidget(self.remove_attribute_button)
+        # A field a row, the buttons below: beside the assignments (and with large text)
+        # one row of fields and buttons leaves each field a few characters wide.
+        fields = QFormLayout()
+        fields.addRow(key_label, self.attribute_key)
+        fields.addRow(value_label, self.attribute_value)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.add_attribute_button)
+        buttons.addWidget(self.remove_attribute_button)
         layout = QVBoxLayout(box)
         layout.addWidget(self.attribute_table, 1)
-        layout.addLayout(row)
+        layout.addLayout(fields)
+        layout.addLayout(buttons)
 
     def _build_assignments(self) -> None:
         box = self.assignments_box = QGroupBox("Assi&gnments", self)
