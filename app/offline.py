@@ -475,9 +475,20 @@ class EditProblem(Exception):
 def view_policy(replica: Replica, now: Instant) -> tuple[Policy, dict[int, str]]:
     """The replica's whole view: confirmed policy with the outbox replayed (and the
     pending edits that do not apply, seq -> why)."""
-    policy = replica.load_policy(now)
+    return replayed(replica.load_policy(now), replica.view_edits())
+
+
+def replayed(
+    confirmed: Policy, edits: Iterable[LocalEdit], *, skip: int | None = None
+) -> tuple[Policy, dict[int, str]]:
+    """A copy of `confirmed` with `edits` replayed on it (but edit `skip`), and the edits
+    that do not apply, seq -> why. `confirmed` is not changed: an edit replaces the
+    entities it changes, so the copy shares the others."""
+    policy = confirmed.copy()
     failed: dict[int, str] = {}
-    for local in replica.view_edits():
+    for local in edits:
+        if local.seq == skip:
+            continue
         try:
             apply_edit(policy, edit_from_document(dict(local.edit), policy), local.made_at)
         except EditRefused as refused:
@@ -537,18 +548,26 @@ def queue_edits(
         raise
 
 
-def take_back(replica: Replica, seq: int, now: Instant) -> list[dict[str, Any]]:
+def take_back(
+    replica: Replica,
+    seq: int,
+    now: Instant,
+    *,
+    current: Policy | None = None,
+    confirmed: Policy | None = None,
+) -> list[dict[str, Any]]:
     """The edits that put back what pending edit `seq` changed in the replica's view
     (nothing is deleted from the outbox without an outcome: cancelling queues
-    these). Empty when it changes nothing now. Raises KeyError when `seq` is not
-    in the outbox, Unreachable when its effect cannot be taken back."""
+    these). Empty when it changes nothing now. `current` (the view) and `confirmed`
+    (the confirmed policy, not changed here) spare loading them again. Raises
+    KeyError when `seq` is not in the outbox, Unreachable when its effect cannot be
+    taken back."""
     rows = {row.seq: row for row in replica.outbox()}
     target = rows[seq]
-    current, _ = view_policy(replica, now)
-    without = replica.load_policy(now)
-    for local in replica.view_edits():
-        if local.seq == seq:
-            continue
-        with contextlib.suppress(EditRefused):
-            apply_edit(without, edit_from_document(dict(local.edit), without), local.made_at)
+    if confirmed is None:
+        confirmed = replica.load_policy(now)
+    edits = replica.view_edits()
+    if current is None:
+        current, _ = replayed(confirmed, edits)
+    without, _ = replayed(confirmed, edits, skip=seq)
     return edits_to_reach(current, without, only=named_entities([target.local()]))

@@ -128,3 +128,20 @@ def test_the_admin_window_says_loading_until_the_view_is_prepared(
     qtbot.waitUntil(lambda: hasattr(window, "role_editor"), timeout=20_000)
     assert window.places["role"].currentWidget() is window.role_editor
     assert window.role_editor.role_id is not None  # the first role, not a blank form
+
+
+def test_the_confirmed_policy_is_kept_apart_from_the_view_and_spares_take_back_a_load(
+    workspace: Workspace,  # noqa: F811
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    (first,) = workspace.queue([{"op": "assign_role", "user_id": "vic", "role_id": "driver"}])
+    confirmed = workspace.confirmed()
+    assert [a.role_id for a in confirmed.users["vic"].roles] == ["r-viewer"]  # no pending edit
+    assert "r-driver" in [a.role_id for a in workspace.policy().users["vic"].roles]
+    loads: list[int] = []
+    original = workspace.replica.load_policy
+    monkeypatch.setattr(workspace.replica, "load_policy",
+                        lambda now: loads.append(1) or original(now))  # fmt: skip
+    assert workspace.take_back(first)
+    assert loads == []  # undo reads the kept policies, not the replica's 50,000 rows
+    assert [a.role_id for a in workspace.confirmed().users["vic"].roles] == ["r-viewer"]
