@@ -6,6 +6,7 @@
     python3 dev.py bench    run the decision benchmark against pycasbin and cedarpy
     python3 dev.py bench-server   run the sync server benchmark (500 websocket clients)
     python3 dev.py bench-client   run the client benchmark (replica sync, search, cold check)
+    python3 dev.py bench-app      run the desktop app benchmark (startup, search, UI stalls)
     python3 dev.py soak [--seeds N] [--scenario NAME]   fault-injection runs against a real server
 
 Each creates (once) a virtualenv in .venv beside this file and installs the
@@ -87,6 +88,11 @@ def bench_client() -> int:
     return _run("-m", "bench.client", *sys.argv[2:])
 
 
+def bench_app() -> int:
+    _ensure_venv("dev,bench")
+    return _run("-m", "bench.app", *sys.argv[2:])
+
+
 def soak() -> int:
     """python3 dev.py soak [--seeds N] [--scenario NAME]: fault injection, many seeds."""
     _ensure_venv("dev")
@@ -99,6 +105,7 @@ COMMANDS = {
     "bench": bench,
     "bench-server": bench_server,
     "bench-client": bench_client,
+    "bench-app": bench_app,
     "soak": soak,
 }
 
