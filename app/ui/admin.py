@@ -145,12 +145,18 @@ class AdminWindow(MainWindow):
         for kind, editor_show in (("role", self.role_editor.show_role),
                                   ("user", self.user_editor.show_user)):  # fmt: skip
             self._follow_selection(kind, editor_show)
-        first = self.edit_menu.actions()[0] if self.edit_menu.actions() else None
+        existing = self.edit_menu.actions()
         for action in (self.pending_view.undo_action, self.pending_view.redo_action):
             # From the menu and anywhere in the window, not only inside the pending view.
             action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-            self.edit_menu.insertAction(first, action)
-            self.actions_by_menu.setdefault("&Edit", []).insert(0, action)
+            if existing:
+                self.edit_menu.insertAction(existing[0], action)
+            else:
+                self.edit_menu.addAction(action)
+        self.actions_by_menu["&Edit"] = [
+            self.pending_view.undo_action, self.pending_view.redo_action,
+            *self.actions_by_menu.get("&Edit", []),
+        ]  # fmt: skip
         self._select_first()
 
     def _select_first(self) -> None:

@@ -23,7 +23,6 @@ Rules of this module (the desktop issue, § Check and explain):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -31,14 +30,12 @@ from typing import Any
 
 from PySide6.QtCore import (
     QAbstractListModel,
-    QAbstractTableModel,
     QDateTime,
     QModelIndex,
     QPersistentModelIndex,
     QStringListModel,
     Qt,
     QTimeZone,
-    Signal,
 )
 from PySide6.QtGui import QFontDatabase, QKeySequence, QShortcut, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
@@ -55,7 +52,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListView,
     QPushButton,
-    QStyle,
     QTableView,
     QTabWidget,
     QVBoxLayout,
@@ -63,8 +59,15 @@ from PySide6.QtWidgets import (
 )
 
 from app import offline
+from app.ui.controls import name_spin_box, text_label
+from app.ui.feedback import say
+from app.ui.icons import icon, verdict_pixmap
 from app.ui.main_window import announce
+from app.ui.models import TEXT_ROLES, ShownByPageModel
+from app.ui.tables import table_view
+from app.ui.typed_values import parse_value, value_text
 from app.ui.workspace import Workspace
+from app.ui.workspace_view import WorkspaceView
 from sync.policy.decision import Decision
 from sync.policy.fixes import JUSTIFICATION, Fix, fixes_for, grants_relied_on, with_justification
 from sync.policy.instant import Instant, format_instant, instant_from_datetime
@@ -74,28 +77,6 @@ PAGE = 200
 """Who-can rows handed to the view at a time."""
 
 Index = QModelIndex | QPersistentModelIndex
-_DISPLAY = Qt.ItemDataRole.DisplayRole
-_ACCESSIBLE = Qt.ItemDataRole.AccessibleTextRole
-
-
-def parse_value(text: str) -> Any:
-    """A value typed in a key/value table: JSON when it parses (`20`, `true`,
-    `["a"]`, `"20"`), else the text itself as a string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def value_text(value: Any) -> str:
-    """How `parse_value` would read `value` back: a plain string as itself, unless
-    it would parse as something else (`"20"` is written with its quotes)."""
-    if isinstance(value, str):
-        try:
-            json.loads(value)
-        except ValueError:
-            return value
-    return json.dumps(value, ensure_ascii=False)
 
 
 # --- models -------------------------------------------------------------------------------
@@ -112,11 +93,11 @@ class FixListModel(QAbstractListModel):
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's API
         return 0 if parent.isValid() else len(self._fixes)
 
-    def data(self, index: Index, role: int = _DISPLAY) -> Any:
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or index.row() >= len(self._fixes):
             return None
         fix = self._fixes[index.row()]
-        if role in (_DISPLAY, _ACCESSIBLE):
+        if role in TEXT_ROLES:
             text = f"{index.row() + 1}. {fix.label}"
             if not fix.edits:
                 text += "\n    (a change to the request, not to the policy)"
@@ -143,57 +124,24 @@ class FixListModel(QAbstractListModel):
 WHO_CAN_HEADERS = ("User", "Name", "Allowed by")
 
 
-class WhoCanModel(QAbstractTableModel):
+class WhoCanModel(ShownByPageModel[tuple[str, str, str]]):
     """Users allowed a request, with the deciding grant; rows reach the view a
     PAGE at a time (`canFetchMore`/`fetchMore`) out of the whole answer."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self._found: list[tuple[str, str, str]] = []
-        self._shown = 0
+        super().__init__(WHO_CAN_HEADERS, PAGE)
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else self._shown
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(WHO_CAN_HEADERS)
-
-    def data(self, index: Index, role: int = _DISPLAY) -> Any:
-        if not index.isValid() or index.row() >= self._shown:
-            return None
-        if role in (_DISPLAY, _ACCESSIBLE, Qt.ItemDataRole.ToolTipRole):
-            return self._found[index.row()][index.column()]
+    def cell(self, row: tuple[str, str, str], column: int, role: int) -> Any:
+        if role in (*TEXT_ROLES, Qt.ItemDataRole.ToolTipRole):
+            return row[column]
         return None
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = _DISPLAY) -> Any:
-        if orientation is Qt.Orientation.Horizontal and role in (_DISPLAY, _ACCESSIBLE):
-            return WHO_CAN_HEADERS[section]
-        return None
-
-    def canFetchMore(self, parent: Index = QModelIndex()) -> bool:  # noqa: B008
-        return not parent.isValid() and self._shown < len(self._found)
-
-    def fetchMore(self, parent: Index = QModelIndex()) -> None:  # noqa: B008
-        if not self.canFetchMore(parent):
-            return
-        more = min(PAGE, len(self._found) - self._shown)
-        self.beginInsertRows(QModelIndex(), self._shown, self._shown + more - 1)
-        self._shown += more
-        self.endInsertRows()
 
     def set_found(self, found: Sequence[tuple[str, str, str]]) -> None:
         """(user id, name, reason) of every user allowed; the first page is shown."""
-        self.beginResetModel()
-        self._found = list(found)
-        self._shown = min(PAGE, len(self._found))
-        self.endResetModel()
-
-    @property
-    def total(self) -> int:
-        return len(self._found)
+        self.set_rows(found)
 
     def user_id(self, row: int) -> str:
-        return self._found[row][0]
+        return self._rows[row][0]
 
 
 # --- a small key/value editor -------------------------------------------------------------
@@ -309,17 +257,11 @@ def _labelled(text: str, buddy: QWidget, parent: QWidget) -> QLabel:
     return label
 
 
-class CheckView(QWidget):
+class CheckView(WorkspaceView):
     """Check and explain, and who can (module rules)."""
 
-    message = Signal(str)
-    """A one-line outcome of what the person did, for the status bar."""
-
     def __init__(self, workspace: Workspace, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.workspace = workspace
-        self.setObjectName("check-view")
-        self.setAccessibleName("Check and explain")
+        super().__init__(workspace, "check-view", "Check and explain", parent)
         self._users_stale = True
         self._users = QStringListModel(self)
         self._checked: Request | None = None
@@ -391,13 +333,12 @@ class CheckView(QWidget):
         self.now.setChecked(True)
         self.time = QDateTimeEdit(page)
         self.time.setObjectName("check-time")
-        self.time.setAccessibleName("Context time (UTC)")
+        name_spin_box(self.time, "Context time (UTC)")
         self.time.setAccessibleDescription("The request's context.time, when Now is not ticked")
         self.time.setTimeZone(QTimeZone.utc())
         self.time.setDisplayFormat("yyyy-MM-dd HH:mm:ss 'UTC'")
         self.time.setCalendarPopup(True)
         self.time.setEnabled(False)
-        self._name_inner_editor(self.time, "Context time (UTC)")
         self.now.toggled.connect(lambda checked: self.time.setEnabled(not checked))
         time_row = QHBoxLayout()
         time_row.addWidget(self.now)
@@ -441,12 +382,8 @@ class CheckView(QWidget):
     def _build_result(self, page: QWidget) -> QWidget:
         result = QWidget(page)
         result.setObjectName("check-result")
-        self.verdict_icon = QLabel(result)
-        self.verdict_icon.setObjectName("check-verdict-icon")
-        self.verdict_icon.setAccessibleName("Verdict icon")
-        self.verdict = QLabel(result)
-        self.verdict.setObjectName("check-verdict")
-        self.verdict.setAccessibleName("Verdict")
+        self.verdict_icon = text_label(result, "check-verdict-icon", "Verdict icon")
+        self.verdict = text_label(result, "check-verdict", "Verdict")
         font = self.verdict.font()
         font.setPointSizeF(font.pointSizeF() * 1.8)
         font.setBold(True)
@@ -455,15 +392,8 @@ class CheckView(QWidget):
         verdict_row.addWidget(self.verdict_icon)
         verdict_row.addWidget(self.verdict, 1)
 
-        self.reason = QLabel(result)
-        self.reason.setObjectName("check-reason")
-        self.reason.setAccessibleName("Reason")
-        self.reason.setWordWrap(True)
-        self.reason.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.note = QLabel(result)
-        self.note.setObjectName("check-note")
-        self.note.setAccessibleName("What the decision is based on")
-        self.note.setWordWrap(True)
+        self.reason = text_label(result, "check-reason", "Reason", wrap=True, selectable=True)
+        self.note = text_label(result, "check-note", "What the decision is based on", wrap=True)
 
         self.fixes_box = QGroupBox("Changes that would allow it, best first", result)
         self.fixes_box.setObjectName("check-fixes")
@@ -529,10 +459,7 @@ class CheckView(QWidget):
         trace_layout = QVBoxLayout(trace_box)
         trace_layout.addWidget(self.trace)
 
-        self.outcome = QLabel(result)
-        self.outcome.setObjectName("check-outcome")
-        self.outcome.setAccessibleName("Outcome")
-        self.outcome.setWordWrap(True)
+        self.outcome = text_label(result, "check-outcome", "Outcome", wrap=True)
 
         layout = QVBoxLayout(result)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -581,23 +508,10 @@ class CheckView(QWidget):
         box_layout.addWidget(self.who_button, 0, Qt.AlignmentFlag.AlignRight)
         box_layout.addStretch(1)
 
-        self.who_count = QLabel(page)
-        self.who_count.setObjectName("who-can-count")
-        self.who_count.setAccessibleName("Users who can")
+        self.who_count = text_label(page, "who-can-count", "Users who can")
         self.who_model = WhoCanModel()
-        self.who_table = QTableView(page)
-        self.who_table.setObjectName("who-can-table")
-        self.who_table.setAccessibleName("Users who can")
-        self.who_table.setModel(self.who_model)
-        self.who_table.setTabKeyNavigation(False)
-        self.who_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.who_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.who_table.setAlternatingRowColors(True)
-        self.who_table.setWordWrap(False)
-        self.who_table.verticalHeader().setVisible(False)
+        self.who_table = table_view(page, "who-can-table", "Users who can", self.who_model)
         self.who_table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
-        self.who_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.who_table.horizontalHeader().setStretchLastSection(True)
         characters = self.fontMetrics().averageCharWidth()  # widths follow the text size
         self.who_table.setColumnWidth(0, characters * 18)
         self.who_table.setColumnWidth(1, characters * 23)
@@ -614,11 +528,6 @@ class CheckView(QWidget):
         for first, second in pairwise(chain):
             self.setTabOrder(first, second)
         return page
-
-    @staticmethod
-    def _name_inner_editor(box: QDateTimeEdit, name: str) -> None:
-        for inner in box.findChildren(QLineEdit):
-            inner.setAccessibleName(name)
 
     # --- reading the form -------------------------------------------------------------
 
@@ -712,12 +621,7 @@ class CheckView(QWidget):
         explanation = engine.explain(request, now)
         decision = explanation.decision
         allowed = decision.allowed
-        icon = (
-            QStyle.StandardPixmap.SP_DialogApplyButton
-            if allowed
-            else (QStyle.StandardPixmap.SP_DialogCancelButton)
-        )
-        self.verdict_icon.setPixmap(self.style().standardIcon(icon).pixmap(32, 32))
+        self.verdict_icon.setPixmap(icon(verdict_pixmap(allowed)).pixmap(32, 32))
         self.verdict_icon.setAccessibleName(f"{_verdict(decision)} icon")
         self.verdict.setText(_verdict(decision))
         self.reason.setText(f"Reason: {decision.reason}")
@@ -822,9 +726,7 @@ class CheckView(QWidget):
             self.pairs.set_value(path, value)
 
     def _say(self, text: str) -> None:
-        self.outcome.setText(text)
-        announce(self.outcome, text)
-        self.message.emit(text)
+        say(self.outcome, text, self.message)
 
     # --- who can ----------------------------------------------------------------------
 

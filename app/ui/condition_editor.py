@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable
+from itertools import pairwise
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -50,6 +51,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.ui.controls import push_button, text_label
 from app.ui.main_window import announce
 from app.ui.workspace import Workspace
 from sync.policy.conditions import (
@@ -307,14 +309,9 @@ class ConditionEditor(QWidget):
         self.value.setObjectName("comparison-value")
         self.value.setAccessibleName("Value")
         self.value.setPlaceholderText('north, 20, true, ["a", "b"] or $user.region')
-        self.value_kind = QLabel(leaf_page)
-        self.value_kind.setObjectName("comparison-value-kind")
-        self.value_kind.setAccessibleName("Value is read as")
-        self.problem = QLabel(leaf_page)
-        self.problem.setObjectName("comparison-problem")
-        self.problem.setAccessibleName("Problem with this comparison")
-        self.problem.setWordWrap(True)
-        self.problem.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.value_kind = text_label(leaf_page, "comparison-value-kind", "Value is read as")
+        self.problem = text_label(leaf_page, "comparison-problem", "Problem with this comparison",
+                                  wrap=True, selectable=True)  # fmt: skip
         attribute_label = QLabel("Attri&bute:", leaf_page)
         attribute_label.setBuddy(self.attribute)
         operator_label = QLabel("&Operator:", leaf_page)
@@ -332,15 +329,9 @@ class ConditionEditor(QWidget):
         self.details.addWidget(leaf_page)
         self._pages = {"none": hint, "group": group_page, "leaf": leaf_page}
 
-        self.reading = QLabel(self)
-        self.reading.setObjectName("condition-reading")
-        self.reading.setAccessibleName("Condition reads as")
-        self.reading.setWordWrap(True)
-        self.reading.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.status = QLabel(self)
-        self.status.setObjectName("condition-status")
-        self.status.setAccessibleName("Condition status")
-        self.status.setWordWrap(True)
+        self.reading = text_label(self, "condition-reading", "Condition reads as", wrap=True,
+                                  selectable=True)  # fmt: skip
+        self.status = text_label(self, "condition-status", "Condition status", wrap=True)
 
         self.kind.currentIndexChanged.connect(self._kind_chosen)
         self.attribute.currentTextChanged.connect(lambda _t: self._field_edited())
@@ -366,13 +357,10 @@ class ConditionEditor(QWidget):
         layout.addWidget(chosen)
         layout.addWidget(self.reading)
         layout.addWidget(self.status)
-        self.setTabOrder(self.tree, self.add_comparison_button)
-        self.setTabOrder(self.add_comparison_button, self.add_group_button)
-        self.setTabOrder(self.add_group_button, self.remove_button)
-        self.setTabOrder(self.remove_button, self.kind)
-        self.setTabOrder(self.kind, self.attribute)
-        self.setTabOrder(self.attribute, self.operator)
-        self.setTabOrder(self.operator, self.value)
+        chain = (self.tree, self.add_comparison_button, self.add_group_button, self.remove_button,
+                 self.kind, self.attribute, self.operator, self.value)  # fmt: skip
+        for first, second in pairwise(chain):
+            self.setTabOrder(first, second)
 
         self.refresh()
         if workspace is not None:
@@ -381,11 +369,7 @@ class ConditionEditor(QWidget):
         self._render(announce_it=False)
 
     def _button(self, text: str, name: str, description: str) -> QPushButton:
-        button = QPushButton(text, self)
-        button.setObjectName(name)
-        button.setAccessibleName(text.replace("&", ""))
-        button.setAccessibleDescription(description)
-        return button
+        return push_button(self, text, name, description)
 
     @staticmethod
     def _name_line_edit(combo: QComboBox, name: str, placeholder: str) -> None:

@@ -42,25 +42,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from PySide6.QtCore import (
-    QAbstractTableModel,
-    QDateTime,
-    QModelIndex,
-    QPersistentModelIndex,
-    Qt,
-    QTimer,
-    QTimeZone,
-    Signal,
-)
+from PySide6.QtCore import QDateTime, Qt, QTimer, QTimeZone
 from PySide6.QtGui import QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QApplication,
     QCheckBox,
     QDateTimeEdit,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -72,9 +61,15 @@ from PySide6.QtWidgets import (
 )
 
 from app.replica import Replica, fts_query
+from app.ui.controls import name_spin_box, push_button, text_label
+from app.ui.feedback import say
+from app.ui.icons import ALLOWED, WARNING, icon, verdict_pixmap
 from app.ui.main_window import SEARCH_DELAY_MS, announce
-from app.ui.outcomes_view import SUPERSEDED, describe_edit, time_text
+from app.ui.models import TEXT_ROLES, ReadByPageModel
+from app.ui.tables import table_view
+from app.ui.wording import SUPERSEDED, describe_edit, time_text
 from app.ui.workspace import Workspace
+from app.ui.workspace_view import WorkspaceView
 
 PAGE = 200
 """Rows a tab reads when the view asks for more."""
@@ -82,8 +77,6 @@ EXPORT_PAGE = 1000
 """Rows an export reads and writes between two looks at the event loop."""
 _BEFORE_ALL = 1 << 62
 """A seq above every seq: where reading newest first starts."""
-
-Index = QModelIndex | QPersistentModelIndex
 
 
 # --- what the filters select -----------------------------------------------------------
@@ -289,6 +282,17 @@ def search_terms(text: str) -> tuple[str, list[str]]:
     return query, [word.lower() for word in re.findall(r'"([^"]*)"\*', query)]
 
 
+def _time_range(filters: LogFilter, since: str, until: str, parameters: list[Any]) -> str:
+    """The clauses of the filters' time range (`since` and `until`: a tab's constant
+    clauses), their values appended to `parameters`."""
+    sql = ""
+    for clause, value in ((since, filters.since), (until, filters.until)):
+        if value:
+            sql += clause
+            parameters.append(value)
+    return sql
+
+
 def decisions_to_index(replica: Replica) -> int:
     """How many links a search must index first (`Replica.index_decisions`: links are
     indexed when a search first needs them; 200,000 take about 3 s)."""
@@ -315,12 +319,7 @@ def decision_page(
     if filters.user:
         sql += _DECISION_USER
         parameters.append(filters.user)
-    if filters.since:
-        sql += _DECISION_SINCE
-        parameters.append(filters.since)
-    if filters.until:
-        sql += _DECISION_UNTIL
-        parameters.append(filters.until)
+    sql += _time_range(filters, _DECISION_SINCE, _DECISION_UNTIL, parameters)
     if filters.entities:
         names = filters.entities
         marks = ", ".join("?" * len(names))
@@ -352,12 +351,7 @@ def edit_page(
     seq, queued = before if before is not None else (_BEFORE_ALL, 0)
     sql = _EDITS
     parameters: list[Any] = [seq, seq, queued]
-    if filters.since:
-        sql += _EDIT_SINCE
-        parameters.append(filters.since)
-    if filters.until:
-        sql += _EDIT_UNTIL
-        parameters.append(filters.until)
+    sql += _time_range(filters, _EDIT_SINCE, _EDIT_UNTIL, parameters)
     if filters.entities:
         names = filters.entities
         marks = ", ".join("?" * len(names))
@@ -479,25 +473,25 @@ class LogColumn:
 
 
 def _decision_icon(entry: DecisionEntry) -> QStyle.StandardPixmap:
-    if entry.allowed:
-        return QStyle.StandardPixmap.SP_DialogApplyButton
-    return QStyle.StandardPixmap.SP_DialogCancelButton
+    return verdict_pixmap(entry.allowed)
 
 
 def _lease_icon(entry: DecisionEntry) -> QStyle.StandardPixmap | None:
     if entry.lease_fresh and entry.clock != "frozen":
         return None
-    return QStyle.StandardPixmap.SP_MessageBoxWarning
+    return WARNING
+
+
+_EDIT_ICONS = {
+    "pending": QStyle.StandardPixmap.SP_BrowserReload,
+    "applied": ALLOWED,
+    "merged": ALLOWED,
+    "conflict": WARNING,
+}
 
 
 def _edit_icon(entry: EditEntry) -> QStyle.StandardPixmap | None:
-    icons = {
-        "pending": QStyle.StandardPixmap.SP_BrowserReload,
-        "applied": QStyle.StandardPixmap.SP_DialogApplyButton,
-        "merged": QStyle.StandardPixmap.SP_DialogApplyButton,
-        "conflict": QStyle.StandardPixmap.SP_MessageBoxWarning,
-    }
-    return icons.get(entry.outcome, QStyle.StandardPixmap.SP_MessageBoxCritical)
+    return _EDIT_ICONS.get(entry.outcome, QStyle.StandardPixmap.SP_MessageBoxCritical)
 
 
 DECISION_COLUMNS = (
@@ -531,89 +525,47 @@ def edit_columns(role_name: Callable[[str], str]) -> tuple[LogColumn, ...]:
     )
 
 
-class LogModel(QAbstractTableModel):
+class LogModel(ReadByPageModel[Any]):
     """One tab's rows, read a page at a time as the view asks (module rules)."""
 
     def __init__(self, kind: LogKind, columns: Sequence[LogColumn]) -> None:
-        super().__init__()
+        super().__init__([column.header for column in columns], PAGE)
         self.kind = kind
         self._columns = tuple(columns)
-        self._rows: list[Any] = []
         self._filters = LogFilter()
-        self._exhausted = False
 
     @property
     def filters(self) -> LogFilter:
         return self._filters
 
-    @property
-    def exhausted(self) -> bool:
-        """Every row the filters select is loaded."""
-        return self._exhausted
-
     def entry(self, row: int) -> Any:
         return self._rows[row]
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's API
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._columns)
-
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or index.row() >= len(self._rows):
-            return None
-        entry, column = self._rows[index.row()], self._columns[index.column()]
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
-            return column.text(entry)
-        if role == Qt.ItemDataRole.DecorationRole and column.icon is not None:
-            pixmap = column.icon(entry)
-            return QApplication.style().standardIcon(pixmap) if pixmap is not None else None
-        if role == Qt.ItemDataRole.ToolTipRole and column.tip is not None:
-            return column.tip(entry)
+    def cell(self, entry: Any, column: int, role: int) -> Any:
+        shown = self._columns[column]
+        if role in TEXT_ROLES:
+            return shown.text(entry)
+        if role == Qt.ItemDataRole.DecorationRole and shown.icon is not None:
+            pixmap = shown.icon(entry)
+            return icon(pixmap) if pixmap is not None else None
+        if role == Qt.ItemDataRole.ToolTipRole and shown.tip is not None:
+            return shown.tip(entry)
         return None
 
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if orientation is Qt.Orientation.Horizontal and role in (
-            Qt.ItemDataRole.DisplayRole,
-            Qt.ItemDataRole.AccessibleTextRole,
-        ):
-            return self._columns[section].header
-        return None
-
-    def canFetchMore(self, parent: Index = QModelIndex()) -> bool:  # noqa: B008
-        return not parent.isValid() and not self._exhausted
-
-    def fetchMore(self, parent: Index = QModelIndex()) -> None:  # noqa: B008
-        if parent.isValid() or self._exhausted:
-            return
-        after = self._rows[-1].key if self._rows else None
-        page = self.kind.page(self._filters, after, PAGE)
-        if len(page) < PAGE:
-            self._exhausted = True
-        if page:
-            first = len(self._rows)
-            self.beginInsertRows(QModelIndex(), first, first + len(page) - 1)
-            self._rows.extend(page)
-            self.endInsertRows()
+    def read_page(self, after: Any | None, limit: int) -> list[Any]:
+        return self.kind.page(self._filters, after.key if after is not None else None, limit)
 
     def set_filters(self, filters: LogFilter) -> None:
         """Show what `filters` select, from the newest (the first page read now)."""
-        self.beginResetModel()
         self._filters = filters
-        self._rows = []
-        self._exhausted = False
-        self.endResetModel()
+        self.start_over()
         self.fetchMore()
 
     def refresh(self) -> None:
         """Read again (after a sync or an edit), as many rows as were loaded."""
         loaded = len(self._rows)
         self.set_filters(self._filters)
-        while len(self._rows) < loaded and self.canFetchMore():
-            self.fetchMore()
+        self.read_up_to(loaded)
 
 
 # --- the view --------------------------------------------------------------------------
@@ -636,17 +588,12 @@ def _utc(instant_seconds: int) -> QDateTime:
     return QDateTime.fromSecsSinceEpoch(instant_seconds, QTimeZone.utc())
 
 
-class LogView(QWidget):
-    """The decision log and the edits made here, filtered and exported (module rules)."""
-
-    message = Signal(str)
-    """A one-line outcome of what the person did (an export), for the status bar."""
+class LogView(WorkspaceView):
+    """The decision log and the edits made here, filtered and exported (module rules);
+    `message` says what an export did."""
 
     def __init__(self, workspace: Workspace, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.workspace = workspace
-        self.setObjectName("log-view")
-        self.setAccessibleName("Audit and decision log")
+        super().__init__(workspace, "log-view", "Audit and decision log", parent)
         self.choose_path: Callable[[QWidget, str, str, str], str | None] = _save_path
         """Asks (parent, caption, suggested name, file pattern) where to export; None:
         not at all. Tests answer it."""
@@ -706,26 +653,22 @@ class LogView(QWidget):
         self.tabs.setAccessibleName("Log")
         self.tabs.tabBar().setAccessibleName("Log tabs")
         self.tabs.tabBar().setAccessibleDescription("Decisions made here, or edits made here")
-        self.decision_table = self._table(
-            "decision",
-            self.decisions,
+        self.decision_table = table_view(
+            self,
+            "decision-log-table",
             "Decisions",
+            self.decisions,
             "The decisions made on this device, newest first",
         )
-        self.edit_table = self._table("edit", self.edits, "Edits",
-                                      "The edits made on this device and their outcomes, "
-                                      "newest first")  # fmt: skip
+        self.edit_table = table_view(self, "edit-log-table", "Edits", self.edits,
+                                     "The edits made on this device and their outcomes, "
+                                     "newest first")  # fmt: skip
         self.tabs.addTab(self.decision_table, "&Decisions")
         self.tabs.addTab(self.edit_table, "Ed&its")
         self.tabs.currentChanged.connect(lambda _i: self._show_count(announce_it=False))
 
-        self.count = QLabel(self)
-        self.count.setObjectName("log-count")
-        self.count.setAccessibleName("Rows shown")
-        self.status = QLabel(self)
-        self.status.setObjectName("log-status")
-        self.status.setAccessibleName("Export")
-        self.status.setWordWrap(True)
+        self.count = text_label(self, "log-count", "Rows shown")
+        self.status = text_label(self, "log-status", "Export", wrap=True)
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -799,38 +742,13 @@ class LogView(QWidget):
         edit.setDisplayFormat("yyyy-MM-dd HH:mm")
         edit.setCalendarPopup(True)
         edit.setDateTime(value)
-        edit.setAccessibleName(accessible)
-        edit.setAccessibleDescription(description)
-        for inner in edit.findChildren(QLineEdit):  # what takes the focus inside it
-            inner.setAccessibleName(accessible)
-            inner.setAccessibleDescription(description)
+        name_spin_box(edit, accessible, description)
         edit.setEnabled(False)
         box.toggled.connect(edit.setEnabled)
         return box, edit
 
     def _button(self, name: str, text: str, accessible: str, description: str) -> QPushButton:
-        button = QPushButton(text, self)
-        button.setObjectName(name)
-        button.setAccessibleName(accessible)
-        button.setAccessibleDescription(description)
-        return button
-
-    def _table(self, kind: str, model: LogModel, name: str, description: str) -> QTableView:
-        table = QTableView(self)
-        table.setObjectName(f"{kind}-log-table")
-        table.setAccessibleName(name)
-        table.setAccessibleDescription(description)
-        table.setModel(model)
-        table.setTabKeyNavigation(False)  # Tab leaves the table (main_window: a11y traps)
-        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        table.setAlternatingRowColors(True)
-        table.setWordWrap(False)
-        table.verticalHeader().setVisible(False)
-        header = table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setStretchLastSection(True)
-        return table
+        return push_button(self, text, name, description, accessible)
 
     @staticmethod
     def _fit_columns(table: QTableView) -> None:
@@ -974,7 +892,4 @@ class LogView(QWidget):
         return not self._cancelled
 
     def _say(self, text: str, *, emit: bool = True) -> None:
-        self.status.setText(text)
-        announce(self.status, text)
-        if emit:
-            self.message.emit(text)
+        say(self.status, text, self.message if emit else None)

@@ -316,7 +316,7 @@ class MainWindow(QMainWindow):
         if focus is not None:
             focus.setFocus(Qt.FocusReason.ShortcutFocusReason)
         else:
-            self.stack.widget(number).setFocus(Qt.FocusReason.ShortcutFocusReason)
+            self.pages[key].setFocus(Qt.FocusReason.ShortcutFocusReason)
 
     def show_page(self, key: str) -> None:
         self.show_view(self.page_number(key))

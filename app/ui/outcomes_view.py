@@ -20,155 +20,32 @@ Rules of this module (the desktop issue, § Conflicts and refused edits):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
-import orjson
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QApplication,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
-    QMessageBox,
     QPlainTextEdit,
     QPushButton,
-    QSplitter,
     QStyle,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from app.offline import EditProblem
 from app.replica import Attention
-from app.ui.main_window import announce
+from app.ui.controls import push_button, splitter, text_label
+from app.ui.feedback import ask, say
+from app.ui.icons import icon
+from app.ui.models import TEXT_ROLES, RowsModel
+from app.ui.tables import table_view
+from app.ui.wording import SUPERSEDED, describe_edit, time_text, value_text
 from app.ui.workspace import Workspace
-from sync.policy.conditions import ConditionError
-from sync.policy.model import Rule
-
-Index = QModelIndex | QPersistentModelIndex
-
-SUPERSEDED = "superseded"
-"""The code of a rejection because someone else changed what the edit names."""
-
-
-# --- an edit in words ------------------------------------------------------------------
-
-
-def _quoted(value: Any) -> str:
-    return f"\u201c{value}\u201d"
-
-
-def _rule_text(rule: Any) -> str:
-    if not isinstance(rule, dict):
-        return orjson.dumps(rule).decode()
-    actions = rule.get("actions")
-    try:
-        return Rule.build(
-            str(rule.get("resource")),
-            tuple(map(str, actions)) if isinstance(actions, list) else (),
-            rule.get("when"),
-        ).describe()
-    except (ConditionError, TypeError, ValueError):
-        return orjson.dumps(rule).decode()
-
-
-def _owner_text(owner: Any, role: Callable[[str], str]) -> str:
-    kind, _, owner_id = str(owner).partition(":")
-    if kind == "role":
-        return f"role {role(owner_id)}"
-    return f"user {owner_id}" if kind == "user" else str(owner)
-
-
-def describe_edit(document: dict[str, Any], role_name: Callable[[str], str] | None = None) -> str:
-    """One line for a person: what the edit document does ("assign role driver to vic").
-
-    `role_name`: the name to show for a role id (the view's policy); ids without it.
-    A document of an op this module does not know is shown as its op and fields.
-    """
-    role = role_name or (lambda role_id: role_id)
-    d = document
-    op = d.get("op")
-    user = d.get("user_id")
-    role_id = str(d.get("role_id"))
-    until = f" until {d['expires']}" if d.get("expires") else ""
-    match op:
-        case "create_role":
-            inherits = ", ".join(role(str(p)) for p in d.get("inherits") or ())
-            return f"create role {_quoted(d.get('name'))} ({role_id})" + (
-                f" inheriting {inherits}" if inherits else ""
-            )
-        case "rename_role":
-            return f"rename role {role_id} to {_quoted(d.get('name'))}"
-        case "describe_role":
-            return f"describe role {role(role_id)}: {_quoted(d.get('description'))}"
-        case "delete_role":
-            return f"delete role {role(role_id)}"
-        case "add_inheritance":
-            return f"make role {role(role_id)} inherit {role(str(d.get('parent_id')))}"
-        case "remove_inheritance":
-            return f"stop role {role(role_id)} inheriting {role(str(d.get('parent_id')))}"
-        case "add_rule" | "remove_rule":
-            verb, word = ("add", "to") if op == "add_rule" else ("remove", "from")
-            owner = _owner_text(d.get("owner"), role)
-            return f"{verb} {d.get('effect')} {_rule_text(d.get('rule'))} {word} {owner}"
-        case "assign_role":
-            return f"assign role {role(role_id)} to {user}{until}"
-        case "unassign_role":
-            return f"unassign role {role(role_id)} from {user}"
-        case "make_eligible":
-            return (
-                f"make {user} eligible for role {role(role_id)}, "
-                f"up to {d.get('max_hours')} h at a time{until}"
-            )
-        case "remove_eligible":
-            return f"end {user}'s eligibility for role {role(role_id)}"
-        case "activate_role":
-            return (
-                f"activate role {role(role_id)} for {user} for {d.get('hours')} h: "
-                f"{_quoted(d.get('justification'))}"
-            )
-        case "deactivate_role":
-            return f"deactivate role {role(role_id)} for {user}"
-        case "create_user":
-            name = f" {_quoted(d['name'])}" if d.get("name") else ""
-            return f"create user {user}{name}"
-        case "delete_user":
-            return f"delete user {user}"
-        case "set_user_attribute":
-            if d.get("value") is None:
-                return f"remove {user}'s attribute {d.get('key')}"
-            return f"set {user}'s attribute {d.get('key')} to {value_text(d.get('value'))}"
-        case "suspend_user":
-            return f"suspend user {user}"
-        case "resume_user":
-            return f"resume user {user}"
-    fields = {k: v for k, v in d.items() if k != "op"}
-    return f"{op} {orjson.dumps(fields).decode()}"
-
-
-def value_text(value: Any) -> str:
-    """A member's value for a person: text as it is, absent as "(absent)", else JSON."""
-    if value is None:
-        return "(absent)"
-    if isinstance(value, str):
-        return value
-    if value is True:
-        return "(present)"
-    return orjson.dumps(value).decode()
-
-
-def time_text(stored: str | None) -> str:
-    """A stored RFC 3339 UTC time as a table shows it: to the second, without the T and Z
-    (headers say UTC); the stored text whole where it is not one."""
-    if not stored:
-        return ""
-    if len(stored) >= 20 and stored[10] == "T" and stored.endswith("Z"):
-        return f"{stored[:10]} {stored[11:19]}"
-    return stored
+from app.ui.workspace_view import WorkspaceView
 
 
 def outcome_kind(attention: Attention) -> str:
@@ -188,7 +65,7 @@ _OUTCOME_ICONS = {
 # --- the model -------------------------------------------------------------------------
 
 
-class OutcomesModel(QAbstractTableModel):
+class OutcomesModel(RowsModel[Attention]):
     """The outcomes to review, lowest seq first (a replica holds few: each is dismissed)."""
 
     HEADERS = (
@@ -203,14 +80,8 @@ class OutcomesModel(QAbstractTableModel):
     SEQ_ROLE = Qt.ItemDataRole.UserRole + 1
 
     def __init__(self, role_name: Callable[[str], str] | None = None) -> None:
-        super().__init__()
-        self._rows: list[Attention] = []
+        super().__init__(self.HEADERS)
         self._role_name = role_name
-
-    def set_rows(self, rows: Sequence[Attention]) -> None:
-        self.beginResetModel()
-        self._rows = list(rows)
-        self.endResetModel()
 
     def outcome(self, row: int) -> Attention:
         return self._rows[row]
@@ -221,13 +92,7 @@ class OutcomesModel(QAbstractTableModel):
                 return row
         return None
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's API
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def _text(self, attention: Attention, column: int) -> str:
+    def text(self, attention: Attention, column: int) -> str:
         match column:
             case 0:
                 return str(attention.seq)
@@ -243,60 +108,28 @@ class OutcomesModel(QAbstractTableModel):
                 return attention.code or ""
         return attention.reason or ""
 
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or index.row() >= len(self._rows):
-            return None
-        attention = self._rows[index.row()]
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
-            return self._text(attention, index.column())
+    def cell(self, attention: Attention, column: int, role: int) -> Any:
+        if role in TEXT_ROLES:
+            return self.text(attention, column)
         if role == Qt.ItemDataRole.ToolTipRole:
             times = {3: attention.made_at, 4: attention.answered_at}
-            return times.get(index.column()) or self._text(attention, index.column())
-        if role == Qt.ItemDataRole.DecorationRole and index.column() == 1:
-            style = QApplication.style()
-            return style.standardIcon(_OUTCOME_ICONS.get(outcome_kind(attention),
-                                                         _OUTCOME_ICONS["rejected"]))  # fmt: skip
+            return times.get(column) or self.text(attention, column)
+        if role == Qt.ItemDataRole.DecorationRole and column == 1:
+            return icon(_OUTCOME_ICONS.get(outcome_kind(attention), _OUTCOME_ICONS["rejected"]))
         if role == self.SEQ_ROLE:
             return attention.seq
-        return None
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if orientation is Qt.Orientation.Horizontal and role in (
-            Qt.ItemDataRole.DisplayRole,
-            Qt.ItemDataRole.AccessibleTextRole,
-        ):
-            return self.HEADERS[section]
         return None
 
 
 # --- the view --------------------------------------------------------------------------
 
 
-def _ask(parent: QWidget, title: str, question: str) -> bool:
-    answer = QMessageBox.question(
-        parent,
-        title,
-        question,
-        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-        QMessageBox.StandardButton.No,
-    )
-    return answer == QMessageBox.StandardButton.Yes
-
-
-class OutcomesView(QWidget):
+class OutcomesView(WorkspaceView):
     """The outcomes to review and what to do with each (module rules)."""
 
-    message = Signal(str)
-    """A one-line outcome of what the person did, for the status bar."""
-
     def __init__(self, workspace: Workspace, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.workspace = workspace
-        self.setObjectName("outcomes-view")
-        self.setAccessibleName("Conflicts and refused edits")
-        self.confirm: Callable[[QWidget, str, str], bool] = _ask
+        super().__init__(workspace, "outcomes-view", "Conflicts and refused edits", parent)
+        self.confirm: Callable[[QWidget, str, str], bool] = ask
         """Asks (parent, title, question) and says whether to go on; tests answer it."""
 
         self.model = OutcomesModel(self._role_name)
@@ -304,30 +137,20 @@ class OutcomesView(QWidget):
         heading.setObjectName("outcomes-heading")
         heading.setWordWrap(True)
 
-        self.table = QTableView(self)
-        self.table.setObjectName("outcomes-table")
-        self.table.setAccessibleName("Outcomes to review")
-        self.table.setAccessibleDescription(
-            "Each refused, superseded or conflicting edit; the one selected is shown below"
+        self.table = table_view(
+            self,
+            "outcomes-table",
+            "Outcomes to review",
+            self.model,
+            "Each refused, superseded or conflicting edit; the one selected is shown below",
         )
-        self.table.setModel(self.model)
-        self.table.setTabKeyNavigation(False)  # Tab leaves the table (main_window: a11y traps)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setAlternatingRowColors(True)
-        self.table.setWordWrap(False)
-        self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setStretchLastSection(True)
         for section in range(header.count() - 1):  # wide enough for its heading, any text size
             size = max(header.sectionSizeHint(section), header.defaultSectionSize())
             header.resizeSection(section, size)
         self.table.selectionModel().currentRowChanged.connect(lambda *_: self._show_selected())
 
-        self.count = QLabel(self)
-        self.count.setObjectName("outcomes-count")
-        self.count.setAccessibleName("Outcomes to review")
+        self.count = text_label(self, "outcomes-count", "Outcomes to review")
 
         self.detail = QGroupBox("Selected outcome", self)
         self.detail.setObjectName("outcome-detail")
@@ -372,10 +195,7 @@ class OutcomesView(QWidget):
         detail_layout.addLayout(sides, 1)
         detail_layout.addLayout(actions)
 
-        self.status = QLabel(self)
-        self.status.setObjectName("outcomes-status")
-        self.status.setAccessibleName("Last action")
-        self.status.setWordWrap(True)
+        self.status = text_label(self, "outcomes-status", "Last action", wrap=True)
 
         top = QWidget(self)
         top_layout = QVBoxLayout(top)
@@ -383,22 +203,15 @@ class OutcomesView(QWidget):
         top_layout.addWidget(heading)
         top_layout.addWidget(self.table, 1)
         top_layout.addWidget(self.count)
-        splitter = QSplitter(Qt.Orientation.Vertical, self)
-        splitter.setObjectName("outcomes-splitter")
-        splitter.setChildrenCollapsible(False)
-        splitter.addWidget(top)
-        splitter.addWidget(self.detail)
-        splitter.setStretchFactor(0, 1)
-        splitter.setStretchFactor(1, 1)
+        panes = splitter(self, Qt.Orientation.Vertical, "outcomes-splitter",
+                         [(top, 1), (self.detail, 1)])  # fmt: skip
         layout = QVBoxLayout(self)
-        layout.addWidget(splitter, 1)
+        layout.addWidget(panes, 1)
         layout.addWidget(self.status)
 
-        self.setTabOrder(self.table, self.mine[1])
-        self.setTabOrder(self.mine[1], self.servers[1])
-        self.setTabOrder(self.servers[1], self.keep)
-        self.setTabOrder(self.keep, self.reapply)
-        self.setTabOrder(self.reapply, self.discard)
+        chain = (self.table, self.mine[1], self.servers[1], self.keep, self.reapply, self.discard)
+        for first, second in pairwise(chain):
+            self.setTabOrder(first, second)
         workspace.changed.connect(self.refresh)
         self.refresh()
 
@@ -419,11 +232,7 @@ class OutcomesView(QWidget):
         return label, box
 
     def _button(self, name: str, text: str, description: str) -> QPushButton:
-        button = QPushButton(text, self.detail)
-        button.setObjectName(f"outcome-{name}")
-        button.setAccessibleName(text.replace("&", "").rstrip("\u2026"))
-        button.setAccessibleDescription(description)
-        return button
+        return push_button(self.detail, text, f"outcome-{name}", description)
 
     def _role_name(self, role_id: str) -> str:
         return self.workspace.policy().role_name(role_id)
@@ -568,6 +377,4 @@ class OutcomesView(QWidget):
         self.table.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def _say(self, text: str) -> None:
-        self.status.setText(text)
-        announce(self.status, text)
-        self.message.emit(text)
+        say(self.status, text, self.message)

@@ -4,7 +4,7 @@ gains or loses what if it syncs; undo and redo for those edits.
 Rules of this module (the desktop issue, § Pending edits and their impact):
 
 - The table lists `Workspace.pending()`: each edit's seq, what it does in
-  words (`app.ui.outcomes_view.describe_edit`, the words every view uses),
+  words (`app.ui.wording.describe_edit`, the words every view uses),
   when it was made in local time, and whether it applies to the view
   (`Workspace.failed()` says why not).
 - The impact is `sync.policy.impact.access_delta` of the edits the view
@@ -36,40 +36,33 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
-from PySide6.QtCore import (
-    QAbstractListModel,
-    QAbstractTableModel,
-    QModelIndex,
-    QPersistentModelIndex,
-    Qt,
-    Signal,
-)
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QApplication,
     QComboBox,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QListView,
-    QMessageBox,
     QPushButton,
-    QSplitter,
-    QStyle,
-    QTableView,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from app.offline import EditProblem
+from app.ui.controls import splitter, text_label
+from app.ui.feedback import ask, say
+from app.ui.icons import ALLOWED, WARNING, icon, verdict_pixmap
 from app.ui.main_window import announce
-from app.ui.outcomes_view import describe_edit
+from app.ui.models import TEXT_ROLES, RowsModel, ShownByPageModel
+from app.ui.tables import stretch_one_column, table_view
+from app.ui.wording import describe_edit
 from app.ui.workspace import Workspace
+from app.ui.workspace_view import WorkspaceView
 from sync.policy.edits import Edit
 from sync.policy.engine import Engine
 from sync.policy.impact import Impact, access_delta, replay
@@ -102,10 +95,6 @@ def is_deletion(document: dict[str, Any]) -> bool:
     return document.get("op") in ("delete_role", "delete_user")
 
 
-def _icon(pixmap: QStyle.StandardPixmap) -> Any:
-    return QApplication.style().standardIcon(pixmap)
-
-
 # --- the pending edits -----------------------------------------------------------------
 
 
@@ -120,23 +109,14 @@ class PendingRow:
     """Why the edit does not apply to the view; None when it does."""
 
 
-class PendingEditsModel(QAbstractTableModel):
+class PendingEditsModel(RowsModel[PendingRow]):
     """The pending edits, lowest seq first (module rules)."""
 
     HEADERS = ("Edit", "What it does", "Made (local time)", "Applies to the view")
     SEQ_ROLE = Qt.ItemDataRole.UserRole + 1
 
     def __init__(self) -> None:
-        super().__init__()
-        self._rows: list[PendingRow] = []
-
-    def set_rows(self, rows: Sequence[PendingRow]) -> None:
-        self.beginResetModel()
-        self._rows = list(rows)
-        self.endResetModel()
-
-    def rows(self) -> list[PendingRow]:
-        return list(self._rows)
+        super().__init__(self.HEADERS)
 
     def pending(self, row: int) -> PendingRow:
         return self._rows[row]
@@ -144,14 +124,7 @@ class PendingEditsModel(QAbstractTableModel):
     def row_of(self, seq: int) -> int | None:
         return next((i for i, r in enumerate(self._rows) if r.seq == seq), None)
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's API
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    @staticmethod
-    def text(row: PendingRow, column: int) -> str:
+    def text(self, row: PendingRow, column: int) -> str:
         if column == 0:
             return str(row.seq)
         if column == 1:
@@ -160,31 +133,15 @@ class PendingEditsModel(QAbstractTableModel):
             return local_time(row.made_at)
         return "Yes" if row.problem is None else f"No: {row.problem}"
 
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or index.row() >= len(self._rows):
-            return None
-        row = self._rows[index.row()]
-        column = index.column()
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
+    def cell(self, row: PendingRow, column: int, role: int) -> Any:
+        if role in TEXT_ROLES:
             return self.text(row, column)
         if role == Qt.ItemDataRole.ToolTipRole:
             return f"{row.made_at} (UTC)" if column == 2 else self.text(row, column)
         if role == Qt.ItemDataRole.DecorationRole and column == 3:
-            ok = row.problem is None
-            pixmap = QStyle.StandardPixmap
-            return _icon(pixmap.SP_DialogApplyButton if ok else pixmap.SP_MessageBoxWarning)
+            return icon(ALLOWED if row.problem is None else WARNING)
         if role == self.SEQ_ROLE:
             return row.seq
-        return None
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if orientation is Qt.Orientation.Horizontal and role in (
-            Qt.ItemDataRole.DisplayRole,
-            Qt.ItemDataRole.AccessibleTextRole,
-        ):
-            return self.HEADERS[section]
         return None
 
 
@@ -244,31 +201,18 @@ def who_text(users: Sequence[str]) -> str:
     return f"{', '.join(users[:NAMED])} and {len(users) - NAMED:,} more"
 
 
-class ImpactModel(QAbstractTableModel):
+class ImpactModel(RowsModel[ImpactRow]):
     """The changes of an `Impact`, one row each (module rules)."""
 
     HEADERS = ("Change", "Permission or edit", "Users", "Who")
 
     def __init__(self) -> None:
-        super().__init__()
-        self._rows: list[ImpactRow] = []
-
-    def set_rows(self, rows: Sequence[ImpactRow]) -> None:
-        self.beginResetModel()
-        self._rows = list(rows)
-        self.endResetModel()
+        super().__init__(self.HEADERS)
 
     def impact_row(self, row: int) -> ImpactRow:
         return self._rows[row]
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's API
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    @staticmethod
-    def text(row: ImpactRow, column: int) -> str:
+    def text(self, row: ImpactRow, column: int) -> str:
         if column == 0:
             return row.change
         if column == 1:
@@ -277,74 +221,36 @@ class ImpactModel(QAbstractTableModel):
             return f"{len(row.users):,}" if row.users else ""
         return who_text(row.users)
 
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or index.row() >= len(self._rows):
-            return None
-        row = self._rows[index.row()]
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
-            return self.text(row, index.column())
+    def cell(self, row: ImpactRow, column: int, role: int) -> Any:
+        if role in TEXT_ROLES:
+            return self.text(row, column)
         if role == Qt.ItemDataRole.ToolTipRole:
             who = f" \u2014 {who_text(row.users)}" if row.users else ""
             return f"{row.change}: {row.what}{who}"
-        if role == Qt.ItemDataRole.DecorationRole and index.column() == 0:
-            pixmap = QStyle.StandardPixmap
-            if row.good is None:
-                return _icon(pixmap.SP_MessageBoxWarning)
-            return _icon(pixmap.SP_DialogApplyButton if row.good else pixmap.SP_DialogCancelButton)
-        return None
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if orientation is Qt.Orientation.Horizontal and role in (
-            Qt.ItemDataRole.DisplayRole,
-            Qt.ItemDataRole.AccessibleTextRole,
-        ):
-            return self.HEADERS[section]
+        if role == Qt.ItemDataRole.DecorationRole and column == 0:
+            return icon(WARNING if row.good is None else verdict_pixmap(row.good))
         return None
 
 
-class UsersModel(QAbstractListModel):
-    """The users of one change, a page at a time (`canFetchMore`/`fetchMore`)."""
+class UsersModel(ShownByPageModel[str]):
+    """The users of one change, a page at a time (`canFetchMore`/`fetchMore`), for a
+    list: one column."""
 
     ID_ROLE = Qt.ItemDataRole.UserRole + 1
 
     def __init__(self, name: Callable[[str], str | None]) -> None:
-        super().__init__()
+        super().__init__(("User",), PAGE)
         self._name = name
-        self._users: tuple[str, ...] = ()
-        self._shown = 0
 
     def set_users(self, users: tuple[str, ...]) -> None:
-        self.beginResetModel()
-        self._users = users
-        self._shown = 0
-        self.endResetModel()
-        self.fetchMore()
+        self.set_rows(users)
 
-    @property
-    def total(self) -> int:
-        return len(self._users)
+    def index(self, row: int, column: int = 0, parent: Index = QModelIndex()) -> QModelIndex:  # noqa: B008
+        """The index of `row` (a list's: column 0 unless another is asked for)."""
+        return super().index(row, column, parent)
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's API
-        return 0 if parent.isValid() else self._shown
-
-    def canFetchMore(self, parent: Index = QModelIndex()) -> bool:  # noqa: B008
-        return not parent.isValid() and self._shown < len(self._users)
-
-    def fetchMore(self, parent: Index = QModelIndex()) -> None:  # noqa: B008
-        if parent.isValid() or self._shown >= len(self._users):
-            return
-        more = min(PAGE, len(self._users) - self._shown)
-        self.beginInsertRows(QModelIndex(), self._shown, self._shown + more - 1)
-        self._shown += more
-        self.endInsertRows()
-
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or index.row() >= self._shown:
-            return None
-        user_id = self._users[index.row()]
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
+    def cell(self, user_id: str, column: int, role: int) -> Any:
+        if role in TEXT_ROLES:
             name = self._name(user_id)
             return f"{user_id} ({name})" if name else user_id
         if role == self.ID_ROLE:
@@ -355,29 +261,12 @@ class UsersModel(QAbstractListModel):
 # --- the view --------------------------------------------------------------------------
 
 
-def _ask(parent: QWidget, title: str, question: str) -> bool:
-    answer = QMessageBox.question(
-        parent,
-        title,
-        question,
-        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-        QMessageBox.StandardButton.No,
-    )
-    return answer == QMessageBox.StandardButton.Yes
-
-
-class PendingView(QWidget):
+class PendingView(WorkspaceView):
     """The pending edits, their impact, undo and redo (module rules)."""
 
-    message = Signal(str)
-    """A one-line outcome of what the person did, for the status bar."""
-
     def __init__(self, workspace: Workspace, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.workspace = workspace
-        self.setObjectName("pending-view")
-        self.setAccessibleName("Pending edits and their impact")
-        self.confirm: Callable[[QWidget, str, str], bool] = _ask
+        super().__init__(workspace, "pending-view", "Pending edits and their impact", parent)
+        self.confirm: Callable[[QWidget, str, str], bool] = ask
         """Asks (parent, title, question) and says whether to go on; tests answer it."""
         self._redo: list[tuple[int, dict[str, Any]]] = []
         """(seq taken back, its document), the last undo last."""
@@ -390,19 +279,17 @@ class PendingView(QWidget):
 
         self.pending_model = PendingEditsModel()
         label = QLabel("&Pending edits (not synced yet):", self)
-        self.table = QTableView(self)
-        self.table.setObjectName("pending-table")
-        self.table.setAccessibleName("Pending edits")
-        self.table.setAccessibleDescription(
-            "Edits queued here and not synced yet; select one to see its impact alone below"
+        self.table = table_view(
+            self,
+            "pending-table",
+            "Pending edits",
+            self.pending_model,
+            "Edits queued here and not synced yet; select one to see its impact alone below",
         )
+        stretch_one_column(self.table, 1)
         label.setBuddy(self.table)
-        self.table.setModel(self.pending_model)
-        self._table_defaults(self.table)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._selection_moved())
-        self.count = QLabel(self)
-        self.count.setObjectName("pending-count")
-        self.count.setAccessibleName("Pending edits count")
+        self.count = text_label(self, "pending-count", "Pending edits count")
 
         self.undo_action = QAction("&Undo", self)
         self.undo_action.setObjectName("pending-undo")
@@ -444,24 +331,21 @@ class PendingView(QWidget):
         self.scope.addItems(["All pending edits together", "The selected edit alone"])
         scope_label.setBuddy(self.scope)
         self.scope.currentIndexChanged.connect(lambda _i: self._show_impact())
-        self.summary = QLabel(impact_box)
-        self.summary.setObjectName("pending-summary")
-        self.summary.setAccessibleName("Impact summary")
-        self.summary.setWordWrap(True)
-        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.summary = text_label(impact_box, "pending-summary", "Impact summary", wrap=True,
+                                  selectable=True)  # fmt: skip
 
         self.impact_model = ImpactModel()
         changes_label = QLabel("C&hanges:", impact_box)
-        self.impact_table = QTableView(impact_box)
-        self.impact_table.setObjectName("pending-impact-table")
-        self.impact_table.setAccessibleName("Changes in access")
-        self.impact_table.setAccessibleDescription(
+        self.impact_table = table_view(
+            impact_box,
+            "pending-impact-table",
+            "Changes in access",
+            self.impact_model,
             "Each permission gained or lost with how many users, suspensions, edits that do "
-            "not apply and constraints they would break; the users of the selected one are listed"
+            "not apply and constraints they would break; the users of the selected one are listed",
         )
+        stretch_one_column(self.impact_table, 1)
         changes_label.setBuddy(self.impact_table)
-        self.impact_table.setModel(self.impact_model)
-        self._table_defaults(self.impact_table)
         self.impact_table.selectionModel().currentRowChanged.connect(lambda *_: self._show_users())
 
         self.users_model = UsersModel(self._user_name)
@@ -472,9 +356,8 @@ class PendingView(QWidget):
         self.users.setModel(self.users_model)
         self.users.setUniformItemSizes(True)
         users_label.setBuddy(self.users)
-        self.users_count = QLabel(impact_box)
-        self.users_count.setObjectName("pending-users-count")
-        self.users_count.setAccessibleName("Users of the selected change, count")
+        self.users_count = text_label(impact_box, "pending-users-count",
+                                      "Users of the selected change, count")  # fmt: skip
 
         scope_row = QHBoxLayout()
         scope_row.addWidget(scope_label)
@@ -491,22 +374,14 @@ class PendingView(QWidget):
         people_layout.addWidget(users_label)
         people_layout.addWidget(self.users, 1)
         people_layout.addWidget(self.users_count)
-        beside = QSplitter(Qt.Orientation.Horizontal, impact_box)
-        beside.setObjectName("pending-impact-splitter")
-        beside.setChildrenCollapsible(False)
-        beside.addWidget(changes)
-        beside.addWidget(people)
-        beside.setStretchFactor(0, 3)
-        beside.setStretchFactor(1, 1)
+        beside = splitter(impact_box, Qt.Orientation.Horizontal, "pending-impact-splitter",
+                          [(changes, 3), (people, 1)])  # fmt: skip
         impact_layout = QVBoxLayout(impact_box)
         impact_layout.addLayout(scope_row)
         impact_layout.addWidget(self.summary)
         impact_layout.addWidget(beside, 1)
 
-        self.status = QLabel(self)
-        self.status.setObjectName("pending-status")
-        self.status.setAccessibleName("Last action")
-        self.status.setWordWrap(True)
+        self.status = text_label(self, "pending-status", "Last action", wrap=True)
 
         top = QWidget(self)
         top_layout = QVBoxLayout(top)
@@ -514,38 +389,19 @@ class PendingView(QWidget):
         top_layout.addWidget(label)
         top_layout.addWidget(self.table, 1)
         top_layout.addLayout(buttons)
-        splitter = QSplitter(Qt.Orientation.Vertical, self)
-        splitter.setObjectName("pending-splitter")
-        splitter.setChildrenCollapsible(False)
-        splitter.addWidget(top)
-        splitter.addWidget(impact_box)
-        splitter.setStretchFactor(0, 2)
-        splitter.setStretchFactor(1, 3)
-        splitter.setSizes([260, 390])
+        panes = splitter(self, Qt.Orientation.Vertical, "pending-splitter",
+                         [(top, 2), (impact_box, 3)])  # fmt: skip
+        panes.setSizes([260, 390])
         layout = QVBoxLayout(self)
-        layout.addWidget(splitter, 1)
+        layout.addWidget(panes, 1)
         layout.addWidget(self.status)
 
-        self.setTabOrder(self.table, self.take_back_button)
-        self.setTabOrder(self.take_back_button, self.undo_button)
-        self.setTabOrder(self.undo_button, self.redo_button)
-        self.setTabOrder(self.redo_button, self.scope)
-        self.setTabOrder(self.scope, self.impact_table)
-        self.setTabOrder(self.impact_table, self.users)
+        chain = (self.table, self.take_back_button, self.undo_button, self.redo_button,
+                 self.scope, self.impact_table, self.users)  # fmt: skip
+        for first, second in pairwise(chain):
+            self.setTabOrder(first, second)
         workspace.changed.connect(self.refresh)
         self.refresh()
-
-    def _table_defaults(self, table: QTableView) -> None:
-        table.setTabKeyNavigation(False)  # Tab leaves the table (main_window: a11y traps)
-        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        table.setAlternatingRowColors(True)
-        table.setWordWrap(False)  # one line a row: the words column is elided, tooltips say all
-        table.verticalHeader().setVisible(False)
-        header = table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        header.setStretchLastSection(False)
 
     def _tool_button(self, action: QAction, name: str) -> QToolButton:
         button = QToolButton(self)
@@ -799,6 +655,4 @@ class PendingView(QWidget):
         self._say(f"Queued edit {', '.join(map(str, seqs))} again: {what}")
 
     def _say(self, text: str) -> None:
-        self.status.setText(text)
-        announce(self.status, text)
-        self.message.emit(text)
+        say(self.status, text, self.message)

@@ -39,7 +39,7 @@ from PySide6.QtWidgets import (
 
 from app import offline
 from app.policy_files import load_policy_file
-from app.ui.main_window import announce
+from app.ui.feedback import say
 from app.ui.workspace import Workspace
 from sync.policy.diff import diff_policies
 from sync.policy.document import PolicyInvalid, export_policy
@@ -223,8 +223,7 @@ class ImportDialog(QDialog):
         self.apply_button.setFocus()
 
     def _say(self, text: str) -> None:
-        self.status.setText(text)
-        announce(self.status, text)
+        say(self.status, text)
 
     def apply(self) -> None:
         """Queue the file's edits (checked as the server will) and close."""

@@ -32,20 +32,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import (
-    QAbstractTableModel,
-    QModelIndex,
-    QPersistentModelIndex,
-    QSortFilterProxyModel,
-    Qt,
-    Signal,
-)
-from PySide6.QtGui import QIcon, QKeySequence, QShortcut, QStandardItem, QStandardItemModel
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtGui import QKeySequence, QShortcut, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
     QDialog,
-    QDialogButtonBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -53,11 +45,9 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QListView,
-    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QStyle,
-    QTableView,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -65,9 +55,16 @@ from PySide6.QtWidgets import (
 
 from app.offline import EditProblem
 from app.ui.condition_editor import ConditionEditor
+from app.ui.controls import accept_buttons, accept_or_explain, push_button, text_label
+from app.ui.feedback import ask, say
+from app.ui.icons import ALLOWED, DENIED, icon, verdict_pixmap
 from app.ui.main_window import announce
+from app.ui.models import TEXT_ROLES, RowsModel, ShownByPageModel
+from app.ui.pickers import RoleListDialog, by_name
 from app.ui.sizing import resize_in_text_units
+from app.ui.tables import stretch_one_column, table_view
 from app.ui.workspace import Workspace
+from app.ui.workspace_view import WorkspaceView
 from sync.policy.engine import Engine
 from sync.policy.instant import Instant
 from sync.policy.model import WILDCARD, Effect, Policy, Role, Rule
@@ -183,13 +180,11 @@ def holdings(engine: Engine, role_id: str, now: Instant) -> list[Holding]:
     return found
 
 
-def _icon(widget: QWidget, kind: str) -> QIcon:
-    pixmap = {
-        "allowed": QStyle.StandardPixmap.SP_DialogApplyButton,
-        "denied": QStyle.StandardPixmap.SP_DialogCancelButton,
-        "conditional": QStyle.StandardPixmap.SP_MessageBoxQuestion,
-    }[kind]
-    return widget.style().standardIcon(pixmap)
+_OUTCOME_ICONS = {
+    "allowed": ALLOWED,
+    "allowed when conditions hold": QStyle.StandardPixmap.SP_MessageBoxQuestion,
+}
+"""Beside what holding a role gives; anything else (denied, not granted) is DENIED."""
 
 
 def _effect_words(effect: Effect, rule: Rule) -> str:
@@ -228,7 +223,7 @@ class PairRow:
         return "allowed when conditions hold"
 
 
-class PermissionModel(QAbstractTableModel):
+class PermissionModel(RowsModel[PairRow]):
     """The matrix of one role (module rules); `toggle(type, action, grant)` is called
     when the person checks or unchecks the own column and says whether it queued."""
 
@@ -236,10 +231,8 @@ class PermissionModel(QAbstractTableModel):
     OWN = 2
 
     def __init__(self, owner: QWidget, toggle: Callable[[str, str, bool], bool]) -> None:
-        super().__init__(owner)
-        self._owner = owner
+        super().__init__(self.HEADERS, owner)
         self._toggle = toggle
-        self._rows: list[PairRow] = []
         self._policy: Policy | None = None
 
     def set_role(self, policy: Policy, role: Role | None) -> None:
@@ -268,25 +261,11 @@ class PermissionModel(QAbstractTableModel):
             self.beginResetModel()
             self.endResetModel()
 
-    def row(self, number: int) -> PairRow:
-        return self._rows[number]
-
     def find(self, resource_type: str, action: str) -> int:
         for number, row in enumerate(self._rows):
             if (row.resource_type, row.action) == (resource_type, action):
                 return number
         raise KeyError((resource_type, action))
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's API
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = _DISPLAY) -> Any:
-        if orientation is Qt.Orientation.Horizontal and role in (_DISPLAY, _ACCESSIBLE):
-            return self.HEADERS[section]
-        return None
 
     def flags(self, index: Index) -> Qt.ItemFlag:
         flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
@@ -294,14 +273,11 @@ class PermissionModel(QAbstractTableModel):
             flags |= Qt.ItemFlag.ItemIsUserCheckable
         return flags
 
-    def data(self, index: Index, role: int = _DISPLAY) -> Any:
-        if not index.isValid() or index.row() >= len(self._rows):
-            return None
-        row, column = self._rows[index.row()], index.column()
+    def cell(self, row: PairRow, column: int, role: int) -> Any:
         if column == 0:
-            return row.resource_type if role in (_DISPLAY, _ACCESSIBLE) else None
+            return row.resource_type if role in TEXT_ROLES else None
         if column == 1:
-            return row.action if role in (_DISPLAY, _ACCESSIBLE) else None
+            return row.action if role in TEXT_ROLES else None
         if column == self.OWN:
             return self._own(row, role)
         if column == 3:
@@ -347,11 +323,10 @@ class PermissionModel(QAbstractTableModel):
 
     def _outcome(self, row: PairRow, role: int) -> Any:
         outcome = row.outcome()
-        if role in (_DISPLAY, _ACCESSIBLE):
+        if role in TEXT_ROLES:
             return outcome
         if role == _DECORATION:
-            kind = {"allowed": "allowed", "allowed when conditions hold": "conditional"}
-            return _icon(self._owner, kind.get(outcome, "denied"))
+            return icon(_OUTCOME_ICONS.get(outcome, DENIED))
         if role == _TOOLTIP:
             return "What holding this role alone gives (deny overrides grant)"
         return None
@@ -372,47 +347,29 @@ class PermissionModel(QAbstractTableModel):
 # --- the rules list ----------------------------------------------------------------------
 
 
-class RulesModel(QAbstractTableModel):
+class RulesModel(RowsModel[tuple[Effect, Rule]]):
     """A role's own grants and denies, with their conditions in words."""
 
     HEADERS = ("Effect", "Resource", "Actions", "Condition")
 
     def __init__(self, owner: QWidget) -> None:
-        super().__init__(owner)
-        self._owner = owner
-        self._rows: list[tuple[Effect, Rule]] = []
+        super().__init__(self.HEADERS, owner)
 
     def set_role(self, role: Role | None) -> None:
-        self.beginResetModel()
-        self._rows = [] if role is None else [
+        self.set_rows([] if role is None else [
             *((Effect.GRANT, r) for r in role.grants), *((Effect.DENY, r) for r in role.denies)
-        ]  # fmt: skip
-        self.endResetModel()
+        ])  # fmt: skip
 
     def rule(self, number: int) -> tuple[Effect, Rule]:
         return self._rows[number]
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = _DISPLAY) -> Any:
-        if orientation is Qt.Orientation.Horizontal and role in (_DISPLAY, _ACCESSIBLE):
-            return self.HEADERS[section]
-        return None
-
-    def data(self, index: Index, role: int = _DISPLAY) -> Any:
-        if not index.isValid() or index.row() >= len(self._rows):
-            return None
-        effect, rule = self._rows[index.row()]
-        column = index.column()
+    def cell(self, row: tuple[Effect, Rule], column: int, role: int) -> Any:
+        effect, rule = row
         if role == _DECORATION and column == 0:
-            return _icon(self._owner, "allowed" if effect is Effect.GRANT else "denied")
+            return icon(verdict_pixmap(effect is Effect.GRANT))
         if role == _TOOLTIP:
             return f"{effect.value} {rule.describe()}"
-        if role not in (_DISPLAY, _ACCESSIBLE):
+        if role not in TEXT_ROLES:
             return None
         if column == 0:
             return effect.value
@@ -426,27 +383,18 @@ class RulesModel(QAbstractTableModel):
 # --- holders ----------------------------------------------------------------------------
 
 
-class HoldersModel(QAbstractTableModel):
+class HoldersModel(ShownByPageModel[Holding]):
     """The holders of a role (module rules): all worked out, shown a page at a time."""
 
     HEADERS = ("User", "Name", "Holds it", "Until")
 
     def __init__(self, owner: QWidget) -> None:
-        super().__init__(owner)
-        self._rows: list[Holding] = []
-        self._shown = 0
+        super().__init__(self.HEADERS, HOLDERS_PAGE, owner)
         self._policy: Policy | None = None
 
     def set_holdings(self, policy: Policy, rows: list[Holding]) -> None:
-        self.beginResetModel()
         self._policy = policy
-        self._rows = rows
-        self._shown = min(HOLDERS_PAGE, len(rows))
-        self.endResetModel()
-
-    @property
-    def total(self) -> int:
-        return len(self._rows)
+        self.set_rows(rows)
 
     def direct(self) -> int:
         return sum(1 for h in self._rows if not h.via)
@@ -462,35 +410,9 @@ class HoldersModel(QAbstractTableModel):
         assert self._policy is not None
         return "via " + ARROW.join(self._policy.role_name(r) for r in holding.via)
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else self._shown
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def canFetchMore(self, parent: Index = QModelIndex()) -> bool:  # noqa: B008
-        return not parent.isValid() and self._shown < len(self._rows)
-
-    def fetchMore(self, parent: Index = QModelIndex()) -> None:  # noqa: B008
-        if not self.canFetchMore(parent):
-            return
-        more = min(HOLDERS_PAGE, len(self._rows) - self._shown)
-        self.beginInsertRows(QModelIndex(), self._shown, self._shown + more - 1)
-        self._shown += more
-        self.endInsertRows()
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = _DISPLAY) -> Any:
-        if orientation is Qt.Orientation.Horizontal and role in (_DISPLAY, _ACCESSIBLE):
-            return self.HEADERS[section]
-        return None
-
-    def data(self, index: Index, role: int = _DISPLAY) -> Any:
-        if not index.isValid() or index.row() >= self._shown or self._policy is None:
+    def cell(self, holding: Holding, column: int, role: int) -> Any:
+        if self._policy is None or role not in TEXT_ROLES:
             return None
-        if role not in (_DISPLAY, _ACCESSIBLE):
-            return None
-        holding = self._rows[index.row()]
-        column = index.column()
         if column == 0:
             return holding.user_id
         if column == 1:
@@ -508,7 +430,7 @@ NAME_ROLE = Qt.ItemDataRole.UserRole + 1
 SEARCH_ROLE = Qt.ItemDataRole.UserRole + 2
 
 
-class RolePicker(QDialog):
+class RolePicker(RoleListDialog):
     """Choose a parent among every role; a parent that cannot be is refused here, saying
     why (module rules). `submit(parent_id)` queues it and returns the problem, if any."""
 
@@ -519,17 +441,9 @@ class RolePicker(QDialog):
         submit: Callable[[str], str | None],
         parent: QWidget | None = None,
     ) -> None:
-        super().__init__(parent)
-        self.setObjectName("role-picker")
-        self.setWindowTitle("Add a parent role")
-        self.setAccessibleName("Add a parent role")
-        self._policy = policy
-        self._role_id = role_id
-        self._submit = submit
         name = policy.role_name(role_id)
-
-        self.roles = QStandardItemModel(self)
-        for role in sorted(policy.roles.values(), key=lambda r: r.name.casefold()):
+        roles = QStandardItemModel()
+        for role in by_name(policy.roles.values()):
             refusal = parent_refusal(policy, role_id, role.id)
             text = role.name
             if role.description:
@@ -540,39 +454,17 @@ class RolePicker(QDialog):
             item.setEditable(False)
             item.setData(role.id, NAME_ROLE)
             item.setData(f"{role.name} {role.id} {role.description}", SEARCH_ROLE)
-            self.roles.appendRow(item)
-        self.proxy = QSortFilterProxyModel(self)
-        self.proxy.setSourceModel(self.roles)
-        self.proxy.setFilterRole(SEARCH_ROLE)
-        self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-
-        label = QLabel(f"&Find a role for {name} to inherit:", self)
-        self.filter = QLineEdit(self)
-        self.filter.setObjectName("role-picker-filter")
-        self.filter.setAccessibleName("Find a role")
-        self.filter.setAccessibleDescription("Type part of a role's name, id or description")
-        self.filter.setClearButtonEnabled(True)
-        label.setBuddy(self.filter)
-        self.list = QListView(self)
-        self.list.setObjectName("role-picker-list")
-        self.list.setAccessibleName("Roles")
-        self.list.setModel(self.proxy)
-        self.list.setUniformItemSizes(True)  # thousands of roles lay out at once
-        self.count = QLabel(self)
-        self.count.setObjectName("role-picker-count")
-        self.count.setAccessibleName("Roles shown")
-        self.reason = QLabel(self)
-        self.reason.setObjectName("role-picker-reason")
-        self.reason.setAccessibleName("Why not")
-        self.reason.setWordWrap(True)
-        self.buttons = QDialogButtonBox(self)
-        self.ok = self.buttons.addButton("&Add as parent", QDialogButtonBox.ButtonRole.AcceptRole)
-        self.ok.setObjectName("role-picker-ok")
-        self.ok.setAccessibleName("Add as parent")
-        cancel = self.buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
-        cancel.setAccessibleName("Cancel")
-        self.ok.clicked.connect(self.choose)
-        cancel.clicked.connect(self.reject)
+            roles.appendRow(item)
+        super().__init__("Add a parent role", roles, SEARCH_ROLE, names="role-picker-",
+                         filter_text=f"&Find a role for {name} to inherit:",
+                         filter_name="Find a role", parent=parent)  # fmt: skip
+        self._policy = policy
+        self._role_id = role_id
+        self._submit = submit
+        self.roles = roles
+        self.reason = text_label(self, "role-picker-reason", "Why not", wrap=True)
+        self.buttons, self.ok = accept_buttons(self, "&Add as parent", "role-picker-ok",
+                                               self.choose)  # fmt: skip
 
         self.filter.textChanged.connect(self._filter)
         self.filter.returnPressed.connect(self.choose)
@@ -580,13 +472,8 @@ class RolePicker(QDialog):
         selection = self.list.selectionModel()
         selection.currentChanged.connect(lambda _now, _before: self._show_choice())
 
-        layout = QVBoxLayout(self)
-        layout.addWidget(label)
-        layout.addWidget(self.filter)
-        layout.addWidget(self.list, 1)
-        layout.addWidget(self.count)
-        layout.addWidget(self.reason)
-        layout.addWidget(self.buttons)
+        self.rows.addWidget(self.reason)
+        self.rows.addWidget(self.buttons)
         resize_in_text_units(self, 76, 30)
         self._filter("")
 
@@ -629,11 +516,7 @@ class RolePicker(QDialog):
         refusal = parent_refusal(self._policy, self._role_id, chosen)
         if refusal is None:
             refusal = self._submit(chosen)
-            if refusal is None:
-                self.accept()
-                return
-        self.reason.setText(f"Cannot add: {refusal}")
-        announce(self.reason, refusal)
+        accept_or_explain(self, refusal, self.reason, "Cannot add")
 
 
 class RuleDialog(QDialog):
@@ -674,22 +557,9 @@ class RuleDialog(QDialog):
         self.action_list.setModel(self.action_model)
         self.action_list.setMaximumHeight(self.fontMetrics().lineSpacing() * 8)
         self.condition = ConditionEditor(workspace, self)
-        self.reading = QLabel(self)
-        self.reading.setObjectName("rule-reading")
-        self.reading.setAccessibleName("The rule reads as")
-        self.reading.setWordWrap(True)
-        self.problem = QLabel(self)
-        self.problem.setObjectName("rule-problem")
-        self.problem.setAccessibleName("Problem")
-        self.problem.setWordWrap(True)
-        self.buttons = QDialogButtonBox(self)
-        self.ok = self.buttons.addButton("Add &rule", QDialogButtonBox.ButtonRole.AcceptRole)
-        self.ok.setObjectName("rule-ok")
-        self.ok.setAccessibleName("Add rule")
-        cancel = self.buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
-        cancel.setAccessibleName("Cancel")
-        self.ok.clicked.connect(self.choose)
-        cancel.clicked.connect(self.reject)
+        self.reading = text_label(self, "rule-reading", "The rule reads as", wrap=True)
+        self.problem = text_label(self, "rule-problem", "Problem", wrap=True)
+        self.buttons, self.ok = accept_buttons(self, "Add &rule", "rule-ok", self.choose)
 
         form = QFormLayout()
         for text, widget in (("&Effect:", self.effect), ("Resource &type:", self.resource),
@@ -772,28 +642,17 @@ class RuleDialog(QDialog):
         document = self.document()
         if document is None:
             return
-        problem = self._submit(document)
-        if problem is None:
-            self.accept()
-            return
-        self.problem.setText(f"Not added: {problem}")
-        announce(self.problem, problem)
+        accept_or_explain(self, self._submit(document), self.problem, "Not added")
 
 
 # --- the editor ------------------------------------------------------------------------
 
 
-class RoleEditor(QWidget):
+class RoleEditor(WorkspaceView):
     """One role, or the form of a new one (module rules)."""
 
-    message = Signal(str)
-    """One line saying what the person's action did, for the status bar."""
-
     def __init__(self, workspace: Workspace, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("role-editor")
-        self.setAccessibleName("Role editor")
-        self.workspace = workspace
+        super().__init__(workspace, "role-editor", "Role editor", parent)
         self.confirm: Callable[[str], bool] = self._ask
         """Asks the person to confirm `text` (a deletion); tests replace it."""
         self.picker: RolePicker | None = None
@@ -801,9 +660,7 @@ class RoleEditor(QWidget):
         self._role_id: str | None = None
         self._loaded = ("", "")
 
-        self.title = QLabel(self)
-        self.title.setObjectName("role-title")
-        self.title.setAccessibleName("Role shown")
+        self.title = text_label(self, "role-title", "Role shown")
         font = self.title.font()
         font.setPointSizeF(font.pointSizeF() * 1.3)
         font.setBold(True)
@@ -871,10 +728,7 @@ class RoleEditor(QWidget):
         shortcut = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.parents)
         shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
         shortcut.activated.connect(self.remove_parent)
-        self.ancestry = QLabel(inherits)
-        self.ancestry.setObjectName("role-ancestry")
-        self.ancestry.setAccessibleName("Held through inheritance")
-        self.ancestry.setWordWrap(True)
+        self.ancestry = text_label(inherits, "role-ancestry", "Held through inheritance", wrap=True)
         self.inherit_feedback = self._feedback("inherit-feedback", "Inheritance outcome", inherits)
         parent_buttons = QHBoxLayout()
         parent_buttons.addWidget(self.add_parent_button)
@@ -896,18 +750,17 @@ class RoleEditor(QWidget):
 
         matrix_page = QWidget(self.tabs)
         self.matrix_model = PermissionModel(self, self._toggle)
-        self.matrix = self._table(matrix_page, "permission-matrix", "Permission matrix",
-                                  self.matrix_model)  # fmt: skip
-        self.matrix.setAccessibleDescription(
+        self.matrix = table_view(
+            matrix_page,
+            "permission-matrix",
+            "Permission matrix",
+            self.matrix_model,
             "One row per resource type and action. Space on the own column grants or stops "
-            "granting it; the inherited column says which role gives what."
+            "granting it; the inherited column says which role gives what.",
         )
         self.matrix.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectItems)
+        stretch_one_column(self.matrix, 3)
         header = self.matrix.horizontalHeader()
-        for column in (0, 1, 2, 4):
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
-        header.setStretchLastSection(False)
         # With no room to stretch into (large text, a narrow window) the stretched column
         # keeps its default size: its heading's, and the matrix scrolls sideways instead.
         header.setDefaultSectionSize(header.sectionSizeHint(3))
@@ -926,8 +779,7 @@ class RoleEditor(QWidget):
 
         rules_page = QWidget(self.tabs)
         self.rules_model = RulesModel(self)
-        self.rules = self._table(rules_page, "role-rules", "Own rules", self.rules_model)
-        self.rules.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.rules = table_view(rules_page, "role-rules", "Own rules", self.rules_model)
         for column in (0, 1, 2):  # a role has few rules: sized to them, the condition stretches
             self.rules.horizontalHeader().setSectionResizeMode(
                 column, QHeaderView.ResizeMode.ResizeToContents
@@ -940,10 +792,7 @@ class RoleEditor(QWidget):
                                                "Remove the chosen rule")  # fmt: skip
         self.add_rule_button.clicked.connect(self.open_rule_dialog)
         self.remove_rule_button.clicked.connect(self.remove_rule)
-        self.rules_summary = QLabel(rules_page)
-        self.rules_summary.setObjectName("rules-summary")
-        self.rules_summary.setAccessibleName("Own rules count")
-        self.rules_summary.setWordWrap(True)
+        self.rules_summary = text_label(rules_page, "rules-summary", "Own rules count", wrap=True)
         self.rules_feedback = self._feedback("rules-feedback", "Rules outcome", rules_page)
         rule_buttons = QHBoxLayout()
         rule_buttons.addWidget(self.add_rule_button)
@@ -959,16 +808,13 @@ class RoleEditor(QWidget):
 
         holders_page = QWidget(self.tabs)
         self.holders_model = HoldersModel(self)
-        self.holders = self._table(holders_page, "role-holders", "Holders", self.holders_model)
-        self.holders.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.holders = table_view(holders_page, "role-holders", "Holders", self.holders_model)
         self.holders.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
         holders_header = self.holders.horizontalHeader()
         holders_header.setStretchLastSection(False)
         holders_header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         holders_header.resizeSection(3, self.fontMetrics().averageCharWidth() * 32)
-        self.holders_count = QLabel(holders_page)
-        self.holders_count.setObjectName("holders-count")
-        self.holders_count.setAccessibleName("Holders count")
+        self.holders_count = text_label(holders_page, "holders-count", "Holders count")
         self.holders_count.setBuddy(self.holders)
         holders_layout = QVBoxLayout(holders_page)
         holders_layout.addWidget(self.holders_count)
@@ -1003,40 +849,15 @@ class RoleEditor(QWidget):
     # --- building helpers --------------------------------------------------------------
 
     def _button(self, text: str, name: str, description: str) -> QPushButton:
-        button = QPushButton(text, self)
-        button.setObjectName(name)
-        button.setAccessibleName(text.replace("&", "").replace("\u2026", ""))
-        button.setAccessibleDescription(description)
-        return button
+        return push_button(self, text, name, description)
 
     @staticmethod
     def _feedback(name: str, accessible: str, parent: QWidget) -> QLabel:
-        label = QLabel(parent)
-        label.setObjectName(name)
-        label.setAccessibleName(accessible)
-        label.setWordWrap(True)
-        label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        return label
-
-    @staticmethod
-    def _table(
-        parent: QWidget, name: str, accessible: str, model: QAbstractTableModel
-    ) -> QTableView:
-        table = QTableView(parent)
-        table.setObjectName(name)
-        table.setAccessibleName(accessible)
-        table.setModel(model)
-        table.setTabKeyNavigation(False)  # Tab leaves the table (as in main_window)
-        table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        table.setAlternatingRowColors(True)
-        table.setWordWrap(False)
-        table.verticalHeader().setVisible(False)
-        table.horizontalHeader().setStretchLastSection(True)
-        return table
+        return text_label(parent, name, accessible, wrap=True, selectable=True)
 
     def _ask(self, text: str) -> bool:
-        answer = QMessageBox.question(self, "Delete role", text)
-        return answer == QMessageBox.StandardButton.Yes
+        # No by default: Enter must not delete a role.
+        return ask(self, "Delete role", text)
 
     # --- the API -------------------------------------------------------------------------
 
@@ -1158,17 +979,14 @@ class RoleEditor(QWidget):
             seqs = self.workspace.queue(documents)
         except EditProblem as problem:
             text = str(problem)
-            feedback.setText(f"Not queued: {text}")
-            announce(feedback, f"Not queued: {text}")
+            say(feedback, f"Not queued: {text}")
             self.message.emit(text)
             return text
         if len(seqs) == 1:
             text = f"Queued edit {seqs[0]}: {what}"
         else:
             text = f"Queued edits {seqs[0]}\u2013{seqs[-1]}: {what}"
-        feedback.setText(text)
-        announce(feedback, text)
-        self.message.emit(text)
+        say(feedback, text, self.message)
         return None
 
     # --- details -----------------------------------------------------------------------

@@ -39,8 +39,8 @@ from app.replica import Replica
 from app.replica_file import KeyMode, ReplicaError, slot_name
 from app.replica_keys import keyring_available, read_header
 from app.sync_client import EXIT_SIGN_IN, EXIT_WIPED
+from app.ui import feedback
 from app.ui.live_sync import LiveSync
-from app.ui.main_window import announce
 from sync.protocol.client import Password
 
 KEY_FROM_PASSPHRASE = "No system keyring works here: the replica's key comes from this passphrase."  # noqa: S105 - words
@@ -188,8 +188,7 @@ class SignInWindow(QDialog):
 
     def say(self, text: str) -> None:
         """Show `text` in the status line and announce it."""
-        self.status.setText(text)
-        announce(self.status, text)
+        feedback.say(self.status, text)
 
     # --- signing in --------------------------------------------------------------------
 

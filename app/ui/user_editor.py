@@ -27,7 +27,6 @@ Rules of this module (the desktop issue, § Users; policy-format.md § Additions
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,21 +34,17 @@ from typing import Any
 
 from PySide6.QtCore import (
     QAbstractListModel,
-    QAbstractTableModel,
     QDateTime,
     QItemSelection,
     QModelIndex,
     QPersistentModelIndex,
-    QSortFilterProxyModel,
     Qt,
     QTimer,
     QTimeZone,
-    Signal,
 )
 from PySide6.QtGui import QAccessible, QAccessibleEvent, QFont, QHideEvent, QIcon, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QAbstractSpinBox,
     QCheckBox,
     QDateTimeEdit,
     QDialog,
@@ -57,25 +52,26 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
-    QListView,
-    QMessageBox,
     QPlainTextEdit,
-    QPushButton,
     QSpinBox,
-    QSplitter,
-    QStyle,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from app.offline import EditProblem
+from app.ui.controls import name_spin_box, push_button, splitter, text_label
+from app.ui.feedback import ask
+from app.ui.icons import ALLOWED, DENIED, icon
 from app.ui.main_window import announce
+from app.ui.models import TEXT_ROLES, RowsModel, ShownByPageModel
+from app.ui.pickers import RoleListDialog, by_name
 from app.ui.sizing import resize_in_text_units
+from app.ui.tables import table_view
+from app.ui.typed_values import parse_value, value_text
 from app.ui.workspace import Workspace
+from app.ui.workspace_view import WorkspaceView
 from sync.policy.engine import Permission
 from sync.policy.instant import Instant, format_instant, parse_instant
 from sync.policy.model import MAX_ELIGIBLE_HOURS, Assignment, Effect, Policy, Role, User
@@ -92,15 +88,6 @@ DEFAULT_MAX_HOURS = 8
 Index = QModelIndex | QPersistentModelIndex
 Confirm = Callable[[QWidget, str, str], bool]
 """Asks the person a yes/no question (parent, title, text); True for yes."""
-
-_TEXT_ROLES = (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole)
-
-
-def ask(parent: QWidget, title: str, text: str) -> bool:
-    """The default `UserEditor.confirm`: a question box, No by default."""
-    buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
-    answer = QMessageBox.question(parent, title, text, buttons, QMessageBox.StandardButton.No)
-    return answer == QMessageBox.StandardButton.Yes
 
 
 def time_left(seconds: float) -> str:
@@ -129,33 +116,6 @@ def describe_end(expires: str | None, at: Instant | None, now: Instant) -> str:
     if now >= at:
         return f"ended {expires}"
     return f"until {expires} ({time_left(seconds_until(at, now))})"
-
-
-# --- attribute values: what the table shows is what you type -------------------------------
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def parse_value(text: str) -> Any:
-    """A typed attribute value: JSON when it reads as JSON (`5`, `true`, `["a"]`,
-    `"5"`), otherwise the text itself as a string (`north`), as `fleetgate check
-    --attr` reads values."""
-    try:
-        return json.loads(text, parse_constant=_no_constant)
-    except ValueError:
-        return text
-
-
-def value_text(value: Any) -> str:
-    """An attribute value as it is shown and edited: a string as it is, unless it would
-    read back as something else (`"5"` stays quoted); anything else as JSON."""
-    if isinstance(value, str):
-        read = parse_value(value)
-        if type(read) is str and read == value:
-            return value
-    return json.dumps(value, ensure_ascii=False)
 
 
 # --- assignments -------------------------------------------------------------------------
@@ -232,41 +192,28 @@ def assignment_rows(policy: Policy, user: User, now: Instant) -> list[Assignment
 ASSIGNMENT_HEADERS = ("Role", "Assignment", "Ends")
 
 
-class AssignmentModel(QAbstractTableModel):
+class AssignmentModel(RowsModel[AssignmentRow]):
     """A user's role assignments (module rules); `tick` moves the time left on."""
 
     ROW_ROLE = Qt.ItemDataRole.UserRole + 1
     """The row's AssignmentRow."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self._rows: list[AssignmentRow] = []
+        super().__init__(ASSIGNMENT_HEADERS)
         self._now: Instant = (0, "")
 
-    def set_rows(self, rows: Sequence[AssignmentRow], now: Instant) -> None:
-        self.beginResetModel()
-        self._rows = list(rows)
-        self._now = now
-        self.endResetModel()
+    def set_rows(self, rows: Sequence[AssignmentRow], now: Instant | None = None) -> None:
+        """Show `rows`, their time left as at `now` (None: as at the last time given)."""
+        if now is not None:
+            self._now = now
+        super().set_rows(rows)
 
     def tick(self, now: Instant) -> None:
         """Show the time left as at `now`."""
         self._now = now
         if self._rows:
             last = len(self._rows) - 1
-            self.dataChanged.emit(self.index(0, 2), self.index(last, 2), list(_TEXT_ROLES))
-
-    def rows(self) -> list[AssignmentRow]:
-        return list(self._rows)
-
-    def row(self, number: int) -> AssignmentRow:
-        return self._rows[number]
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's API
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(ASSIGNMENT_HEADERS)
+            self.dataChanged.emit(self.index(0, 2), self.index(last, 2), list(TEXT_ROLES))
 
     def text(self, row: AssignmentRow, column: int) -> str:
         if column == 0:
@@ -276,23 +223,13 @@ class AssignmentModel(QAbstractTableModel):
         entry = row.assignment
         return describe_end(entry.expires, entry.expires_at, self._now)
 
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or index.row() >= len(self._rows):
-            return None
-        row = self._rows[index.row()]
-        if role in _TEXT_ROLES:
-            return self.text(row, index.column())
+    def cell(self, row: AssignmentRow, column: int, role: int) -> Any:
+        if role in TEXT_ROLES:
+            return self.text(row, column)
         if role == Qt.ItemDataRole.ToolTipRole:
             return ", ".join(self.text(row, c) for c in range(len(ASSIGNMENT_HEADERS)))
         if role == self.ROW_ROLE:
             return row
-        return None
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if orientation is Qt.Orientation.Horizontal and role in _TEXT_ROLES:
-            return ASSIGNMENT_HEADERS[section]
         return None
 
 
@@ -308,52 +245,26 @@ def role_path(permission: Permission) -> str:
     return " → ".join(permission.path)
 
 
-class PermissionModel(QAbstractTableModel):
+class PermissionModel(ShownByPageModel[Permission]):
     """A user's effective permissions, formatted as the view asks (PAGE rows a fetch)."""
 
     def __init__(self, allowed_icon: QIcon, denied_icon: QIcon) -> None:
-        super().__init__()
-        self._permissions: list[Permission] = []
-        self._shown = 0
+        super().__init__(PERMISSION_HEADERS, PAGE)
         self._now: Instant = (0, "")
         self._icons = {Effect.GRANT: allowed_icon, Effect.DENY: denied_icon}
 
-    @property
-    def total(self) -> int:
-        return len(self._permissions)
-
     def set_permissions(self, permissions: Sequence[Permission], now: Instant) -> None:
-        self.beginResetModel()
-        self._permissions = list(permissions)
-        self._shown = min(PAGE, len(self._permissions))
         self._now = now
-        self.endResetModel()
+        self.set_rows(permissions)
 
     def tick(self, now: Instant) -> None:
         self._now = now
         if self._shown:
             self.dataChanged.emit(self.index(0, 5), self.index(self._shown - 1, 5),
-                                  list(_TEXT_ROLES))  # fmt: skip
+                                  list(TEXT_ROLES))  # fmt: skip
 
     def permission(self, row: int) -> Permission:
-        return self._permissions[row]
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else self._shown
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(PERMISSION_HEADERS)
-
-    def canFetchMore(self, parent: Index = QModelIndex()) -> bool:  # noqa: B008
-        return not parent.isValid() and self._shown < len(self._permissions)
-
-    def fetchMore(self, parent: Index = QModelIndex()) -> None:  # noqa: B008
-        if not self.canFetchMore(parent):
-            return
-        more = min(PAGE, len(self._permissions) - self._shown)
-        self.beginInsertRows(QModelIndex(), self._shown, self._shown + more - 1)
-        self._shown += more
-        self.endInsertRows()
+        return self._rows[row]
 
     def text(self, permission: Permission, column: int) -> str:
         if column == 0:
@@ -369,44 +280,31 @@ class PermissionModel(QAbstractTableModel):
         until = permission.until
         return describe_end(until, None if until is None else parse_instant(until), self._now)
 
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or index.row() >= self._shown:
-            return None
-        permission = self._permissions[index.row()]
-        if role in _TEXT_ROLES:
-            return self.text(permission, index.column())
-        if role == Qt.ItemDataRole.DecorationRole and index.column() == 0:
+    def cell(self, permission: Permission, column: int, role: int) -> Any:
+        if role in TEXT_ROLES:
+            return self.text(permission, column)
+        if role == Qt.ItemDataRole.DecorationRole and column == 0:
             return self._icons[permission.effect]
         if role == Qt.ItemDataRole.ToolTipRole:
             return str(permission)
-        return None
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if orientation is Qt.Orientation.Horizontal and role in _TEXT_ROLES:
-            return PERMISSION_HEADERS[section]
         return None
 
 
 # --- attributes ------------------------------------------------------------------------------
 
 
-class AttributeModel(QAbstractTableModel):
+class AttributeModel(RowsModel[tuple[str, Any]]):
     """A user's attributes; editing a value calls `on_edit(key, value)`, which says
     whether the change was made (module rules: it is queued, or refused)."""
 
     HEADERS = ("Attribute", "Value")
 
     def __init__(self, on_edit: Callable[[str, Any], bool]) -> None:
-        super().__init__()
-        self._rows: list[tuple[str, Any]] = []
+        super().__init__(self.HEADERS)
         self._on_edit = on_edit
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        self.beginResetModel()
-        self._rows = list(attributes.items())
-        self.endResetModel()
+        self.set_rows(list(attributes.items()))
 
     def key(self, row: int) -> str:
         return self._rows[row][0]
@@ -414,18 +312,10 @@ class AttributeModel(QAbstractTableModel):
     def keys(self) -> list[str]:
         return [key for key, _value in self._rows]
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else 2
-
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or index.row() >= len(self._rows):
-            return None
-        key, value = self._rows[index.row()]
-        if role in (*_TEXT_ROLES, Qt.ItemDataRole.EditRole):
-            return key if index.column() == 0 else value_text(value)
+    def cell(self, row: tuple[str, Any], column: int, role: int) -> Any:
+        key, value = row
+        if role in (*TEXT_ROLES, Qt.ItemDataRole.EditRole):
+            return key if column == 0 else value_text(value)
         return None
 
     def flags(self, index: Index) -> Qt.ItemFlag:
@@ -438,13 +328,6 @@ class AttributeModel(QAbstractTableModel):
         if role != Qt.ItemDataRole.EditRole or not index.isValid() or index.column() != 1:
             return False
         return self._on_edit(self._rows[index.row()][0], parse_value(str(value)))
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if orientation is Qt.Orientation.Horizontal and role in _TEXT_ROLES:
-            return self.HEADERS[section]
-        return None
 
 
 # --- choosing a role -----------------------------------------------------------------------
@@ -485,20 +368,12 @@ def _utc(instant: Instant) -> QDateTime:
     return QDateTime.fromSecsSinceEpoch(instant[0], QTimeZone.utc())
 
 
-def _name_field(spin: QAbstractSpinBox, name: str) -> None:
-    """Name a spin box and the line edit inside it, which takes the focus with it."""
-    spin.setAccessibleName(name)
-    inner = spin.findChild(QLineEdit)
-    if inner is not None:
-        inner.setAccessibleName(name)
-
-
 def _name_buttons(box: QDialogButtonBox) -> None:
     for button in box.buttons():
         button.setAccessibleName(button.text().replace("&", ""))
 
 
-class RolePicker(QDialog):
+class RolePicker(RoleListDialog):
     """Choose one of all the roles, with an optional expiry (and, to make a user
     eligible, the longest activation)."""
 
@@ -511,37 +386,12 @@ class RolePicker(QDialog):
         hours: bool = False,
         parent: QWidget | None = None,
     ) -> None:
-        super().__init__(parent)
-        self.setObjectName("role-picker")
-        self.setWindowTitle(title)
-        self.setAccessibleName(title)
-
-        self.model = RoleListModel(sorted(roles, key=lambda r: r.name.casefold()))
-        self.proxy = QSortFilterProxyModel(self)
-        self.proxy.setSourceModel(self.model)
-        self.proxy.setFilterRole(RoleListModel.FILTER_ROLE)
-        self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-
-        filter_label = QLabel("&Filter roles:", self)
-        self.filter = QLineEdit(self)
-        self.filter.setObjectName("role-filter")
-        self.filter.setAccessibleName("Filter roles")
-        self.filter.setAccessibleDescription("Type part of a role's name, id or description")
+        model = RoleListModel(by_name(roles))
+        super().__init__(title, model, RoleListModel.FILTER_ROLE, names="role-",
+                         filter_text="&Filter roles:", filter_name="Filter roles",
+                         list_text="&Roles:", parent=parent)  # fmt: skip
+        self.model = model
         self.filter.setPlaceholderText("name, id or description ...")
-        self.filter.setClearButtonEnabled(True)
-        filter_label.setBuddy(self.filter)
-
-        list_label = QLabel("&Roles:", self)
-        self.list = QListView(self)
-        self.list.setObjectName("role-list")
-        self.list.setAccessibleName("Roles")
-        self.list.setModel(self.proxy)
-        self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.list.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        list_label.setBuddy(self.list)
-        self.count = QLabel(self)
-        self.count.setObjectName("role-count")
-        self.count.setAccessibleName("Roles shown")
 
         self.expires_check = QCheckBox("&Ends at:", self)
         self.expires_check.setObjectName("expires-check")
@@ -551,7 +401,7 @@ class RolePicker(QDialog):
         )
         self.expires_edit = QDateTimeEdit(self)
         self.expires_edit.setObjectName("expires-time")
-        _name_field(self.expires_edit, "End time (UTC)")
+        name_spin_box(self.expires_edit, "End time (UTC)")
         self.expires_edit.setTimeZone(QTimeZone.utc())
         self.expires_edit.setDisplayFormat("yyyy-MM-dd HH:mm 'UTC'")
         self.expires_edit.setCalendarPopup(True)
@@ -569,7 +419,7 @@ class RolePicker(QDialog):
         if hours:
             self.hours = QSpinBox(self)
             self.hours.setObjectName("max-hours")
-            _name_field(self.hours, "Maximum hours")
+            name_spin_box(self.hours, "Maximum hours")
             self.hours.setAccessibleDescription("The longest one activation may last")
             self.hours.setRange(1, MAX_ELIGIBLE_HOURS)
             self.hours.setValue(DEFAULT_MAX_HOURS)
@@ -588,14 +438,8 @@ class RolePicker(QDialog):
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
 
-        layout = QVBoxLayout(self)
-        layout.addWidget(filter_label)
-        layout.addWidget(self.filter)
-        layout.addWidget(list_label)
-        layout.addWidget(self.list, 1)
-        layout.addWidget(self.count)
-        layout.addLayout(form)
-        layout.addWidget(self.buttons)
+        self.rows.addLayout(form)
+        self.rows.addWidget(self.buttons)
 
         self._count_timer = QTimer(self)
         self._count_timer.setSingleShot(True)
@@ -683,7 +527,7 @@ class ActivateDialog(QDialog):
         intro.setWordWrap(True)
         self.hours = QSpinBox(self)
         self.hours.setObjectName("activate-hours")
-        _name_field(self.hours, "Hours")
+        name_spin_box(self.hours, "Hours")
         self.hours.setAccessibleDescription(f"How long the activation lasts, 1 to {max_hours}")
         self.hours.setRange(1, max_hours)
         self.hours.setValue(1)
@@ -735,39 +579,12 @@ class ActivateDialog(QDialog):
 # --- the editor ------------------------------------------------------------------------------
 
 
-def _table(parent: QWidget, name: str, accessible: str) -> QTableView:
-    table = QTableView(parent)
-    table.setObjectName(name)
-    table.setAccessibleName(accessible)
-    table.setTabKeyNavigation(False)  # Tab leaves the table (as in main_window)
-    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-    table.setAlternatingRowColors(True)
-    table.setWordWrap(False)
-    table.verticalHeader().setVisible(False)
-    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-    table.horizontalHeader().setStretchLastSection(True)
-    return table
-
-
-def _button(parent: QWidget, text: str, name: str, description: str = "") -> QPushButton:
-    button = QPushButton(text, parent)
-    button.setObjectName(name)
-    button.setAccessibleName(text.replace("&", "").replace("…", ""))
-    if description:
-        button.setAccessibleDescription(description)
-    return button
-
-
-class UserEditor(QWidget):
-    """One user of the workspace's view, edited through its outbox (module rules)."""
-
-    message = Signal(str)
-    """A one-line outcome of what the person did: `Queued edit 12: ...` or the problem."""
+class UserEditor(WorkspaceView):
+    """One user of the workspace's view, edited through its outbox (module rules);
+    `message` says `Queued edit 12: ...` or the problem."""
 
     def __init__(self, workspace: Workspace, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.workspace = workspace
+        super().__init__(workspace, "user-editor", "User editor", parent)
         self.user_id: str | None = None
         self.confirm: Confirm = ask
         """Asked before suspending (tests answer it)."""
@@ -776,42 +593,26 @@ class UserEditor(QWidget):
         self._draft: dict[str, Any] = {}
         self._activations: dict[str, Instant] | None = None
         """The activations in force when last read (None: not read for this user yet)."""
-        self.setObjectName("user-editor")
-        self.setAccessibleName("User editor")
-
-        style = self.style()
-        self._allowed_icon = style.standardIcon(QStyle.StandardPixmap.SP_DialogApplyButton)
-        self._denied_icon = style.standardIcon(QStyle.StandardPixmap.SP_DialogCancelButton)
+        self._allowed_icon = icon(ALLOWED)
+        self._denied_icon = icon(DENIED)
 
         # Header: who, and whether suspended.
-        self.title = QLabel(self)
-        self.title.setObjectName("user-title")
-        self.title.setAccessibleName("User")
+        self.title = text_label(self, "user-title", "User", selectable=True)
         font = QFont(self.title.font())
         font.setPointSizeF(font.pointSizeF() * 1.3)
         font.setBold(True)
         self.title.setFont(font)
-        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.state = QLabel(self)
-        self.state.setObjectName("user-state")
-        self.state.setAccessibleName("User state")
-        self.suspend_button = _button(self, "&Suspend…", "suspend",
+        self.state = text_label(self, "user-state", "User state")
+        self.suspend_button = push_button(self, "&Suspend…", "suspend",
                                       "Deny every request of this user until resumed")  # fmt: skip
-        self.resume_button = _button(self, "&Resume", "resume",
+        self.resume_button = push_button(self, "&Resume", "resume",
                                      "Let this user's roles and rules count again")  # fmt: skip
         self.suspend_button.clicked.connect(self.suspend)
         self.resume_button.clicked.connect(self.resume)
 
-        self.problem = QLabel(self)
-        self.problem.setObjectName("user-problem")
-        self.problem.setAccessibleName("Problem")
-        self.problem.setWordWrap(True)
-        self.problem.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.problem = text_label(self, "user-problem", "Problem", wrap=True, selectable=True)
         self.problem.setVisible(False)
-        self.outcome = QLabel(self)
-        self.outcome.setObjectName("user-outcome")
-        self.outcome.setAccessibleName("Last change")
-        self.outcome.setWordWrap(True)
+        self.outcome = text_label(self, "user-outcome", "Last change", wrap=True)
 
         self._build_new_user_form()
         self._build_attributes()
@@ -838,20 +639,10 @@ class UserEditor(QWidget):
         create_layout.addStretch(1)
         create_layout.addWidget(self.create_button)
         left_layout.addWidget(create_row)
-        top = QSplitter(Qt.Orientation.Horizontal, self)
-        top.setObjectName("user-editor-top")
-        top.setChildrenCollapsible(False)
-        top.addWidget(left)
-        top.addWidget(self.assignments_box)
-        top.setStretchFactor(0, 2)
-        top.setStretchFactor(1, 3)
-        self.splitter = QSplitter(Qt.Orientation.Vertical, self)
-        self.splitter.setObjectName("user-editor-splitter")
-        self.splitter.setChildrenCollapsible(False)
-        self.splitter.addWidget(top)
-        self.splitter.addWidget(self.permissions_box)
-        self.splitter.setStretchFactor(0, 1)
-        self.splitter.setStretchFactor(1, 1)
+        top = splitter(self, Qt.Orientation.Horizontal, "user-editor-top",
+                       [(left, 2), (self.assignments_box, 3)])  # fmt: skip
+        self.splitter = splitter(self, Qt.Orientation.Vertical, "user-editor-splitter",
+                                 [(top, 1), (self.permissions_box, 1)])  # fmt: skip
 
         layout = QVBoxLayout(self)
         layout.addLayout(header)
@@ -893,7 +684,7 @@ class UserEditor(QWidget):
         self.new_name.setAccessibleDescription("Optional, for display")
         name_label = QLabel("&Name:", box)
         name_label.setBuddy(self.new_name)
-        self.create_button = _button(self, "&Create user", "create-user",
+        self.create_button = push_button(self, "&Create user", "create-user",
                                      "Queue the new user, with the attributes below")  # fmt: skip
         self.create_button.clicked.connect(self.create_user)
         self.new_id.returnPressed.connect(self.create_user)
@@ -905,11 +696,13 @@ class UserEditor(QWidget):
         box = self.attributes_box = QGroupBox("A&ttributes", self)
         box.setObjectName("attributes")
         self.attribute_model = AttributeModel(self._edit_attribute)
-        self.attribute_table = _table(box, "attribute-table", "Attributes")
-        self.attribute_table.setAccessibleDescription(
-            'F2 edits a value: JSON where it reads as JSON (5, true, ["a"]), else text'
+        self.attribute_table = table_view(
+            box,
+            "attribute-table",
+            "Attributes",
+            self.attribute_model,
+            'F2 edits a value: JSON where it reads as JSON (5, true, ["a"]), else text',
         )
-        self.attribute_table.setModel(self.attribute_model)
         self.attribute_table.setEditTriggers(
             QAbstractItemView.EditTrigger.DoubleClicked
             | QAbstractItemView.EditTrigger.EditKeyPressed
@@ -932,9 +725,9 @@ class UserEditor(QWidget):
         self.attribute_value.setMinimumWidth(self.fontMetrics().horizontalAdvance("x" * 20))
         value_label = QLabel("&Value:", box)
         value_label.setBuddy(self.attribute_value)
-        self.add_attribute_button = _button(box, "Se&t", "set-attribute",
+        self.add_attribute_button = push_button(box, "Se&t", "set-attribute",
                                             "Set the attribute to the value")  # fmt: skip
-        self.remove_attribute_button = _button(box, "Re&move", "remove-attribute",
+        self.remove_attribute_button = push_button(box, "Re&move", "remove-attribute",
                                                "Remove the selected attribute")  # fmt: skip
         self.add_attribute_button.clicked.connect(self.set_attribute_from_fields)
         self.attribute_value.returnPressed.connect(self.set_attribute_from_fields)
@@ -959,25 +752,27 @@ class UserEditor(QWidget):
         box = self.assignments_box = QGroupBox("Assi&gnments", self)
         box.setObjectName("assignments")
         self.assignment_model = AssignmentModel()
-        self.assignment_table = _table(box, "assignment-table", "Role assignments")
-        self.assignment_table.setAccessibleDescription(
-            "Each role held, eligible or activated, and when it ends"
+        self.assignment_table = table_view(
+            box,
+            "assignment-table",
+            "Role assignments",
+            self.assignment_model,
+            "Each role held, eligible or activated, and when it ends",
         )
-        self.assignment_table.setModel(self.assignment_model)
         self.assignment_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.assignment_table.selectionModel().selectionChanged.connect(self._update_buttons)
 
-        self.assign_button = _button(box, "&Assign role…", "assign-role",
+        self.assign_button = push_button(box, "&Assign role…", "assign-role",
                                      "Give the user a role, with an optional end")  # fmt: skip
-        self.unassign_button = _button(box, "&Unassign", "unassign-role",
+        self.unassign_button = push_button(box, "&Unassign", "unassign-role",
                                        "Take away the selected assigned role")  # fmt: skip
-        self.eligible_button = _button(box, "Make &eligible…", "make-eligible",
+        self.eligible_button = push_button(box, "Make &eligible…", "make-eligible",
                                        "Let the user activate a role for a few hours")  # fmt: skip
-        self.remove_eligible_button = _button(box, "Remove eligi&bility", "remove-eligible",
+        self.remove_eligible_button = push_button(box, "Remove eligi&bility", "remove-eligible",
                                               "End the selected eligibility")  # fmt: skip
-        self.activate_button = _button(box, "Act&ivate…", "activate-role",
+        self.activate_button = push_button(box, "Act&ivate…", "activate-role",
                                        "Activate the selected eligible role for hours")  # fmt: skip
-        self.end_button = _button(box, "E&nd now", "end-activation",
+        self.end_button = push_button(box, "E&nd now", "end-activation",
                                   "End the selected activation before its time")  # fmt: skip
         self.assign_button.clicked.connect(self.open_assign)
         self.unassign_button.clicked.connect(self.unassign_selected)
@@ -986,10 +781,7 @@ class UserEditor(QWidget):
         self.activate_button.clicked.connect(self.open_activate)
         self.end_button.clicked.connect(self.end_selected_activation)
 
-        self.countdown = QLabel(box)
-        self.countdown.setObjectName("activation-countdown")
-        self.countdown.setAccessibleName("Activations")
-        self.countdown.setWordWrap(True)
+        self.countdown = text_label(box, "activation-countdown", "Activations", wrap=True)
 
         first = QHBoxLayout()
         for button in (self.assign_button, self.unassign_button, self.eligible_button,
@@ -1009,16 +801,16 @@ class UserEditor(QWidget):
         box = self.permissions_box = QGroupBox("Effective &permissions", self)
         box.setObjectName("permissions")
         self.permission_model = PermissionModel(self._allowed_icon, self._denied_icon)
-        self.permission_table = _table(box, "permission-table", "Effective permissions")
-        self.permission_table.setAccessibleDescription(
-            "Every grant and deny that applies now, with the role path it comes by"
+        self.permission_table = table_view(
+            box,
+            "permission-table",
+            "Effective permissions",
+            self.permission_model,
+            "Every grant and deny that applies now, with the role path it comes by",
         )
-        self.permission_table.setModel(self.permission_model)
         self.permission_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.permission_count = QLabel(box)
-        self.permission_count.setObjectName("permission-count")
-        self.permission_count.setAccessibleName("Effective permissions count")
-        self.permission_count.setWordWrap(True)
+        self.permission_count = text_label(box, "permission-count", "Effective permissions count",
+                                           wrap=True)  # fmt: skip
         layout = QVBoxLayout(box)
         layout.addWidget(self.permission_count)
         layout.addWidget(self.permission_table, 1)

@@ -11,8 +11,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QWidget
 
 from app.replica import Replica
-from app.ui.outcomes_view import OutcomesView, describe_edit
+from app.ui.outcomes_view import OutcomesView
 from app.ui.theme import apply_theme
+from app.ui.wording import describe_edit
 from app.ui.workspace import Workspace
 from sync.policy.instant import parse_instant
 from sync.protocol.messages import Conflict, Outcome, Result
