@@ -64,7 +64,6 @@ from app.ui.wording import describe_edit
 from app.ui.workspace import Workspace
 from app.ui.workspace_view import WorkspaceView
 from sync.policy.edits import Edit
-from sync.policy.engine import Engine
 from sync.policy.impact import Impact, access_delta, replay
 from sync.policy.instant import Instant, parse_instant
 from sync.policy.model import Effect, Policy
@@ -273,8 +272,6 @@ class PendingView(WorkspaceView):
         self._own = False
         """True while this view queues: the edits it queues keep the redo stack."""
         self._newest = 0
-        self._confirmed: Policy | None = None
-        self._confirmed_key: tuple[int, str | None, Engine] | None = None
         self._summary_said = ""
 
         self.pending_model = PendingEditsModel()
@@ -418,13 +415,12 @@ class PendingView(WorkspaceView):
         policy = self.workspace.policy()
         if role_id in policy.roles:
             return policy.role_name(role_id)
-        confirmed = self._confirmed  # a role a pending edit deletes
-        return confirmed.role_name(role_id) if confirmed is not None else role_id
+        return self._confirmed_policy().role_name(role_id)  # a role a pending edit deletes
 
     def _user_name(self, user_id: str) -> str | None:
         user = self.workspace.policy().users.get(user_id)
-        if user is None and self._confirmed is not None:
-            user = self._confirmed.users.get(user_id)
+        if user is None:
+            user = self._confirmed_policy().users.get(user_id)
         return user.name if user is not None else None
 
     def _what(self, document: dict[str, Any]) -> str:
@@ -511,20 +507,9 @@ class PendingView(WorkspaceView):
     # --- the impact --------------------------------------------------------------------
 
     def _confirmed_policy(self) -> Policy:
-        """The confirmed policy, loaded again only when a sync moved it (module rules)."""
-        replica = self.workspace.replica
-        meta = replica.meta()
-        engine = self.workspace.engine()
-        key = self._confirmed_key
-        if (
-            self._confirmed is None
-            or key is None
-            or key[:2] != (meta.cursor, meta.digest)
-            or key[2] is not engine
-        ):
-            self._confirmed = replica.load_policy(self.workspace.now())
-            self._confirmed_key = (meta.cursor, meta.digest, engine)
-        return self._confirmed
+        """The confirmed policy: the one the workspace compiled its view from (kept until
+        a sync moves it), never loaded again here."""
+        return self.workspace.confirmed()
 
     def impact(self, scope: int = ALL) -> Impact | None:
         """The impact of every pending edit together (ALL) or of the selected one

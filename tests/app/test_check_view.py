@@ -376,3 +376,29 @@ def test_a_screenshot_of_each_state_in_each_theme(view: CheckView, qtbot, theme:
         assert view.grab().save(str(ui_fixtures.SCREENSHOTS / f"check-who-can-{theme}.png"))
     finally:
         apply_theme(app, "standard")
+
+
+def test_the_completer_is_given_only_the_ids_starting_with_what_was_typed(
+    view: CheckView, qtbot
+) -> None:
+    view.user.clear()
+    qtbot.keyClicks(view.user, "U01")  # case does not matter
+    suggested = view.completer.model().stringList()
+    assert suggested == [f"u{i:03}" for i in range(10, 20)]
+    qtbot.keyClicks(view.user, "7")
+    assert view.completer.model().stringList() == ["u017"]
+
+
+def test_a_hidden_check_view_checks_again_only_when_it_is_shown(
+    view: CheckView,
+    workspace: Workspace,  # noqa: F811
+    qtbot,
+) -> None:
+    fill(view, qtbot, "vic", "drive", resource_id="v-1")
+    check(view, qtbot)
+    assert view.verdict.text() == "Denied"
+    view.hide()
+    workspace.queue([{"op": "assign_role", "user_id": "vic", "role_id": "driver"}])
+    assert view.verdict.text() == "Denied"  # not re-checked behind the person's back
+    view.show()
+    qtbot.waitUntil(lambda: view.verdict.text() == "Allowed", timeout=5_000)
