@@ -802,21 +802,24 @@ class Replica:
             conn.execute("DELETE FROM decision_text WHERE rowid <= ?", (through,))
             self._set_meta(decisions_through=max(through, self.meta().decisions_through))
 
-    def index_decisions(self) -> None:
-        """Index for search the decisions above the index's highest rowid (see above)."""
+    def index_decisions(self, limit: int | None = None) -> int:
+        """Index for search the decisions above the index's highest rowid (see above), or
+        only the next `limit` of them (the app indexes a large log a piece at a time,
+        staying responsive); returns how many were indexed."""
         query = "SELECT (SELECT max(seq) FROM decisions), (SELECT max(rowid) FROM decision_text)"
         last, indexed = self.query(query)[0]
         if last is None or (indexed is not None and last <= indexed):
-            return
+            return 0
+        done = 0
         with self.file.write():
             conn = self.file.conn
             _, indexed = conn.execute(query).fetchone()
             after = indexed or 0
-            while rows := conn.execute(
+            while (limit is None or done < limit) and (rows := conn.execute(
                 "SELECT seq, request, allowed, reason FROM decisions WHERE seq > ? "
-                "ORDER BY seq LIMIT 4096",
-                (after,),
-            ).fetchall():
+                "ORDER BY seq LIMIT ?",
+                (after, 4096 if limit is None else min(4096, limit - done)),
+            ).fetchall()):  # fmt: skip
                 conn.executemany(
                     "INSERT INTO decision_text (rowid, text) VALUES (?, ?)",
                     [
@@ -825,6 +828,8 @@ class Replica:
                     ],
                 )
                 after = rows[-1][0]
+                done += len(rows)
+        return done
 
     def _decisions_from(self, after: int, limit: int) -> list[OfflineDecision]:
         rows = self.query(

@@ -293,6 +293,10 @@ def _time_range(filters: LogFilter, since: str, until: str, parameters: list[Any
     return sql
 
 
+INDEX_STEP = 4096
+"""Decisions indexed for search between two turns of the event loop (about 65 ms)."""
+
+
 def decisions_to_index(replica: Replica) -> int:
     """How many links a search must index first (`Replica.index_decisions`: links are
     indexed when a search first needs them; 200,000 take about 3 s)."""
@@ -670,6 +674,7 @@ class LogView(WorkspaceView):
         self.count = text_label(self, "log-count", "Rows shown")
         self.status = text_label(self, "log-status", "Export", wrap=True)
 
+        self._indexing = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(SEARCH_DELAY_MS)
@@ -809,15 +814,28 @@ class LogView(WorkspaceView):
     def apply_filters(self, *, announce_it: bool = True) -> None:
         """Filter both tabs now (the debounce timer calls this when typing pauses)."""
         self._timer.stop()
+        if self._indexing:
+            self._timer.start()  # typed while indexing: filter once it is done
+            return
         filters = self.filters()
         if search_terms(filters.text)[0]:
             waiting = decisions_to_index(self.workspace.replica)
-            if waiting > 10_000:  # a noticeable wait: say what it is before it starts
+            if waiting > INDEX_STEP:  # a noticeable wait: say what it is, piece by piece
                 self.status.setText(f"Indexing {waiting:,} decisions for search\u2026")
                 announce(self.status, self.status.text())
-                QApplication.processEvents()
-                self.workspace.replica.index_decisions()
+                done = 0
+                self._indexing = True
+                try:
+                    while indexed := self.workspace.replica.index_decisions(INDEX_STEP):
+                        done += indexed
+                        self.status.setText(
+                            f"Indexing decisions for search: {done:,} of {waiting:,}\u2026"
+                        )
+                        QApplication.processEvents()  # the window stays responsive
+                finally:
+                    self._indexing = False
                 self.status.setText("")
+                filters = self.filters()  # what is typed now
         for model in (self.decisions, self.edits):
             model.set_filters(filters)
         self._show_count(announce_it=announce_it)

@@ -422,3 +422,34 @@ def test_csv_export_keeps_a_formula_a_request_carried_from_running_in_a_spreadsh
     view.export("json")
     records = json.loads((tmp_path / "decisions.json").read_text(encoding="utf-8"))
     assert records[0]["request"]["user"].startswith("=HYPERLINK")  # JSON keeps it exact
+
+
+def test_a_large_log_is_indexed_for_search_a_piece_at_a_time_saying_how_far(
+    view: LogView, decided: Replica, qtbot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.ui import log_view
+
+    monkeypatch.setattr(log_view, "INDEX_STEP", 2)  # seven decisions: four pieces
+    shown: list[str] = []
+    view.status.setText("")
+    original = decided.index_decisions
+    calls: list[int | None] = []
+
+    def piece(limit: int | None = None) -> int:
+        calls.append(limit)
+        shown.append(view.status.text())
+        return original(limit)
+
+    monkeypatch.setattr(decided, "index_decisions", piece)
+    _type(qtbot, view.search[1], "granted")
+    qtbot.waitUntil(lambda: bool(calls) and view.status.text() == "", timeout=5_000)
+    assert calls[:4] == [2, 2, 2, 2]
+    assert any("of 7" in text for text in shown), shown
+    assert decided.index_decisions() == 0  # every decision is indexed now
+
+
+def test_index_decisions_with_a_limit_indexes_that_many_in_seq_order(decided: Replica) -> None:
+    assert decided.index_decisions(3) == 3
+    assert decided.index_decisions(3) == 3
+    assert decided.index_decisions() == 1
+    assert decided.index_decisions() == 0
