@@ -352,9 +352,11 @@ def _holdings(
     held: Mapping[str, tuple[str, ...]],
     now: Instant,
     instant: Instant,
+    children: Mapping[str, list[str]],
 ) -> list[Step]:
     """Ways for `user`, who does not hold `role_id`, to come to hold it: activating
-    an eligible role that inherits it, or assigning it or a role inheriting it."""
+    an eligible role that inherits it, or assigning it or a role inheriting it.
+    `children`: `policy.children()`, made once for every grant looked at."""
     ways: list[Step] = []
     for entry in user.roles:
         if not entry.eligible_at(now) or entry.role_id in held:
@@ -371,7 +373,7 @@ def _holdings(
         )
         ways.append(("activate", document, wording, COST_ACTIVATE))
     below = sorted(
-        policy.descendants(role_id),
+        policy.descendants(role_id, children),
         key=lambda r: (r != role_id, _grant_count(policy, r), policy.role_name(r)),
     )
     for candidate in below[:_MAX_ASSIGNABLE]:
@@ -394,6 +396,7 @@ def _candidates(policy: Policy, user: User, request: Request, now: Instant) -> l
         prefix.append(("resume", {"op": "resume_user", "user_id": user.id},
                        f"resume user {user.id} (suspended)", COST_RESUME))  # fmt: skip
     found: list[_Candidate] = [_Candidate(list(prefix))] if prefix else []
+    children = policy.children()
     for role_id, rule in _covering_grants(policy, user, key):
         if rule.condition is None:
             ways: list[Changes] = [{}]
@@ -404,7 +407,7 @@ def _candidates(policy: Policy, user: User, request: Request, now: Instant) -> l
         holdings = (
             [None]
             if role_id is None or role_id in held
-            else _holdings(policy, user, role_id, held, now, instant)
+            else _holdings(policy, user, role_id, held, now, instant, children)
         )
         for holding in holdings:
             steps = list(prefix) if holding is None else [*prefix, holding]

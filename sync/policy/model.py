@@ -346,12 +346,21 @@ class Policy:
             parents = self.roles[current].inherits
             stack.extend((p, (*path, p)) for p in reversed(parents))
 
-    def descendants(self, role_id: str) -> set[str]:
-        """Ids of the roles that inherit `role_id`, directly or not (itself included)."""
+    def children(self) -> dict[str, list[str]]:
+        """Role id -> ids of the roles that inherit it directly (for many `descendants`)."""
         children: dict[str, list[str]] = {}
         for role in self.roles.values():
             for parent in role.inherits:
                 children.setdefault(parent, []).append(role.id)
+        return children
+
+    def descendants(
+        self, role_id: str, children: Mapping[str, list[str]] | None = None
+    ) -> set[str]:
+        """Ids of the roles that inherit `role_id`, directly or not (itself included).
+        `children`: `self.children()`, when many are asked of an unchanged policy."""
+        if children is None:
+            children = self.children()
         found = {role_id}
         stack = [role_id]
         while stack:

@@ -402,3 +402,23 @@ def test_a_hidden_check_view_checks_again_only_when_it_is_shown(
     assert view.verdict.text() == "Denied"  # not re-checked behind the person's back
     view.show()
     qtbot.waitUntil(lambda: view.verdict.text() == "Allowed", timeout=5_000)
+
+
+def test_after_an_edit_only_the_tab_shown_is_worked_out_again(
+    view: CheckView,
+    workspace: Workspace,  # noqa: F811
+    qtbot,
+) -> None:
+    fill(view, qtbot, "vic", "drive", resource_id="v-1")
+    check(view, qtbot)
+    view.tabs.setCurrentIndex(1)
+    view.who_type.setCurrentText("vehicle")
+    view.who_action.setCurrentText("drive")
+    view.find_who_can()
+    before = view.who_count.text()
+    view.tabs.setCurrentIndex(0)
+    workspace.queue([{"op": "assign_role", "user_id": "vic", "role_id": "driver"}])
+    assert view.verdict.text() == "Allowed"  # the shown tab, at once
+    assert view.who_count.text() == before  # the hidden tab, not yet
+    view.tabs.setCurrentIndex(1)
+    assert view.who_count.text() != before  # vic can drive now: worked out when shown
