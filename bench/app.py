@@ -233,7 +233,7 @@ def _build_window(replica: Any, plan: dict[str, Any]) -> tuple[Any, str]:
 
 def _views_ready(window: Any) -> bool:
     """Whether the views that need the compiled policy are in the window."""
-    return getattr(window, "pending_view", None) is not None
+    return bool(getattr(window, "views_built", getattr(window, "pending_view", None) is not None))
 
 
 def _wait_views(app: Any, window: Any, timeout_s: float = 300.0) -> None:

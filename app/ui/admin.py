@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -70,6 +70,9 @@ def choose_file(parent: QWidget, caption: str, saving: bool) -> Path | None:
 class AdminWindow(MainWindow):
     """Every view of the desktop app over one workspace (module rules)."""
 
+    views_ready = Signal()
+    """The views that needed the compiled view are built (`views_built`)."""
+
     def __init__(
         self,
         workspace: Workspace,
@@ -87,6 +90,9 @@ class AdminWindow(MainWindow):
         self.file_chooser = file_chooser
         self.settings = settings
         self._closed = False
+        self._building = False
+        self.views_built = False
+        """The editors, check and pending views are in their places."""
         # The editors, the check and the pending views need the compiled view; on a
         # large tenant it is compiled after the window is usable (Workspace.prepare),
         # and until then their places say so.
@@ -122,29 +128,50 @@ class AdminWindow(MainWindow):
             self.set_connection("offline")
         self._build_menus()
         if workspace.is_preparing():
-            workspace.ready.connect(self._build_views)
+            workspace.ready.connect(lambda: self._build_views(staged=True))
         else:
             self._build_views()
         self.resize(1280, 780)
 
     # --- wiring --------------------------------------------------------------------------
 
-    def _build_views(self) -> None:
-        """The views that need the compiled view, in their places (module rules)."""
-        if hasattr(self, "pending_view") or self._closed:
-            return  # built, or the window closed before the view was compiled
-        workspace = self.workspace
-        self.role_editor = RoleEditor(workspace, self)
-        self.user_editor = UserEditor(workspace, self)
-        self.check_view = CheckView(workspace, self)
-        self.pending_view = PendingView(workspace, self)
-        for key, view in (("role", self.role_editor), ("user", self.user_editor),
-                          ("check", self.check_view), ("pending", self.pending_view)):  # fmt: skip
-            self.places[key].fill(view)
-            view.message.connect(self.show_message)
-        for kind, editor_show in (("role", self.role_editor.show_role),
-                                  ("user", self.user_editor.show_user)):  # fmt: skip
-            self._follow_selection(kind, editor_show)
+    def _build_views(self, *, staged: bool = False) -> None:
+        """The views that need the compiled view, in their places (module rules);
+        `staged`: one view a turn of the event loop (the window is in use already)."""
+        if self._building or self._closed:
+            return  # under way or built, or the window closed before the view compiled
+        self._building = True
+        steps = [
+            lambda: self._place("role", RoleEditor(self.workspace, self)),
+            lambda: self._place("user", UserEditor(self.workspace, self)),
+            lambda: self._place("check", CheckView(self.workspace, self)),
+            lambda: self._place("pending", PendingView(self.workspace, self)),
+            self._views_placed,
+        ]
+
+        def run(index: int) -> None:
+            if self._closed:
+                return
+            steps[index]()
+            if index + 1 < len(steps):
+                QTimer.singleShot(0, lambda: run(index + 1))
+
+        if staged:
+            run(0)
+        else:
+            for step in steps:
+                step()
+
+    def _place(self, key: str, view: QWidget) -> None:
+        setattr(self, _VIEW_ATTRIBUTES[key], view)
+        self.places[key].fill(view)
+        view.message.connect(self.show_message)  # type: ignore[attr-defined]
+        if key in ("role", "user"):
+            editor = view
+            show = editor.show_role if key == "role" else editor.show_user  # type: ignore[attr-defined]
+            self._follow_selection(key, show)
+
+    def _views_placed(self) -> None:
         existing = self.edit_menu.actions()
         for action in (self.pending_view.undo_action, self.pending_view.redo_action):
             # From the menu and anywhere in the window, not only inside the pending view.
@@ -158,6 +185,8 @@ class AdminWindow(MainWindow):
             *self.actions_by_menu.get("&Edit", []),
         ]  # fmt: skip
         self._select_first()
+        self.views_built = True
+        self.views_ready.emit()
 
     def _select_first(self) -> None:
         for view in (self.views["role"], self.views["user"]):
@@ -332,6 +361,8 @@ class AdminWindow(MainWindow):
         super().closeEvent(event)  # type: ignore[arg-type]
 
 
+_VIEW_ATTRIBUTES = {"role": "role_editor", "user": "user_editor", "check": "check_view",
+                    "pending": "pending_view"}  # fmt: skip
 _PLACES = (("role", "Role editor"), ("user", "User editor"), ("check", "Check and explain"),
            ("pending", "Pending edits"))  # fmt: skip
 

@@ -125,7 +125,7 @@ def test_the_admin_window_says_loading_until_the_view_is_prepared(
     window = AdminWindow(workspace, "acme")
     qtbot.addWidget(window)
     assert window.places["role"].currentWidget().accessibleName().endswith("loading the policy")
-    qtbot.waitUntil(lambda: hasattr(window, "role_editor"), timeout=20_000)
+    qtbot.waitUntil(lambda: window.views_built, timeout=20_000)
     assert window.places["role"].currentWidget() is window.role_editor
     assert window.role_editor.role_id is not None  # the first role, not a blank form
 
