@@ -263,6 +263,8 @@ class AdminWindow(MainWindow):
         self.set_connection(STATE_WORDS.get(ClientState(state), state))
 
     def _sync_moved(self) -> None:
+        if self._closed:
+            return  # the timer outlived the window (its replica may be closed)
         meta = self.workspace.replica.meta()
         attention = len(self.workspace.attention())
         if meta.cursor != self._cursor or attention != self._attention:
@@ -356,6 +358,7 @@ class AdminWindow(MainWindow):
 
     def closeEvent(self, event: object) -> None:
         self._closed = True
+        self._moved.stop()
         if self.sync is not None:
             self.sync.stop()
         super().closeEvent(event)  # type: ignore[arg-type]

@@ -180,6 +180,10 @@ def holdings(engine: Engine, role_id: str, now: Instant) -> list[Holding]:
     return found
 
 
+HOLDERS_TAB = 2
+"""The role sections' tab of holders (the third)."""
+
+
 _OUTCOME_ICONS = {
     "allowed": ALLOWED,
     "allowed when conditions hold": QStyle.StandardPixmap.SP_MessageBoxQuestion,
@@ -820,6 +824,9 @@ class RoleEditor(WorkspaceView):
         holders_layout.addWidget(self.holders_count)
         holders_layout.addWidget(self.holders, 1)
         self.tabs.addTab(holders_page, "&Holders")
+        self.tabs.currentChanged.connect(
+            lambda index: self._show_stale_holders() if index == HOLDERS_TAB else None
+        )
         for number, page in enumerate((matrix_page, rules_page, holders_page)):
             page.setAccessibleName(self.tabs.tabText(number).replace("&", ""))
 
@@ -908,7 +915,12 @@ class RoleEditor(WorkspaceView):
         self.matrix_model.set_role(policy, role)
         self.rules_model.set_role(role)
         self._show_rules_summary(policy, role)
-        self._show_holders(role)
+        # Holders are worked out when their tab is shown: a role held by 80,000 users
+        # through inheritance takes 150 ms, and the other tabs do not need them.
+        self._holders_for = role
+        self._holders_stale = True
+        if self.tabs.currentIndex() == HOLDERS_TAB:
+            self._show_stale_holders()
         self._details_edited()
         self.remove_rule_button.setEnabled(role is not None and self.rules_model.rowCount() > 0)
 
@@ -952,6 +964,11 @@ class RoleEditor(WorkspaceView):
             f"{role.name} has {grants} {'grant' if grants == 1 else 'grants'} and "
             f"{denies} {'deny' if denies == 1 else 'denies'} of its own."
         )
+
+    def _show_stale_holders(self) -> None:
+        if getattr(self, "_holders_stale", False):
+            self._holders_stale = False
+            self._show_holders(self._holders_for)
 
     def _show_holders(self, role: Role | None) -> None:
         if role is None:
@@ -1037,6 +1054,7 @@ class RoleEditor(WorkspaceView):
         if role is None:
             return
         policy = self.workspace.policy()
+        self._show_stale_holders()  # the question counts them
         direct = self.holders_model.direct()
         children = sum(1 for r in policy.roles.values() if role.id in r.inherits)
         question = (

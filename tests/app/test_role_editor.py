@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QAbstractButton, QApplication, QWidget
 from app.replica import Replica
 from app.ui.role_editor import (
     HOLDERS_PAGE,
+    HOLDERS_TAB,
     HoldersModel,
     RoleEditor,
     fresh_role_id,
@@ -418,6 +419,8 @@ def test_holders_of_viewer_include_those_holding_it_through_inheritance_with_pat
 ) -> None:
     editor.show_role("r-viewer")
     model = editor.holders_model
+    assert model.rowCount() == 0  # worked out when their tab is shown, not before
+    editor.tabs.setCurrentIndex(HOLDERS_TAB)
     sentences = {model.sentence(r) for r in range(model.rowCount())}
     assert {"vic directly", "u000 directly", "u001 via night-dispatcher",
             "u002 via senior-dispatcher \u2192 night-dispatcher"} <= sentences  # fmt: skip
