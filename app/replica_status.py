@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sync.policy.instant import Instant
+from sync.policy.instant import Instant, format_instant
 from sync.replication.offline import Lease
 
 
@@ -37,12 +37,26 @@ def _plural(count: int, one: str, many: str) -> str:
     return f"{count:,} {one if count == 1 else many}"
 
 
+def _to_the_minute(text: str) -> str:
+    """An RFC 3339 time as the status bar writes it: "2026-12-01 18:10 UTC"."""
+    return f"{text[:16].replace('T', ' ')} UTC"
+
+
+def _lease_words(lease: Lease, now: Instant) -> str:
+    # Lease.describe's words (the command line's), with its times to the minute.
+    until = lease.until
+    if until is None:
+        return "No lease yet: never synced"
+    words = "Lease " + lease.describe(now)
+    stamp = format_instant(until)
+    return words.replace(stamp, _to_the_minute(stamp))
+
+
 def replica_status(source: StatusSource, now: Instant) -> ReplicaStatus:
     """The status bar's words for `source` at `now` (the replica's effective time)."""
     meta = source.meta()
     # The server's RFC 3339 time, to the minute: "2026-12-01 18:10 UTC".
-    synced = f"Last synced {meta.synced_at[:16].replace('T', ' ')} UTC" if meta.synced_at else (
-        "Never synced")  # fmt: skip
+    synced = f"Last synced {_to_the_minute(meta.synced_at)}" if meta.synced_at else "Never synced"
     pending = len(source.pending())
     outcomes = source.attention()
     conflicts = sum(1 for a in outcomes if a.outcome == "conflict")
@@ -61,6 +75,6 @@ def replica_status(source: StatusSource, now: Instant) -> ReplicaStatus:
         synced,
         _plural(pending, "pending edit", "pending edits") if pending else "No pending edits",
         attention,
-        "Lease " + lease.describe(now) if lease.until is not None else "No lease yet: never synced",
+        _lease_words(lease, now),
         lease.fresh(now),
     )

@@ -116,10 +116,9 @@ class EntityListView(QWidget):
         # Each column starts as wide as its heading (sizing to the contents would read
         # every row; the model loads them lazily).
         header = self.table.horizontalHeader()
-        for column in range(self.model.columnCount()):
-            header.resizeSection(
-                column, max(header.sectionSizeHint(column), characters(self.table, 10))
-            )
+        for column, spec_column in enumerate(spec.columns):
+            wanted = characters(self.table, spec_column.characters)
+            header.resizeSection(column, max(header.sectionSizeHint(column), wanted))
         self.table.setTabKeyNavigation(False)  # Tab leaves the table (FACTS: Qt a11y traps)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)

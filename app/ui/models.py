@@ -198,6 +198,8 @@ class Column:
     header: str
     text: Callable[[str, Any], str]
     """The cell's text from the entity's id and document."""
+    characters: int = 10
+    """How wide the column starts, in average characters (at least its header)."""
 
 
 def _count(document: Any, key: str) -> str:
@@ -225,16 +227,16 @@ def _suspended(_entity_id: str, document: Any) -> str:
 
 
 USER_COLUMNS = (
-    Column("User", lambda entity_id, _d: entity_id),
-    Column("Name", _text("name")),
+    Column("User", lambda entity_id, _d: entity_id, 12),
+    Column("Name", _text("name"), 18),
     Column("Status", _suspended),
-    Column("Roles", lambda _i, document: _count(document, "roles")),
+    Column("Roles", lambda _i, document: _count(document, "roles"), 6),
     Column("Attributes", lambda _i, document: _attributes(document)),
 )
 ROLE_COLUMNS = (
-    Column("Role", _text("name")),
-    Column("Id", lambda entity_id, _d: entity_id),
-    Column("Inherits", lambda _i, document: _count(document, "inherits")),
+    Column("Role", _text("name"), 20),
+    Column("Id", lambda entity_id, _d: entity_id, 14),
+    Column("Inherits", lambda _i, document: _count(document, "inherits"), 8),
     Column("Description", _text("description")),
 )
 

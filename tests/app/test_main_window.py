@@ -69,7 +69,6 @@ def test_alt_2_shows_users_and_typing_searches_after_a_pause(window: MainWindow,
 def test_a_screenshot_of_each_view_in_each_theme(window: MainWindow, qtbot, theme: str) -> None:
     app = QApplication.instance()
     assert isinstance(app, QApplication)
-    kept = app.palette()
     apply_theme(app, theme)
     try:
         SCREENSHOTS.mkdir(exist_ok=True)
@@ -80,7 +79,7 @@ def test_a_screenshot_of_each_view_in_each_theme(window: MainWindow, qtbot, them
             assert not image.isNull()
             assert image.save(str(SCREENSHOTS / f"{kind}s-{theme}.png"))
     finally:
-        app.setPalette(kept)
+        apply_theme(app, "standard")  # its palette and style sheet, for the tests after
 
 
 def test_the_status_bar_reads_the_replica_and_says_when_edits_are_pending(

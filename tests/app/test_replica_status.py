@@ -44,7 +44,7 @@ def test_counts_and_the_lease_in_words() -> None:
     assert status.synced == "Last synced 2026-12-01 08:00 UTC"
     assert status.pending == "3 pending edits"
     assert status.attention == "1 conflict and 2 refused edits to review"
-    assert status.lease.startswith("Lease fresh until") and "(30 min left)" in status.lease
+    assert status.lease == "Lease fresh until 2026-12-01 09:00 UTC (30 min left)"
     later = replica_status(Source(SYNCED, 1, ("rejected",)), parse_instant("2026-12-01T10:00:00Z"))
     assert (later.pending, later.attention) == ("1 pending edit", "1 refused edit to review")
     assert later.lease.startswith("Lease stale since") and not later.lease_fresh
