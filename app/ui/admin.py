@@ -15,6 +15,7 @@ Rules of this module (the desktop issue, § Windows and workflows):
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ def choose_file(parent: QWidget, caption: str, saving: bool) -> Path | None:
 class AdminWindow(MainWindow):
     """Every view of the desktop app over one workspace (module rules)."""
 
+    _exported = Signal(str)
     views_ready = Signal()
     """The views that needed the compiled view are built (`views_built`)."""
 
@@ -126,6 +128,7 @@ class AdminWindow(MainWindow):
             self._sync_state(sync.last_state)
         else:
             self.set_connection("offline")
+        self._exported.connect(self.show_message, Qt.ConnectionType.QueuedConnection)
         self._build_menus()
         if workspace.is_preparing():
             workspace.ready.connect(lambda: self._build_views(staged=True))
@@ -277,16 +280,29 @@ class AdminWindow(MainWindow):
         self.set_connection("offline")
         self.show_message(f"Sync stopped: {message}. Your pending edits are kept.")
 
-    def export_policy(self) -> None:
+    def export_policy(self) -> threading.Thread | None:
+        """Write the view to a file the person chooses, on a worker thread (a 50,000-user
+        policy takes a second to write); the status bar says when it is done."""
         path = self.file_chooser(self, "Export policy", True)
         if path is None:
-            return
-        try:
-            export_policy_file(self.workspace.policy(), path)
-        except OSError as error:
-            self.show_message(f"Export failed: {error.strerror or error}; nothing was written")
-            return
-        self.show_message(f"Exported the policy (with pending edits) to {path}")
+            return None
+        # A copy: the view's dictionaries change when an edit is queued meanwhile; the
+        # entities themselves never change (an edit replaces them).
+        snapshot = self.workspace.policy().copy()
+        done = self._exported
+
+        def work() -> None:
+            try:
+                export_policy_file(snapshot, path)
+            except OSError as error:
+                done.emit(f"Export failed: {error.strerror or error}; nothing was written")
+                return
+            done.emit(f"Exported the policy (with pending edits) to {path}")
+
+        self.show_message(f"Exporting the policy to {path} ...")
+        thread = threading.Thread(target=work, name="fleetgate-export", daemon=True)
+        thread.start()
+        return thread
 
     def import_policy(self) -> ImportDialog | None:
         path = self.file_chooser(self, "Import policy", False)

@@ -179,7 +179,11 @@ def test_export_then_import_through_the_file_menu(
     tmp_path: Path,
     qtbot: Any,
 ) -> None:
-    window.export_policy()
+    exporting = window.export_policy()
+    assert exporting is not None
+    messages: list[str] = []
+    window.statusBar().messageChanged.connect(messages.append)
+    qtbot.waitUntil(lambda: any(m.startswith("Exported") for m in messages), timeout=10_000)
     path = window.chosen["path"]  # type: ignore[attr-defined]
     document = json.loads(path.read_text())
     next(u for u in document["users"] if u["id"] == "vic")["roles"].append({"role": "driver"})

@@ -404,9 +404,8 @@ def test_an_exported_policy_edited_and_imported_shows_its_diff_and_syncs(
     exported = tmp_path / "acme.json"
     desktop.chosen["Export policy"] = exported
     _key(qtbot, desktop, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)  # File > Export
-    assert window.statusBar().currentMessage() == (
-        f"Exported the policy (with pending edits) to {exported}"
-    )
+    wanted = f"Exported the policy (with pending edits) to {exported}"  # on a worker thread
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage() == wanted, timeout=10_000)
     document = json.loads(exported.read_text())
     ivy = next(u for u in document["users"] if u["id"] == "ivy")
     ivy.setdefault("roles", []).append({"role": "clerk"})
