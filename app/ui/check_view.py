@@ -78,6 +78,7 @@ from app.ui.typed_values import parse_value, value_text
 from app.ui.workspace import Workspace
 from app.ui.workspace_view import WorkspaceView
 from sync.policy.decision import Decision
+from sync.policy.engine import Engine
 from sync.policy.fixes import JUSTIFICATION, Fix, fixes_for, grants_relied_on, with_justification
 from sync.policy.instant import Instant, format_instant, instant_from_datetime
 from sync.policy.request import Request
@@ -287,6 +288,8 @@ class CheckView(WorkspaceView):
         self.tabs.addTab(self._build_check(), "&Check a request")
         self.tabs.addTab(self._build_who_can(), "W&ho can")
         self._stale_tabs: set[int] = set()
+        self.who_busy = False
+        """A who-can answer is being worked out on a worker (`find_who_can`)."""
         self.tabs.currentChanged.connect(self._refresh_tab)
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs)
@@ -759,25 +762,38 @@ class CheckView(WorkspaceView):
 
     def find_who_can(self, *, say: bool = True) -> None:
         """List every user allowed the who-can tab's action on its resource; `say`:
-        announce and emit the count (the person asked, not a refresh)."""
-        engine = self.workspace.engine()
-        policy = engine.policy
+        announce and emit the count (the person asked, not a refresh). It decides for
+        every user of the tenant (165 ms on 50,000): on a worker, the window stays live,
+        and `who_busy` is True until the answer is shown."""
         action = self.who_action.currentText()
         type_name = self.who_type.currentText()
         attributes, context = self.who_pairs.split()
         resource_id = self.who_resource_id.text().strip() or None
-        found = engine.who_can(
-            action, type_name, resource_id, attributes, context, now=self.workspace.now()
-        )
-        rows = []
-        for user_id, decision in found:
-            user = policy.users.get(user_id)
-            rows.append((user_id, (user.name if user else None) or "", decision.reason))
-        self.who_model.set_found(rows)
-        noun = "user" if len(rows) == 1 else "users"
-        text = f"{len(rows):,} {noun} can {action} {type_name}"
-        if resource_id is not None:
-            text += f" {resource_id}"
+        now = self.workspace.now()
+        asked = f"{action} {type_name}" + (f" {resource_id}" if resource_id is not None else "")
+        self.who_busy = True
+        self.who_count.setText(f"Finding who can {asked} ...")
+
+        def work(engine: Engine) -> list[tuple[str, str, str]]:
+            policy = engine.policy
+            rows = []
+            for user_id, decision in engine.who_can(
+                action, type_name, resource_id, attributes, context, now=now
+            ):
+                user = policy.users.get(user_id)
+                rows.append((user_id, (user.name if user else None) or "", decision.reason))
+            return rows
+
+        self.workspace.read_later(work, lambda rows: self._show_who_can(rows, asked, say))
+
+    def _show_who_can(self, rows: Any, asked: str, say: bool) -> None:
+        self.who_busy = False
+        if isinstance(rows, Exception):
+            text = f"Who can {asked} could not be worked out: {rows}"
+        else:
+            self.who_model.set_found(rows)
+            noun = "user" if len(rows) == 1 else "users"
+            text = f"{len(rows):,} {noun} can {asked}"
         self.who_count.setText(text)
         if say:
             announce(self.who_count, text)

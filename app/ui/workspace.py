@@ -43,6 +43,7 @@ class Workspace(QObject):
     ready = Signal()
     """The view is compiled (after `prepare`): windows may show what needs it."""
     _prepared = Signal(int, object)
+    _read = Signal(int, object, object)
 
     def __init__(
         self,
@@ -66,6 +67,11 @@ class Workspace(QObject):
         self._preparing: threading.Thread | None = None
         self._result: tuple[int, Engine, Policy, dict[int, str]] | BaseException | None = None
         self._prepared.connect(self._take_prepared, Qt.ConnectionType.QueuedConnection)
+        self._writing = threading.Lock()
+        """Held while an edit is applied to the engine, or a worker reads all of it."""
+        self._changes = 0
+        """Counts changes to the view: a read made before the last one is not delivered."""
+        self._read.connect(self._delivered, Qt.ConnectionType.QueuedConnection)
 
     def now(self) -> Instant:
         """The replica's effective time (a clock moved back does not reverse it)."""
@@ -163,17 +169,38 @@ class Workspace(QObject):
         """Check and queue edit documents (the edit documents of `what-if`) as the
         author; returns their seqs. Raises offline.EditProblem naming the edit and
         why, with nothing queued."""
-        seqs = offline.queue_edits(
-            self.replica,
-            documents,
-            author=self.author,
-            clocks=self.clocks,
-            cancels=cancels,
-            where=where,
-            engine=self.engine(),
-        )
+        engine = self.engine()
+        with self._writing:  # a read on a worker (`read_later`) finishes first
+            seqs = offline.queue_edits(self.replica, documents, author=self.author,
+                                       clocks=self.clocks, cancels=cancels, where=where,
+                                       engine=engine)  # fmt: skip
+        self._changes += 1
         self.changed.emit()
         return seqs
+
+    def read_later(self, work: Callable[[Engine], Any], deliver: Callable[[Any], None]) -> None:
+        """Run `work(engine)` on a worker thread and hand its result to `deliver` on the UI
+        thread, unless the view changed meanwhile (the view then asks again, as it does
+        on `changed`). For reads of the whole tenant (who can; a role's 80,000 holders)
+        that would stall the window: `queue` waits for one under way, and a read never
+        changes the engine (it may fill its caches). An exception from `work` is
+        delivered as the result."""
+        engine = self.engine()
+        changes, writing, done = self._changes, self._writing, self._read
+
+        def run() -> None:
+            try:
+                with writing:
+                    result: Any = work(engine)
+            except Exception as error:  # noqa: BLE001 - handed to the UI thread
+                result = error
+            done.emit(changes, deliver, result)
+
+        threading.Thread(target=run, name="fleetgate-read", daemon=True).start()
+
+    def _delivered(self, changes: int, deliver: Callable[[Any], None], result: Any) -> None:
+        if changes == self._changes and self._engine is not None:
+            deliver(result)
 
     def take_back(self, seq: int) -> list[int]:
         """Queue the edits that undo pending edit `seq` (nothing leaves the outbox
@@ -208,6 +235,7 @@ class Workspace(QObject):
         self._engine = None
         self._confirmed = None
         self._generation += 1
+        self._changes += 1
         gc.unfreeze()  # what the old view leaves may be collected; the new one is frozen
         self.changed.emit()
 

@@ -289,6 +289,7 @@ def _who_can(view: CheckView, qtbot, action: str, pairs: dict[str, str]) -> list
     for key, text in pairs.items():
         view.who_pairs.set_value(key, parse_value(text))
     qtbot.mouseClick(view.who_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not view.who_busy, timeout=10_000)  # worked out on a worker
     model = view.who_model
     return [model.index(row, 0).data() for row in range(model.rowCount())]
 
@@ -306,6 +307,7 @@ def test_who_can_drive_a_northern_vehicle_at_night_lists_the_northern_dispatcher
     assert view.who_model.index(0, 1).data() == "Person 2"
     assert view.who_model.index(0, 2).data().startswith("granted by role night-dispatcher")
     workspace.queue([{"op": "assign_role", "user_id": "vic", "role_id": "driver"}])
+    qtbot.waitUntil(lambda: not view.who_busy, timeout=10_000)
     assert view.who_model.user_id(0) == "vic"  # refreshed: vic comes first in the policy
     assert view.who_count.text() == f"{len(expected) + 1} users can drive vehicle"
 
@@ -415,10 +417,26 @@ def test_after_an_edit_only_the_tab_shown_is_worked_out_again(
     view.who_type.setCurrentText("vehicle")
     view.who_action.setCurrentText("drive")
     view.find_who_can()
+    qtbot.waitUntil(lambda: not view.who_busy, timeout=10_000)
     before = view.who_count.text()
     view.tabs.setCurrentIndex(0)
     workspace.queue([{"op": "assign_role", "user_id": "vic", "role_id": "driver"}])
     assert view.verdict.text() == "Allowed"  # the shown tab, at once
     assert view.who_count.text() == before  # the hidden tab, not yet
     view.tabs.setCurrentIndex(1)
+    qtbot.waitUntil(lambda: not view.who_busy, timeout=10_000)
     assert view.who_count.text() != before  # vic can drive now: worked out when shown
+
+
+def test_an_edit_queued_while_who_can_is_worked_out_is_not_answered_with_the_old_view(
+    view: CheckView,
+    workspace: Workspace,  # noqa: F811
+    qtbot,
+) -> None:
+    view.tabs.setCurrentIndex(1)
+    view.who_type.setCurrentText("vehicle")
+    view.who_action.setCurrentText("drive")
+    view.find_who_can()  # on a worker: the edit below waits for it, then asks again
+    workspace.queue([{"op": "assign_role", "user_id": "vic", "role_id": "driver"}])
+    qtbot.waitUntil(lambda: not view.who_busy, timeout=10_000)
+    assert "vic" in [view.who_model.user_id(r) for r in range(view.who_model.rowCount())]
