@@ -152,3 +152,35 @@ def test_every_control_is_named_and_reachable_by_tab(tmp_path: Path, qtbot: Any)
     assert set(focusable) <= seen
     SCREENSHOTS.mkdir(exist_ok=True)
     window.grab().save(str(SCREENSHOTS / "sign-in-standard.png"))
+
+
+def test_a_revoked_device_is_wiped_and_the_window_says_why(
+    acme_server: ServerProcess, migrated: str, tmp_path: Path, qtbot: Any
+) -> None:
+    import subprocess
+    import sys
+
+    from app.ui.sign_in import replica_mode
+
+    directory = tmp_path / "replicas"
+    first = _window(qtbot, directory, acme_server.url)
+    got = _signed_in(first)
+    first.password.setText(PASSWORD)
+    first.sign_in_button.click()
+    qtbot.waitUntil(lambda: bool(got), timeout=30_000)
+    device = got[0].replica.meta().device
+    assert got[0].sync is not None
+    got[0].sync.stop()
+    got[0].replica.close()
+    revoked = subprocess.run(
+        [sys.executable, "-m", "server", "admin", "revoke-device", "acme", device,
+         "--database-url", migrated],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert revoked.returncode == 0, revoked.stderr
+    window = _window(qtbot, directory, acme_server.url)
+    again = _signed_in(window)
+    window.sign_in_button.click()  # signed in before: the stored token is used
+    qtbot.waitUntil(lambda: "revoked" in window.status.text(), timeout=30_000)
+    assert not again and "wiped" in window.status.text()
+    assert replica_mode(directory, "acme", "admin") is None  # its files are gone
