@@ -43,13 +43,10 @@ def _to_the_minute(text: str) -> str:
 
 
 def _lease_words(lease: Lease, now: Instant) -> str:
-    # Lease.describe's words (the command line's), with its times to the minute.
-    until = lease.until
-    if until is None:
+    # The command line's words, with the time to the minute.
+    if lease.until is None:
         return "No lease yet: never synced"
-    words = "Lease " + lease.describe(now)
-    stamp = format_instant(until)
-    return words.replace(stamp, _to_the_minute(stamp))
+    return "Lease " + lease.describe(now, lambda until: _to_the_minute(format_instant(until)))
 
 
 def replica_status(source: StatusSource, now: Instant) -> ReplicaStatus:

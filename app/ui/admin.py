@@ -15,7 +15,6 @@ Rules of this module (the desktop issue, § Windows and workflows):
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.settings import Resolved
+from app.ui.background import Courier
 from app.ui.check_view import CheckView
 from app.ui.live_sync import STATE_WORDS, LiveSync
 from app.ui.log_view import LogView
@@ -50,6 +50,7 @@ from app.ui.sizing import characters, resize_in_text_units
 from app.ui.theme import apply_theme
 from app.ui.user_editor import UserEditor
 from app.ui.workspace import Workspace
+from app.ui.workspace_view import WorkspaceView
 from sync.policy.impact import access_delta
 from sync.protocol.client import ClientState
 
@@ -71,7 +72,6 @@ def choose_file(parent: QWidget, caption: str, saving: bool) -> Path | None:
 class AdminWindow(MainWindow):
     """Every view of the desktop app over one workspace (module rules)."""
 
-    _exported = Signal(str)
     views_ready = Signal()
     """The views that needed the compiled view are built (`views_built`)."""
 
@@ -128,7 +128,7 @@ class AdminWindow(MainWindow):
             self._sync_state(sync.last_state)
         else:
             self.set_connection("offline")
-        self._exported.connect(self.show_message, Qt.ConnectionType.QueuedConnection)
+        self._courier = Courier(self)
         self._build_menus()
         if workspace.is_preparing():
             workspace.ready.connect(lambda: self._build_views(staged=True))
@@ -144,13 +144,8 @@ class AdminWindow(MainWindow):
         if self._building or self._closed:
             return  # under way or built, or the window closed before the view compiled
         self._building = True
-        steps = [
-            lambda: self._place("role", RoleEditor(self.workspace, self)),
-            lambda: self._place("user", UserEditor(self.workspace, self)),
-            lambda: self._place("check", CheckView(self.workspace, self)),
-            lambda: self._place("pending", PendingView(self.workspace, self)),
-            self._views_placed,
-        ]
+        steps = [self._place_role_editor, self._place_user_editor, self._place_check_view,
+                 self._place_pending_view, self._views_placed]  # fmt: skip
 
         def run(index: int) -> None:
             if self._closed:
@@ -165,14 +160,27 @@ class AdminWindow(MainWindow):
             for step in steps:
                 step()
 
-    def _place(self, key: str, view: QWidget) -> None:
-        setattr(self, _VIEW_ATTRIBUTES[key], view)
+    def _place(self, key: str, view: WorkspaceView) -> None:
         self.places[key].fill(view)
-        view.message.connect(self.show_message)  # type: ignore[attr-defined]
-        if key in ("role", "user"):
-            editor = view
-            show = editor.show_role if key == "role" else editor.show_user  # type: ignore[attr-defined]
-            self._follow_selection(key, show)
+        view.message.connect(self.show_message)
+
+    def _place_role_editor(self) -> None:
+        self.role_editor = RoleEditor(self.workspace, self)
+        self._place("role", self.role_editor)
+        self._follow_selection("role", self.role_editor.show_role)
+
+    def _place_user_editor(self) -> None:
+        self.user_editor = UserEditor(self.workspace, self)
+        self._place("user", self.user_editor)
+        self._follow_selection("user", self.user_editor.show_user)
+
+    def _place_check_view(self) -> None:
+        self.check_view = CheckView(self.workspace, self)
+        self._place("check", self.check_view)
+
+    def _place_pending_view(self) -> None:
+        self.pending_view = PendingView(self.workspace, self)
+        self._place("pending", self.pending_view)
 
     def _views_placed(self) -> None:
         existing = self.edit_menu.actions()
@@ -280,7 +288,7 @@ class AdminWindow(MainWindow):
         self.set_connection("offline")
         self.show_message(f"Sync stopped: {message}. Your pending edits are kept.")
 
-    def export_policy(self) -> threading.Thread | None:
+    def export_policy(self) -> Path | None:
         """Write the view to a file the person chooses, on a worker thread (a 50,000-user
         policy takes a second to write); the status bar says when it is done."""
         path = self.file_chooser(self, "Export policy", True)
@@ -289,20 +297,18 @@ class AdminWindow(MainWindow):
         # A copy: the view's dictionaries change when an edit is queued meanwhile; the
         # entities themselves never change (an edit replaces them).
         snapshot = self.workspace.policy().copy()
-        done = self._exported
 
-        def work() -> None:
-            try:
-                export_policy_file(snapshot, path)
-            except OSError as error:
-                done.emit(f"Export failed: {error.strerror or error}; nothing was written")
-                return
-            done.emit(f"Exported the policy (with pending edits) to {path}")
+        def said(outcome: object) -> None:
+            if isinstance(outcome, OSError):
+                self.show_message(
+                    f"Export failed: {outcome.strerror or outcome}; nothing was written"
+                )
+            else:
+                self.show_message(f"Exported the policy (with pending edits) to {path}")
 
         self.show_message(f"Exporting the policy to {path} ...")
-        thread = threading.Thread(target=work, name="fleetgate-export", daemon=True)
-        thread.start()
-        return thread
+        self._courier.run("fleetgate-export", lambda: export_policy_file(snapshot, path), said)
+        return path
 
     def import_policy(self) -> ImportDialog | None:
         path = self.file_chooser(self, "Import policy", False)
@@ -380,8 +386,6 @@ class AdminWindow(MainWindow):
         super().closeEvent(event)  # type: ignore[arg-type]
 
 
-_VIEW_ATTRIBUTES = {"role": "role_editor", "user": "user_editor", "check": "check_view",
-                    "pending": "pending_view"}  # fmt: skip
 _PLACES = (("role", "Role editor"), ("user", "User editor"), ("check", "Check and explain"),
            ("pending", "Pending edits"))  # fmt: skip
 

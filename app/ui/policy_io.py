@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from PySide6.QtCore import QObject, QStringListModel, Qt, Signal
+from PySide6.QtCore import QStringListModel, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -39,6 +38,7 @@ from PySide6.QtWidgets import (
 
 from app import offline
 from app.policy_files import load_policy_file
+from app.ui.background import Courier
 from app.ui.feedback import say
 from app.ui.workspace import Workspace
 from sync.policy.diff import diff_policies
@@ -109,10 +109,6 @@ def _count(number: int, noun: str) -> str:
     return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
-class _Planner(QObject):
-    done = Signal(object)
-
-
 class ImportDialog(QDialog):
     """Read a policy file, show what it changes, queue it when asked (module rules)."""
 
@@ -181,23 +177,19 @@ class ImportDialog(QDialog):
         # In characters and lines: the dialog grows with the system's text size.
         metrics = self.fontMetrics()
         self.resize(metrics.averageCharWidth() * 106, metrics.lineSpacing() * 34)
-        self._planner = _Planner(self)
-        self._planner.done.connect(self._planned, Qt.ConnectionType.QueuedConnection)
+        self._courier = Courier(self)
 
     def start(self) -> None:
         """Read the file on a worker thread; the dialog fills in when it is read."""
-        current = self.workspace.policy()
-        now = self.workspace.now()
-        planner, path = self._planner, self.path
+        current, path, now = self.workspace.policy(), self.path, self.workspace.now()
+        self._courier.run("fleetgate-import", lambda: plan_import(current, path, now),
+                          self._planned)  # fmt: skip
 
-        def work() -> None:
-            planner.done.emit(plan_import(current, path, now))
-
-        threading.Thread(target=work, name="fleetgate-import", daemon=True).start()
-
-    def _planned(self, plan: ImportPlan) -> None:
+    def _planned(self, plan: ImportPlan | Exception) -> None:
         if self._cancelled:
             return
+        if isinstance(plan, Exception):  # not a problem of the file: a bug, said as one
+            plan = ImportPlan(self.path, problem=f"reading it failed ({plan!r})")
         self.plan = plan
         self.progress.hide()
         if plan.problem is not None:

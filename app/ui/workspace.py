@@ -30,6 +30,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from app import offline
 from app.policy_files import gc_paused
 from app.replica import Attention, OutboxRow, Replica
+from app.ui.background import Courier
 from sync.policy.engine import Engine
 from sync.policy.instant import Instant
 from sync.policy.model import Policy
@@ -43,7 +44,6 @@ class Workspace(QObject):
     ready = Signal()
     """The view is compiled (after `prepare`): windows may show what needs it."""
     _prepared = Signal(int, object)
-    _read = Signal(int, object, object)
 
     def __init__(
         self,
@@ -71,7 +71,7 @@ class Workspace(QObject):
         """Held while an edit is applied to the engine, or a worker reads all of it."""
         self._changes = 0
         """Counts changes to the view: a read made before the last one is not delivered."""
-        self._read.connect(self._delivered, Qt.ConnectionType.QueuedConnection)
+        self._courier = Courier(self)
 
     def now(self) -> Instant:
         """The replica's effective time (a clock moved back does not reverse it)."""
@@ -186,21 +186,17 @@ class Workspace(QObject):
         changes the engine (it may fill its caches). An exception from `work` is
         delivered as the result."""
         engine = self.engine()
-        changes, writing, done = self._changes, self._writing, self._read
+        changes, writing = self._changes, self._writing
 
-        def run() -> None:
-            try:
-                with writing:
-                    result: Any = work(engine)
-            except Exception as error:  # noqa: BLE001 - handed to the UI thread
-                result = error
-            done.emit(changes, deliver, result)
+        def read() -> Any:
+            with writing:
+                return work(engine)
 
-        threading.Thread(target=run, name="fleetgate-read", daemon=True).start()
+        def delivered(result: Any) -> None:
+            if changes == self._changes and self._engine is not None:
+                deliver(result)
 
-    def _delivered(self, changes: int, deliver: Callable[[Any], None], result: Any) -> None:
-        if changes == self._changes and self._engine is not None:
-            deliver(result)
+        self._courier.run("fleetgate-read", read, delivered)
 
     def take_back(self, seq: int) -> list[int]:
         """Queue the edits that undo pending edit `seq` (nothing leaves the outbox

@@ -26,7 +26,7 @@ Nothing here reads a clock: the wall time (an Instant) and the monotonic time
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,15 +116,16 @@ class Lease:
         until = self.until
         return until is not None and at < until
 
-    def describe(self, at: Instant) -> str:
-        """The lease's state in words, for `check` and the status bar."""
+    def describe(self, at: Instant, time_text: Callable[[Instant], str] = format_instant) -> str:
+        """The lease's state in words, for `check` and the status bar; `time_text` writes
+        its end (RFC 3339 by default, as `check` prints it)."""
         until = self.until
         if until is None:
             return "no lease: this replica has never synced"
         if at < until:
             left = int(instant_seconds(until) - instant_seconds(at))
-            return f"fresh until {format_instant(until)} ({_duration(left)} left)"
-        return f"stale since {format_instant(until)}"
+            return f"fresh until {time_text(until)} ({_duration(left)} left)"
+        return f"stale since {time_text(until)}"
 
 
 def _duration(seconds: int) -> str:

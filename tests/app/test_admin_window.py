@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAccessible
 from PySide6.QtWidgets import QApplication, QDialog, QWidget
 
 from app.settings import resolve
@@ -18,6 +17,7 @@ from app.ui.admin import AdminWindow
 from app.ui.theme import apply_theme, contrast_problems
 from app.ui.workspace import Workspace
 from sync.policy.request import Request
+from tests.app.accessibility import focusable, role_problem
 from tests.app.ui_fixtures import (  # noqa: F401
     SCREENSHOTS,
     cheap_argon2,
@@ -46,43 +46,6 @@ def window(workspace: Workspace, tmp_path: Path, qtbot: Any) -> AdminWindow:  # 
     return shown
 
 
-def _focusable(root: QWidget) -> list[QWidget]:
-    # A widget with a focus proxy (a tab widget: its tab bar) is reached as its proxy.
-    return [
-        w
-        for w in root.findChildren(QWidget)
-        if w.isVisible()
-        and w.isEnabled()
-        and w.focusPolicy() & Qt.FocusPolicy.TabFocus
-        and w.focusProxy() is None
-    ]
-
-
-FITTING_ROLES = {
-    "QLineEdit": {QAccessible.Role.EditableText},
-    "QPushButton": {QAccessible.Role.PushButton, QAccessible.Role.ButtonMenu},
-    "QToolButton": {QAccessible.Role.PushButton, QAccessible.Role.ButtonMenu},
-    "QCheckBox": {QAccessible.Role.CheckBox},
-    "QComboBox": {QAccessible.Role.ComboBox},
-    "QTableView": {QAccessible.Role.Table},
-    "QListView": {QAccessible.Role.List},
-    "QListWidget": {QAccessible.Role.List},
-    "QTreeView": {QAccessible.Role.Tree},
-    "QTabBar": {QAccessible.Role.PageTabList},
-}
-
-
-def _fitting_role(widget: QWidget) -> bool:
-    interface = QAccessible.queryAccessibleInterface(widget)
-    if interface is None:
-        return False
-    for cls in type(widget).__mro__:
-        wanted = FITTING_ROLES.get(cls.__name__)
-        if wanted is not None:
-            return interface.role() in wanted
-    return True
-
-
 def test_every_view_opens_by_alt_number_and_every_control_is_named_with_a_fitting_role(
     window: AdminWindow, qtbot: Any
 ) -> None:
@@ -92,12 +55,14 @@ def test_every_view_opens_by_alt_number_and_every_control_is_named_with_a_fittin
         assert window.stack.currentWidget() is window.pages[key]
         unnamed = [
             w.objectName() or type(w).__name__
-            for w in _focusable(window)
+            for w in focusable(window)
             if not w.accessibleName().strip()
         ]
         assert unnamed == [], key
         unfit = [
-            w.objectName() or type(w).__name__ for w in _focusable(window) if not _fitting_role(w)
+            w.objectName() or type(w).__name__
+            for w in focusable(window)
+            if role_problem(w) is not None
         ]
         assert unfit == [], key
 
@@ -107,11 +72,11 @@ def test_the_focus_chain_reaches_every_control_of_every_view_with_no_trap(
 ) -> None:
     for number in range(len(PAGES)):
         window.show_view(number)
-        focusable = set(_focusable(window))
+        reachable = set(focusable(window))
         seen: set[QWidget] = set()
         widget = window.navigation
         widget.setFocus()
-        for _ in range(len(focusable) * 3 + 10):
+        for _ in range(len(reachable) * 3 + 10):
             seen.add(widget)
             qtbot.keyClick(widget, Qt.Key.Key_Tab)
             widget = QApplication.focusWidget()
@@ -120,7 +85,7 @@ def test_the_focus_chain_reaches_every_control_of_every_view_with_no_trap(
         assert widget is window.navigation, f"Tab stopped coming round in {PAGES[number]}"
         missed = [
             w.objectName() or type(w).__name__
-            for w in focusable - seen
+            for w in reachable - seen
             if w.focusPolicy() & Qt.FocusPolicy.TabFocus and not isinstance(w, QDialog)
         ]
         assert missed == [], PAGES[number]
@@ -225,13 +190,13 @@ def test_every_menu_has_a_mnemonic_and_every_dialog_control_is_named(
     assert settings is not None
     unnamed = [
         w.objectName() or type(w).__name__
-        for w in _focusable(settings)
+        for w in focusable(settings)
         if not w.accessibleName().strip()
     ]
     assert unnamed == []
     settings.close()
     shortcuts = window.show_shortcuts()
-    assert all(w.accessibleName() for w in _focusable(shortcuts))
+    assert all(w.accessibleName() for w in focusable(shortcuts))
     shortcuts.close()
 
 

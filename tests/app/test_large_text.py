@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import QRect, QSize, Qt
-from PySide6.QtGui import QAccessible
 from PySide6.QtGui import Qt as QtGui
 from PySide6.QtWidgets import (
     QAbstractButton,
@@ -50,6 +49,7 @@ from app.ui.admin import AdminWindow
 from app.ui.policy_io import export_policy_file
 from app.ui.sign_in import SignInWindow
 from app.ui.workspace import Workspace
+from tests.app.accessibility import focusable, role_problem
 from tests.app.ui_fixtures import (  # noqa: F401
     SCREENSHOTS,
     cheap_argon2,
@@ -490,54 +490,15 @@ def _each_dialog(window: AdminWindow, tmp_path: Path, qtbot: Any) -> Iterator[tu
 
 # --- accessibility of the dialogs (tests/app/test_admin_window.py does the pages) --------
 
-FITTING_ROLES = {
-    "QLineEdit": {QAccessible.Role.EditableText},
-    "QPlainTextEdit": {QAccessible.Role.EditableText},
-    "QAbstractSpinBox": {QAccessible.Role.SpinBox},
-    "QPushButton": {QAccessible.Role.PushButton, QAccessible.Role.ButtonMenu},
-    "QToolButton": {QAccessible.Role.PushButton, QAccessible.Role.ButtonMenu},
-    "QCheckBox": {QAccessible.Role.CheckBox},
-    "QRadioButton": {QAccessible.Role.RadioButton},
-    "QComboBox": {QAccessible.Role.ComboBox},
-    "QTableView": {QAccessible.Role.Table},
-    "QListView": {QAccessible.Role.List},
-    "QTreeView": {QAccessible.Role.Tree},
-    "QTabBar": {QAccessible.Role.PageTabList},
-}
-
-
-def _focusable(root: QWidget) -> list[QWidget]:
-    # A widget with a focus proxy (a spin box's line edit) is reached as its proxy.
-    return [
-        w
-        for w in root.findChildren(QWidget)
-        if w.isVisible()
-        and w.isEnabled()
-        and w.focusPolicy() & Qt.FocusPolicy.TabFocus
-        and w.focusProxy() is None
-    ]
-
-
-def _role_problem(widget: QWidget) -> str | None:
-    interface = QAccessible.queryAccessibleInterface(widget)
-    if interface is None:
-        return "no accessible interface"
-    for cls in type(widget).__mro__:
-        wanted = FITTING_ROLES.get(cls.__name__)
-        if wanted is not None:
-            role = interface.role()
-            return None if role in wanted else f"role {role.name}, wanted {cls.__name__}'s"
-    return None
-
 
 def _tab_round(dialog: QDialog, qtbot: Any) -> tuple[list[QWidget], bool]:
     """The widgets Tab reaches from the dialog's focus widget, and whether it came back
     to where it started (no trap, no dead end)."""
-    start = dialog.focusWidget() or _focusable(dialog)[0]
+    start = dialog.focusWidget() or focusable(dialog)[0]
     start.setFocus(Qt.FocusReason.TabFocusReason)
     seen: list[QWidget] = []
     widget: QWidget | None = start
-    for _ in range(len(_focusable(dialog)) * 3 + 5):
+    for _ in range(len(focusable(dialog)) * 3 + 5):
         assert widget is not None
         seen.append(widget)
         qtbot.keyClick(widget, Qt.Key.Key_Tab)
@@ -575,11 +536,11 @@ def test_every_dialog_control_is_named_with_a_fitting_role_and_tab_goes_round_th
 ) -> None:
     problems: list[str] = []
     for name, dialog in _each_dialog(window, tmp_path, qtbot):
-        focusable = _focusable(dialog)
-        for widget in focusable:
+        reachable = focusable(dialog)
+        for widget in reachable:
             if not widget.accessibleName().strip():
                 problems.append(f"{name}: {_describe(widget)}: no accessible name")
-            role = _role_problem(widget)
+            role = role_problem(widget)
             if role is not None:
                 problems.append(f"{name}: {_describe(widget)}: {role}")
         seen, round_trip = _tab_round(dialog, qtbot)
@@ -587,5 +548,5 @@ def test_every_dialog_control_is_named_with_a_fitting_role_and_tab_goes_round_th
             stuck = _describe(seen[-1]) if seen else "nothing"
             problems.append(f"{name}: Tab does not come round (last at {stuck})")
         problems += [f"{name}: {_describe(w)}: Tab never reaches it"
-                     for w in focusable if w not in seen]  # fmt: skip
+                     for w in reachable if w not in seen]  # fmt: skip
     assert problems == [], "\n".join(problems)
