@@ -332,6 +332,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 "conflict": a.conflict,
                 "edit": a.edit,
                 "answered": a.answered_at,
+                "met": _met(replica, a.version),
             }
             for a in replica.attention()
         ]
@@ -365,11 +366,26 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 f"\n        {c['member']}: server keeps {json.dumps(c['server'])}, "
                 f"yours {json.dumps(c['client'])}"
             )
+        if met := entry["met"]:
+            line += (
+                f"\n        version {met['version']} by {met['author']} (device "
+                f"{met['device']}) at {met['at']}"
+            )
         print(line)
     if meta.held_back:
         print(meta.held_back)
     print(f"{len(rows)} in the outbox, {len(seen)} outcomes to see", file=sys.stderr)
     return 0
+
+
+def _met(replica: Any, version: int | None) -> dict[str, Any] | None:
+    """Who made the change an outcome met, from where and when, if the replica received
+    it as a change (app/replica.py: `changes`)."""
+    change = replica.change(version) if version is not None else None
+    if change is None:
+        return None
+    return {"version": change.version, "author": change.author, "device": change.device,
+            "at": change.at}  # fmt: skip
 
 
 def _cancel(args: argparse.Namespace) -> int:

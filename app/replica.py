@@ -27,6 +27,13 @@ Rules of this module (the client issue, § The replica):
   every word whole come first, then those matching by prefix, in policy order.
   Decisions are indexed when a search first needs them, not when they are
   logged: a batch's log is then only its rows.
+- `changes` is the policy's history as this replica received it: each change
+  of a page (version, author, device, client, seq, server time, edit), written
+  in the page's transaction, indexed for search (`change_text`, by version).
+  It answers who made the version an edit met, and when (a conflict's other
+  side), and is the audit trail a person reads offline. A snapshot brings no
+  history: what came before a replica's first snapshot (or a resnapshot over a
+  compacted stretch) is the server's audit log's alone.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from sync.policy.edits import EDIT_TYPES
 from sync.policy.instant import Instant, format_instant, parse_instant
 from sync.policy.model import Policy
 from sync.protocol.messages import (
+    Change,
     Clock,
     Mutation,
     OfflineDecision,
@@ -141,9 +149,25 @@ _ENTITY_TEXT = (
     "text, content = '', contentless_delete = 1, detail = none, tokenize = 'unicode61')"
 )
 
+_SCHEMA_3 = """
+CREATE TABLE changes (
+    version INTEGER PRIMARY KEY,
+    author TEXT NOT NULL,
+    device TEXT NOT NULL,
+    client TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    edit TEXT NOT NULL
+);
+CREATE VIRTUAL TABLE change_text USING fts5(
+    text, content = '', contentless_delete = 1, detail = none, tokenize = 'unicode61'
+);
+"""
+
 MIGRATIONS = (
     Migration(1, "tables: meta, entities, outbox, outcomes, decisions, search", _SCHEMA_1),
     Migration(2, "entity search without a copy of the text", _search_without_copies),
+    Migration(3, "the policy's history as received: changes and their search", _SCHEMA_3),
 )
 
 OUTBOX_TABLES = ("meta", "outbox", "outcomes", "decisions")
@@ -282,6 +306,35 @@ def _search_text(kind: str, entity_id: str, document: Any) -> str:
             if isinstance(parent, str):
                 words.append(parent)
     return " ".join(words)
+
+
+def change_search_text(change: Change) -> str:
+    """The words a change is found by: who and from where, the op, and every id, name
+    and value its edit names."""
+    words = [change.author, change.device]
+    stack: list[Any] = [change.edit]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(reversed(list(value.values())))
+        elif isinstance(value, list):
+            stack.extend(reversed(value))
+        elif isinstance(value, str | int | float) and not isinstance(value, bool):
+            words.append(str(value))
+    return " ".join(words)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One change of the policy's history as this replica received it."""
+
+    version: int
+    author: str
+    device: str
+    client: str
+    seq: int
+    at: str
+    edit: dict[str, Any]
 
 
 class Replica:
@@ -535,11 +588,15 @@ class Replica:
             self._set_meta(cursor=version, digest=digest_text(digest))
             self._prune_confirmed(version)
 
-    def apply_changes(self, version: int, after: Sequence[Entity], digest: int) -> None:
+    def apply_changes(
+        self, version: int, after: Sequence[Entity], digest: int, history: Sequence[Change] = ()
+    ) -> None:
         """A page of changes: each entity of `after` replaced (None: removed), the cursor
-        moved to `version` and the digest set, in one transaction."""
+        moved to `version`, the digest set and the page's changes (`history`) recorded,
+        in one transaction."""
         with self.file.write():
             conn = self.file.conn
+            self._record_history(history)
             stale: set[int] = set()
             texts: dict[int, str] = {}
             for entity in after:
@@ -579,6 +636,32 @@ class Replica:
             )
             self._set_meta(cursor=version, digest=digest_text(digest))
             self._prune_confirmed(version)
+
+    def _record_history(self, history: Sequence[Change]) -> None:
+        conn = self.file.conn
+        for change in history:
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO changes (version, author, device, client, seq, at, edit) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (change.version, change.author, change.device, change.client, change.seq,
+                 change.at, _dumps(change.edit)),
+            ).rowcount  # fmt: skip
+            if inserted:
+                conn.execute(
+                    "INSERT INTO change_text (rowid, text) VALUES (?, ?)",
+                    (change.version, change_search_text(change)),
+                )
+
+    def change(self, version: int) -> HistoryEntry | None:
+        """The change that made `version`, if this replica received it (module rules)."""
+        rows = self.query(
+            "SELECT version, author, device, client, seq, at, edit FROM changes WHERE version = ?",
+            (version,),
+        )
+        if not rows:
+            return None
+        number, author, device, client, seq, at, edit = rows[0]
+        return HistoryEntry(number, author, device, client, seq, at, orjson.loads(edit))
 
     def _prune_confirmed(self, cursor: int) -> None:
         """Applied and merged edits the cursor has reached leave the outbox (their

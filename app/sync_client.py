@@ -234,7 +234,9 @@ class SyncSession:
             self._diverge(str(diverged))
             return
         if followed.changes or followed.version != self.replica.meta().cursor:
-            self.replica.apply_changes(followed.version, followed.entities, followed.digest)
+            self.replica.apply_changes(
+                followed.version, followed.entities, followed.digest, followed.changes
+            )
         self.changes_applied += len(followed.changes)
         if self.watch:
             for change in followed.changes:

@@ -1,17 +1,22 @@
-"""The audit and decision log: this device's offline decisions and its edits, filtered,
-searched and exported.
+"""The audit and decision log: this device's offline decisions, its edits and the
+policy's changes as received, filtered, searched and exported.
 
 Rules of this module (the desktop issue, § Audit and decision log):
 
-- Two tabs: the replica's decision chain (`decisions`: what was decided here
-  offline, each with its lease state and clock) and the edits made here with
-  their outcomes (`outbox` and `outcomes`). The replica keeps links the server
-  has not confirmed and edits it has not seen confirmed; what the server holds
-  is in its own audit log.
+- Three tabs: the replica's decision chain (`decisions`: what was decided here
+  offline, each with its lease state and clock), the edits made here with
+  their outcomes (`outbox` and `outcomes`), and the policy's changes as this
+  replica received them from the server (`changes`: every change since its
+  first snapshot, by anyone, with its author, device and the server's time).
+  The replica keeps links the server has not confirmed and edits it has not
+  seen confirmed; what came before its first snapshot, and what the server
+  records besides policy changes (sign-ins, devices), is in the server's own
+  audit log.
 - Filters: the user (who asked, for a decision; who made it, for an edit: every
-  edit of a replica is its user's), an entity (a user or role by id or name,
-  named in the request, its reason or the edit), a time range (UTC, both ends
-  included) and full-text search over the replica's FTS5 indexes, each word a
+  edit of a replica is its user's; the author, for a change), an entity (a user
+  or role by id or name, named in the request, its reason or the edit), a time
+  range (UTC, both ends included) and full-text search over the replica's FTS5
+  indexes, each word a
   prefix (`Replica.search`'s quoting: FTS5 syntax in the input means nothing).
   Typing is debounced by SEARCH_DELAY_MS. User text only ever reaches SQL as a
   bound parameter; the statements are made of this module's constant clauses.
@@ -60,7 +65,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.replica import Replica, fts_query
+from app.replica import HistoryEntry, Replica, fts_query
 from app.ui.controls import name_spin_box, push_button, text_label
 from app.ui.feedback import say
 from app.ui.icons import ALLOWED, WARNING, icon, verdict_pixmap
@@ -221,6 +226,36 @@ def edit_csv_row(entry: EditEntry) -> list[Any]:
             "yes" if entry.dismissed else "no", orjson.dumps(entry.edit).decode()]  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeEntry:
+    """A change of the policy as this replica received it."""
+
+    change: HistoryEntry
+
+    @property
+    def key(self) -> int:
+        return self.change.version
+
+    def record(self) -> dict[str, Any]:
+        change = self.change
+        return {
+            "version": change.version, "at": change.at, "author": change.author,
+            "device": change.device, "client": change.client, "seq": change.seq,
+            "edit": change.edit, "description": describe_edit(change.edit),
+        }  # fmt: skip
+
+
+CHANGE_CSV = ("version", "at", "author", "device", "client", "seq", "op", "description",
+              "edit")  # fmt: skip
+
+
+def change_csv_row(entry: ChangeEntry) -> list[Any]:
+    change = entry.change
+    return [change.version, change.at, change.author, change.device, change.client,
+            change.seq, change.edit.get("op", ""), describe_edit(change.edit),
+            orjson.dumps(change.edit).decode()]  # fmt: skip
+
+
 # --- the queries -----------------------------------------------------------------------
 # Each statement is this module's constant clauses joined; user text is bound (`?`).
 
@@ -273,6 +308,17 @@ _EDIT_WORD = (
     "instr(lower(e.edit || ' ' || coalesce(e.code, '') || ' ' || coalesce(e.reason, '')), ?) > 0"
 )
 _EDIT_ORDER = " ORDER BY e.seq DESC, e.queued DESC LIMIT ?"
+
+# Aliased `e` like the edits: an entity is found in a change's edit as in one's own.
+_CHANGES = (
+    "SELECT e.version, e.author, e.device, e.client, e.seq, e.at, e.edit FROM changes e "
+    "WHERE e.version < ?"
+)
+_CHANGE_AUTHOR = " AND e.author = ?"
+_CHANGE_SINCE = " AND substr(e.at, 1, 19) >= ?"
+_CHANGE_UNTIL = " AND substr(e.at, 1, 19) <= ?"
+_CHANGE_TEXT = " AND e.version IN (SELECT rowid FROM change_text WHERE change_text MATCH ?)"
+_CHANGE_ORDER = " ORDER BY e.version DESC LIMIT ?"
 
 
 def search_terms(text: str) -> tuple[str, list[str]]:
@@ -356,12 +402,7 @@ def edit_page(
     sql = _EDITS
     parameters: list[Any] = [seq, seq, queued]
     sql += _time_range(filters, _EDIT_SINCE, _EDIT_UNTIL, parameters)
-    if filters.entities:
-        names = filters.entities
-        marks = ", ".join("?" * len(names))
-        owners = [f"{kind}:{name}" for name in names for kind in ("role", "user")]
-        sql += _EDIT_ENTITY.format(marks=marks, owners=", ".join("?" * len(owners)))
-        parameters += [*names, *names, *names, *owners]
+    sql += _entity_clause(filters, parameters)
     query, words = search_terms(filters.text)
     if query:
         sql += _EDIT_TEXT.format(words=" AND ".join([_EDIT_WORD] * len(words)))
@@ -374,6 +415,41 @@ def edit_page(
         for seq, edit, made, outcome, code, reason, version, answered, conflict, dismissed,
         queued in replica.query(sql, parameters)
     ]  # fmt: skip
+
+
+def _entity_clause(filters: LogFilter, parameters: list[Any]) -> str:
+    """The clause finding the filters' entities in an edit `e.edit`, its values appended."""
+    if not filters.entities:
+        return ""
+    names = filters.entities
+    marks = ", ".join("?" * len(names))
+    owners = [f"{kind}:{name}" for name in names for kind in ("role", "user")]
+    parameters += [*names, *names, *names, *owners]
+    return _EDIT_ENTITY.format(marks=marks, owners=", ".join("?" * len(owners)))
+
+
+def change_page(
+    replica: Replica, filters: LogFilter, before: int | None, limit: int
+) -> list[ChangeEntry]:
+    """Up to `limit` changes received that the filters select, newest first, below
+    version `before` (None: from the newest)."""
+    parameters: list[Any] = [_BEFORE_ALL if before is None else before]
+    sql = _CHANGES
+    if filters.user:
+        sql += _CHANGE_AUTHOR
+        parameters.append(filters.user)
+    sql += _time_range(filters, _CHANGE_SINCE, _CHANGE_UNTIL, parameters)
+    sql += _entity_clause(filters, parameters)
+    query, _words = search_terms(filters.text)
+    if query:
+        sql += _CHANGE_TEXT
+        parameters.append(query)
+    sql += _CHANGE_ORDER
+    parameters.append(limit)
+    return [
+        ChangeEntry(HistoryEntry(version, author, device, client, seq, at, orjson.loads(edit)))
+        for version, author, device, client, seq, at, edit in replica.query(sql, parameters)
+    ]
 
 
 # --- export ----------------------------------------------------------------------------
@@ -529,6 +605,20 @@ def edit_columns(role_name: Callable[[str], str]) -> tuple[LogColumn, ...]:
     )
 
 
+def change_columns(role_name: Callable[[str], str]) -> tuple[LogColumn, ...]:
+    return (
+        LogColumn("Version", lambda e: str(e.change.version)),
+        LogColumn("Time (UTC)", lambda e: time_text(e.change.at), tip=lambda e: e.change.at),
+        LogColumn("Author", lambda e: e.change.author),
+        LogColumn("Device", lambda e: e.change.device),
+        LogColumn(
+            "What changed",
+            lambda e: describe_edit(e.change.edit, role_name),
+            tip=lambda e: orjson.dumps(e.change.edit).decode(),
+        ),
+    )
+
+
 class LogModel(ReadByPageModel[Any]):
     """One tab's rows, read a page at a time as the view asks (module rules)."""
 
@@ -616,12 +706,18 @@ class LogView(WorkspaceView):
             lambda filters, after, limit: edit_page(replica, filters, after, limit, self._author),
             EDIT_CSV, edit_csv_row,
         )  # fmt: skip
+        changes = LogKind(
+            "change", "changes",
+            lambda filters, after, limit: change_page(replica, filters, after, limit),
+            CHANGE_CSV, change_csv_row,
+        )  # fmt: skip
         self.decisions = LogModel(decisions, DECISION_COLUMNS)
         self.edits = LogModel(edits, edit_columns(self._role_name))
+        self.changes = LogModel(changes, change_columns(self._role_name))
 
         self.user = self._field("log-user", "&User:", "User",
-                                "Only decisions this user asked for, and edits this user made "
-                                "(exactly this id)", "user id")  # fmt: skip
+                                "Only decisions this user asked for, and edits and changes "
+                                "this user made (exactly this id)", "user id")  # fmt: skip
         self.entity = self._field("log-entity", "&Entity:", "Entity",
                                   "Only what names this user or role (id or name): in the "
                                   "request, the reason or the edit", "user or role")  # fmt: skip
@@ -656,7 +752,9 @@ class LogView(WorkspaceView):
         self.tabs.setObjectName("log-tabs")
         self.tabs.setAccessibleName("Log")
         self.tabs.tabBar().setAccessibleName("Log tabs")
-        self.tabs.tabBar().setAccessibleDescription("Decisions made here, or edits made here")
+        self.tabs.tabBar().setAccessibleDescription(
+            "Decisions made here, edits made here, or the policy's changes as received"
+        )
         self.decision_table = table_view(
             self,
             "decision-log-table",
@@ -667,8 +765,12 @@ class LogView(WorkspaceView):
         self.edit_table = table_view(self, "edit-log-table", "Edits", self.edits,
                                      "The edits made on this device and their outcomes, "
                                      "newest first")  # fmt: skip
+        self.change_table = table_view(self, "change-log-table", "Changes", self.changes,
+                                       "The policy's changes as this device received them "
+                                       "from the server, by anyone, newest first")  # fmt: skip
         self.tabs.addTab(self.decision_table, "&Decisions")
         self.tabs.addTab(self.edit_table, "Ed&its")
+        self.tabs.addTab(self.change_table, "Chan&ges")
         self.tabs.currentChanged.connect(lambda _i: self._show_count(announce_it=False))
 
         self.count = text_label(self, "log-count", "Rows shown")
@@ -715,10 +817,9 @@ class LogView(WorkspaceView):
         for before, after in itertools.pairwise(order):
             self.setTabOrder(before, after)
 
+        self._fitted: set[QTableView] = set()
         workspace.changed.connect(self.refresh)
         self.apply_filters(announce_it=False)
-        for table in (self.decision_table, self.edit_table):
-            self._fit_columns(table)
 
     # --- construction ------------------------------------------------------------------
 
@@ -755,11 +856,18 @@ class LogView(WorkspaceView):
     def _button(self, name: str, text: str, accessible: str, description: str) -> QPushButton:
         return push_button(self, text, name, description, accessible)
 
+    def _fit_columns(self) -> None:
+        """Each tab's columns as wide as the first rows it shows, once (a tab empty at
+        first, as the changes before a sync, is fitted when rows come): none wider
+        than about 56 characters (a third of a screen at the default text size; the
+        last, the reason, takes what is left). Widths the person set stay."""
+        for table in (self.decision_table, self.edit_table, self.change_table):
+            if table not in self._fitted and table.model().rowCount():
+                self._fitted.add(table)
+                self._fit_table(table)
+
     @staticmethod
-    def _fit_columns(table: QTableView) -> None:
-        """Columns as wide as what the first page shows, none wider than about 56
-        characters (a third of a screen at the default text size; the last, the reason,
-        takes what is left)."""
+    def _fit_table(table: QTableView) -> None:
         table.resizeColumnsToContents()
         header = table.horizontalHeader()
         widest = table.fontMetrics().averageCharWidth() * 56
@@ -836,17 +944,24 @@ class LogView(WorkspaceView):
                     self._indexing = False
                 self.status.setText("")
                 filters = self.filters()  # what is typed now
-        for model in (self.decisions, self.edits):
+        for model in self.models:
             model.set_filters(filters)
+        self._fit_columns()
         self._show_count(announce_it=announce_it)
 
     def refresh(self) -> None:
-        for model in (self.decisions, self.edits):
+        for model in self.models:
             model.refresh()
+        self._fit_columns()
         self._show_count(announce_it=False)
 
+    @property
+    def models(self) -> tuple[LogModel, LogModel, LogModel]:
+        """The tabs' models, in tab order."""
+        return (self.decisions, self.edits, self.changes)
+
     def current_model(self) -> LogModel:
-        return self.edits if self.tabs.currentIndex() == 1 else self.decisions
+        return self.models[max(0, self.tabs.currentIndex())]
 
     def _show_count(self, *, announce_it: bool) -> None:
         model = self.current_model()
@@ -857,6 +972,8 @@ class LogView(WorkspaceView):
             text = f"{shown:,}{matching} {noun}" if shown else f"No{matching} {kind.plural}"
             if not shown and model is self.edits and model.filters.user not in ("", self._author):
                 text += f": every edit here is made by {self._author}"
+            elif not shown and model is self.changes and not model.filters.active:
+                text += ": those made after this replica's first snapshot appear as they arrive"
         else:
             text = f"{shown:,}{matching} {noun} loaded; more as you scroll"
         self.count.setText(text)

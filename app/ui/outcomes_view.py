@@ -14,8 +14,10 @@ Rules of this module (the desktop issue, § Conflicts and refused edits):
   is said), and discard (dismiss, after asking). Nothing here writes policy.
 - Each action's outcome is shown in the view, announced, and emitted as
   `message` for the main window's status bar.
-- The server's answer names the version of the change an edit met, not who made
-  it or when; the detail says so rather than guess.
+- The server's answer names the version of the change an edit met; who made it,
+  from which device and when are read from the replica's history of changes
+  received (`Replica.change`). A change the replica did not receive as one (it
+  came within a snapshot) is said to be so rather than guessed.
 """
 
 from __future__ import annotations
@@ -316,14 +318,26 @@ class OutcomesView(WorkspaceView):
             first = f"Refused ({attention.code or 'no code'})."
         lines = [first, ""]
         if attention.version is not None:
-            lines.append(
-                f"The server's change is version {attention.version}; "
-                "who made it and when is not recorded in the server's answer."
-            )
+            lines.append(self._whose(attention.version))
         lines.append(f"Answered at {time_text(attention.answered_at)} UTC.")
         if attention.reason:
             lines.append(f"Reason ({attention.code}): {attention.reason}")
         return "\n".join(lines)
+
+    def _whose(self, version: int) -> str:
+        """Who made the server's change `version`, from where and when, as far as this
+        replica knows (module rules)."""
+        change = self.workspace.replica.change(version)
+        if change is None:
+            return (
+                f"The server's change is version {version}. This replica received it within "
+                "a snapshot, not as a change: who made it and when is in the server's "
+                "audit log."
+            )
+        return (
+            f"Changed by {change.author} (device {change.device}) at {time_text(change.at)} "
+            f"UTC, as version {version}: {describe_edit(change.edit, self._role_name)}."
+        )
 
     # --- the actions ---------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """app.ui.log_view: the decision chain and the edits of a real replica, made by deciding
-offline (`offline.decide_lines`) and by queueing and answering edits; filtered by user,
+offline (`offline.decide_lines`), by queueing and answering edits and by pages of
+changes received (`Replica.apply_changes`); filtered by user,
 entity, time and words through the widgets, read a page at a time, exported as CSV and
 JSON and read back; screenshots in both themes."""
 
@@ -18,11 +19,12 @@ from PySide6.QtWidgets import QApplication, QWidget
 from app import offline
 from app.replica import Replica
 from app.ui import log_view
-from app.ui.log_view import DECISION_CSV, EDIT_CSV, PAGE, LogView
+from app.ui.log_view import CHANGE_CSV, DECISION_CSV, EDIT_CSV, PAGE, LogView
 from app.ui.theme import apply_theme
 from app.ui.workspace import Workspace
 from sync.policy.instant import parse_instant
-from sync.protocol.messages import Conflict, Outcome, Result
+from sync.protocol.messages import Change, Conflict, Outcome, Result
+from sync.replication.entities import ROLE, USER, Entity
 from tests.app import ui_fixtures
 from tests.app.test_client_cli import SYNCED
 from tests.app.ui_fixtures import cheap_argon2, memory_keyring, ui_replica, workspace  # noqa: F401
@@ -230,6 +232,90 @@ def test_search_finds_edits_in_the_outbox_and_answered_ones(
     view.search[1].setText("forbid clerk")
     view.apply_filters()
     assert _column(view, "Edit", view.edits) == ["1"]
+
+
+def _received_changes(workspace: Workspace) -> None:  # noqa: F811
+    """Three changes by others, as pages of a sync bring them: ann renames driver and
+    assigns viewer to u002, then kim suspends u003."""
+    replica = workspace.replica
+    entities = {(e.kind, e.id): e.document for e in replica.entities()}
+    cursor = replica.meta().cursor
+    pages = [
+        (ROLE, "r-driver", {"name": "motorist"},
+         Change(cursor + 1, {"op": "rename_role", "role_id": "r-driver", "name": "motorist"},
+                "ann", "d-ann", "c-ann", 1, "2026-12-02T08:00:00Z")),
+        (USER, "u002", {"roles": [{"role_id": "r-viewer"}]},
+         Change(cursor + 2, {"op": "assign_role", "user_id": "u002", "role_id": "r-viewer"},
+                "ann", "d-ann", "c-ann", 2, "2026-12-02T08:05:00Z")),
+        (USER, "u003", {"suspended": True},
+         Change(cursor + 3, {"op": "suspend_user", "user_id": "u003"},
+                "kim", "d-kim", "c-kim", 1, "2026-12-04T16:30:00Z")),
+    ]  # fmt: skip
+    for kind, entity_id, update, change in pages:
+        document = dict(entities[kind, entity_id]) | update
+        replica.apply_changes(change.version, [Entity(kind, entity_id, document)], 1, [change])
+    workspace.reload()
+
+
+def test_the_changes_tab_lists_what_others_changed_with_who_where_and_when(
+    view: LogView,
+    workspace: Workspace,  # noqa: F811
+    qtbot: Any,
+) -> None:
+    view.tabs.setCurrentIndex(2)
+    assert view.changes.rowCount() == 0
+    assert view.count.text().startswith("No changes: those made after this replica's first")
+    _received_changes(workspace)
+    assert _column(view, "Author", view.changes) == ["kim", "ann", "ann"]
+    assert _column(view, "Device", view.changes) == ["d-kim", "d-ann", "d-ann"]
+    assert _column(view, "Time (UTC)", view.changes)[0] == "2026-12-04 16:30:00"
+    # Empty when the view opened, the tab's columns were fitted when its rows came.
+    table = view.change_table
+    shown = table.horizontalHeader().sectionSize(1)
+    assert shown >= table.fontMetrics().horizontalAdvance("2026-12-04 16:30:00")
+    what = _column(view, "What changed", view.changes)
+    assert what[0] == "suspend user u003" and what[1] == "assign role viewer to u002"
+    assert view.count.text() == "3 changes"
+    # Filtered by author, by entity (a role by its name), by time and by words.
+    _type(qtbot, view.user[1], "ann")
+    qtbot.waitUntil(lambda: view.changes.filters.user == "ann", timeout=2000)
+    assert _column(view, "Author", view.changes) == ["ann", "ann"]
+    view.user[1].clear()
+    view.entity[1].setText("viewer")
+    view.apply_filters()
+    assert _column(view, "What changed", view.changes) == ["assign role viewer to u002"]
+    view.entity[1].clear()
+    view.since_on.setChecked(True)
+    view.since.setDateTime(_at("2026-12-03T00:00:00Z"))
+    view.apply_filters()
+    assert _column(view, "Author", view.changes) == ["kim"]
+    view.since_on.setChecked(False)
+    view.search[1].setText("motor")
+    view.apply_filters()
+    renamed = "rename role r-driver to \u201cmotorist\u201d"
+    assert _column(view, "What changed", view.changes) == [renamed]
+    assert view.count.text() == "1 matching change"
+
+
+def test_the_changes_tab_exports_as_csv_and_json(
+    view: LogView,
+    workspace: Workspace,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    _received_changes(workspace)
+    view.tabs.setCurrentIndex(2)
+    view.choose_path = lambda *_args: str(tmp_path / "changes.json")
+    assert view.export("json") == 3
+    records = json.loads((tmp_path / "changes.json").read_text(encoding="utf-8"))
+    assert [r["author"] for r in records] == ["kim", "ann", "ann"]
+    assert records[2]["edit"] == {"op": "rename_role", "role_id": "r-driver", "name": "motorist"}
+    assert records[0]["at"] == "2026-12-04T16:30:00Z" and records[0]["device"] == "d-kim"
+    view.choose_path = lambda *_args: str(tmp_path / "changes.csv")
+    assert view.export("csv") == 3
+    with (tmp_path / "changes.csv").open(newline="", encoding="utf-8") as read:
+        rows = list(csv.DictReader(read))
+    assert list(rows[0]) == list(CHANGE_CSV)
+    assert rows[1]["op"] == "assign_role" and rows[1]["author"] == "ann"
 
 
 def test_export_csv_writes_what_the_filters_select_with_a_header(

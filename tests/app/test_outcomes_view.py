@@ -16,7 +16,7 @@ from app.ui.theme import apply_theme
 from app.ui.wording import describe_edit
 from app.ui.workspace import Workspace
 from sync.policy.instant import parse_instant
-from sync.protocol.messages import Conflict, Outcome, Result
+from sync.protocol.messages import Change, Conflict, Outcome, Result
 from sync.replication.entities import ROLE, Entity
 from tests.app import ui_fixtures
 from tests.app.ui_fixtures import cheap_argon2, memory_keyring, ui_replica, workspace  # noqa: F401
@@ -28,11 +28,17 @@ REGRANT = {"op": "add_rule", "owner": "role:r-driver", "effect": "grant",
 ASSIGN = {"op": "assign_role", "user_id": "vic", "role_id": "r-clerk"}
 
 
+CHANGED_AT = "2026-12-02T09:30:00Z"
+
+
 def _server_renamed_driver(replica: Replica, version: int) -> None:
-    """Another client renamed driver to motorist at `version`: the change a sync brings."""
+    """Ann renamed driver to motorist at `version` on another device: the change a sync
+    brings, with its author, device and the server's time."""
     (driver,) = [e for e in replica.entities() if e.kind == ROLE and e.id == "r-driver"]
     document = dict(driver.document) | {"name": "motorist"}
-    replica.apply_changes(version, [Entity(ROLE, "r-driver", document)], 12345)
+    change = Change(version, {"op": "rename_role", "role_id": "r-driver", "name": "motorist"},
+                    "ann", "d-ann", "c-ann", 4, CHANGED_AT)  # fmt: skip
+    replica.apply_changes(version, [Entity(ROLE, "r-driver", document)], 12345, [change])
 
 
 @pytest.fixture
@@ -47,9 +53,10 @@ def answered(workspace: Workspace) -> dict[str, int]:  # noqa: F811
                    "role r-driver name was changed by someone else at version 9, after "
                    "version 7 that this edit was made against; the server keeps its value",
                    Conflict("role r-driver name", "motorist", "chauffeur")),
-            Result(client, regrant, Outcome.REJECTED, 9, "superseded",
+            # Version 8 came within the snapshot: the replica has no history of it.
+            Result(client, regrant, Outcome.REJECTED, 8, "superseded",
                    "role r-driver grants vehicle read was narrowed by someone else at "
-                   "version 9, after version 7 that this edit was made against"),
+                   "version 8, after version 7 that this edit was made against"),
             Result(client, assign, Outcome.REJECTED, None, "forbidden",
                    "boss may not assign clerk: needs role assign"),
         ],
@@ -104,12 +111,22 @@ def test_a_conflict_shows_mine_and_the_servers_value_side_by_side(view: Outcomes
     assert mine.splitlines()[0] == "chauffeur"
     assert "Made by boss at" in mine
     assert servers.splitlines()[0] == "motorist"
-    assert "version 9" in servers and "not recorded" in servers
+    # Who and when, from the change the replica received.
+    assert "Changed by ann (device d-ann) at 2026-12-02 09:30:00 UTC, as version 9" in servers
     assert "the server keeps its value" in servers
     assert "conflict on role r-driver name" in view.summary.text()
     # Side by side: the two boxes share a row.
     assert view.mine[1].y() == view.servers[1].y()
     assert view.mine[1].x() < view.servers[1].x()
+
+
+def test_a_change_the_replica_did_not_receive_as_one_is_said_to_be_in_the_servers_audit(
+    view: OutcomesView,
+) -> None:
+    view.select_seq(2)
+    servers = view.servers[1].toPlainText()
+    assert "version 8" in servers and "within a snapshot" in servers
+    assert "server's audit log" in servers and "Changed by ann" not in servers
 
 
 def test_a_refusal_shows_my_edit_and_the_servers_code_and_reason(view: OutcomesView) -> None:

@@ -1,4 +1,5 @@
-"""app.replica: what the replica's search finds, and its schema migrations."""
+"""app.replica: what the replica's search finds, the history of changes it keeps, and
+its schema migrations."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app.replica import MIGRATIONS, Replica
+from app.replica import MIGRATIONS, HistoryEntry, Replica, fts_query
 from app.replica_file import ReplicaFile
 from sync.policy.document import parse_policy
 from sync.policy.instant import parse_instant
+from sync.protocol.messages import Change
 from sync.replication.digest import digest_of
-from sync.replication.entities import policy_entities
+from sync.replication.entities import ROLE, Entity, policy_entities
 from tests.app.test_client_cli import POLICY, cheap_argon2, memory_keyring  # noqa: F401
 
 NOW = parse_instant("2026-12-01T08:00:00Z")
@@ -99,12 +101,86 @@ def test_migration_2_indexes_again_what_a_replica_of_schema_1_held(tmp_path: Pat
         old.close()
     replica = Replica.open(tmp_path, "acme", "boss")
     try:
-        assert replica.file.schema_version() == 2
+        assert replica.file.schema_version() == len(MIGRATIONS)
         assert ("user", "kim") in replica.search("weekend")
         assert ("role", "r-yard") in replica.search("yard")
         # The index keeps no copy of the text: its content table is gone.
         tables = {name for (name,) in replica.file.conn.execute(
             "SELECT name FROM sqlite_master WHERE name LIKE 'entity_text%'")}  # fmt: skip
         assert "entity_text_content" not in tables
+    finally:
+        replica.close()
+
+
+RENAME = {"op": "rename_role", "role_id": "r-yard", "name": "yard chief"}
+
+
+def _renamed(entities: list[Any]) -> Entity:
+    (yard,) = [e for e in entities if e.kind == ROLE and e.id == "r-yard"]
+    return Entity(ROLE, "r-yard", dict(yard.document) | {"name": "yard chief"})
+
+
+def test_a_page_of_changes_keeps_who_made_each_from_where_and_when(tmp_path: Path) -> None:
+    entities = _entities()
+    change = Change(8, RENAME, "ann", "d-ann", "c-ann", 3, "2026-12-01T09:00:00Z")
+    replica = Replica.open(tmp_path, "acme", "boss", create=True)
+    try:
+        replica.replace_all(7, entities, digest_of(entities))
+        assert replica.change(7) is None  # a snapshot brings no history
+        replica.apply_changes(8, [_renamed(entities)], 99, [change])
+        assert replica.change(8) == HistoryEntry(8, "ann", "d-ann", "c-ann", 3,
+                                                 "2026-12-01T09:00:00Z", RENAME)  # fmt: skip
+        # The same change again (a page repeated after a reconnect) is kept once.
+        replica.apply_changes(8, [], 99, [change])
+        assert replica.query("SELECT count(*) FROM changes") == [(1,)]
+        assert replica.query(
+            "SELECT rowid FROM change_text WHERE change_text MATCH ?", ('"yard"* "ann"*',)
+        ) == [(8,)]
+        assert replica.query(
+            "SELECT rowid FROM change_text WHERE change_text MATCH ?", (fts_query("d-ann"),)
+        ) == [(8,)]
+    finally:
+        replica.close()
+
+
+def test_a_page_that_fails_to_write_leaves_no_history_of_it(tmp_path: Path) -> None:
+    entities = _entities()
+    replica = Replica.open(tmp_path, "acme", "boss", create=True)
+    try:
+        replica.replace_all(7, entities, digest_of(entities))
+        change = Change(8, RENAME, "ann", "d-ann", "c-ann", 3, "2026-12-01T09:00:00Z")
+        # A document that cannot be written as JSON text stops the page mid-way.
+        unwritable = Entity(ROLE, "r-yard", {"name": object()})
+        try:
+            replica.apply_changes(8, [unwritable], 99, [change])
+        except TypeError:
+            pass
+        else:
+            raise AssertionError("the page should not have been written")
+        assert replica.change(8) is None
+        assert replica.meta().cursor == 7
+    finally:
+        replica.close()
+
+
+def test_migration_3_adds_an_empty_history_to_a_replica_of_schema_2(tmp_path: Path) -> None:
+    entities = _entities()
+    old = Replica(ReplicaFile.open(tmp_path, "acme", "boss", migrations=MIGRATIONS[:2],
+                                   create=True))  # fmt: skip
+    try:
+        with old.file.write():
+            old._set_meta(tenant="acme", user="boss", device="d-1", cursor=0)
+        old.replace_all(7, entities, digest_of(entities))
+        assert old.file.schema_version() == 2
+    finally:
+        old.close()
+    replica = Replica.open(tmp_path, "acme", "boss")
+    try:
+        assert replica.file.schema_version() == 3
+        assert replica.query("SELECT count(*) FROM changes") == [(0,)]
+        change = Change(8, RENAME, "ann", "d-ann", "c-ann", 3, "2026-12-01T09:00:00Z")
+        replica.apply_changes(8, [_renamed(entities)], 99, [change])
+        assert replica.change(8) is not None
+        assert ("role", "r-yard") in replica.search("chief")
     finally:
         replica.close()

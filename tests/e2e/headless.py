@@ -77,6 +77,10 @@ class Headless:
         assert code == 0, err
         return json.loads(out)
 
+    async def outbox_text(self) -> tuple[int, str, str]:
+        """`fleetgate outbox` as a person reads it."""
+        return await fleetgate("outbox", *self.replica)
+
     async def check(self, *request: str) -> dict[str, Any]:
         code, out, err = await fleetgate("check", *self.replica, *request)
         assert code == 0, err

@@ -378,6 +378,7 @@ def test_an_offline_rename_meets_an_online_one_and_the_conflict_is_resolved(
         mine, servers = outcomes.mine[1].toPlainText(), outcomes.servers[1].toPlainText()
         assert mine.splitlines()[0] == "yard boss", mine
         assert servers.splitlines()[0] == "yard chief", servers
+        assert "Changed by ann (device " in servers, servers  # who and when, not only what
         assert outcomes.mine[1].y() == outcomes.servers[1].y()  # side by side
         assert outcomes.mine[1].x() < outcomes.servers[1].x()
 

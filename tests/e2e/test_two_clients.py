@@ -74,6 +74,20 @@ async def test_an_offline_edit_meets_an_online_one_and_both_replicas_converge(
     assert conflict["conflict"]["server"] == "motorist"
     assert conflict["conflict"]["client"] == "chauffeur"
     assert seen[regrant]["code"] == "superseded", seen
+    # Who set the value the server keeps, from where and when: B's change, as A received it.
+    met = conflict["met"]
+    assert met is not None and met["author"] == "ann" and met["version"] == conflict["version"]
+    assert met["at"].endswith("Z") and met["device"]
+    assert seen[regrant]["met"]["author"] == "ann"
+    replica = a.open()
+    try:
+        change = replica.change(conflict["version"])
+        assert change is not None
+        assert change.edit == {"op": "rename_role", "role_id": "r-driver", "name": "motorist"}
+    finally:
+        replica.close()
+    code, out, _err = await a.outbox_text()
+    assert code == 0 and f"version {met['version']} by ann (device " in out, out
     # The deny between them (a narrowing) was merged: nothing for A to look at.
 
     code, _, err = await b.sync()
