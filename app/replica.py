@@ -444,9 +444,8 @@ class Replica:
     # --- meta -----------------------------------------------------------------------------
 
     def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
-        """Rows of one query, read in a transaction (so damage is named, not raw)."""
-        with self.file.read():
-            return self.file.conn.execute(sql, parameters).fetchall()
+        """Rows of one SELECT (damage is named, not raw: `ReplicaFile.select`)."""
+        return self.file.select(sql, parameters)
 
     def meta(self) -> Meta:
         rows = self.query("SELECT key, value FROM meta")
@@ -732,8 +731,9 @@ class Replica:
 
     def view_edits(self) -> list[LocalEdit]:
         """What the replica's view replays over the confirmed policy (module rules)."""
-        return [row.local() for row in self._rows("WHERE outcome IS NULL OR version > ?",
-                                                   (self.meta().cursor,))]  # fmt: skip
+        with self.file.read():  # the cursor and the rows it selects from one snapshot
+            rows = self._rows("WHERE outcome IS NULL OR version > ?", (self.meta().cursor,))
+        return [row.local() for row in rows]
 
     def pushable(self, ops: Iterable[str], limit: int) -> tuple[list[OutboxRow], str | None]:
         """The next push: pending edits from the lowest seq, at most `limit`, stopping

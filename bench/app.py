@@ -83,6 +83,8 @@ TYPE_MS = 90
 SETTLE_MS = 300
 """After each action, for what it set off (paints, debounced work) before the next."""
 SEARCH_SETTLE_MS = 600
+REFRESH_MS = 4000
+"""After a sync's change: long enough for the view to compile again on its worker."""
 """After the last typed character: the debounce (150 ms) and the search it fires."""
 
 
@@ -472,6 +474,22 @@ def _stall_script(window: Any, plan: dict[str, Any], notes: dict[str, Any]) -> l
 
     act("undo (Ctrl+Z: take back the edit)", _Step(undo, SETTLE_MS))
     act("show the role view at the end", _Step(lambda: window.show_page("role"), SETTLE_MS))
+
+    def sync_arrives() -> None:
+        # What the live sync does when a page of changes moved the cursor: the replica
+        # holds the change, and the window is told (LiveSync.moved).
+        from sync.replication.entities import ROLE, Entity
+
+        replica = window.workspace.replica
+        role_id = typical_role["id"]
+        ((document,),) = replica.query(
+            "SELECT document FROM entities WHERE kind = ? AND id = ?", (ROLE, role_id)
+        )
+        changed = json.loads(document) | {"description": "changed by a sync"}
+        replica.apply_changes(replica.meta().cursor + 1, [Entity(ROLE, role_id, changed)], 1)
+        window._sync_moved()
+
+    act("a sync brings a change (the view compiles again)", _Step(sync_arrives, REFRESH_MS))
     return actions
 
 

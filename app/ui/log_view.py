@@ -820,6 +820,9 @@ class LogView(WorkspaceView):
         self._fitted: set[QTableView] = set()
         workspace.changed.connect(self.refresh)
         self.apply_filters(announce_it=False)
+        for table in (self.decision_table, self.edit_table, self.change_table):
+            if table not in self._fitted:
+                self._fit_table(table)  # its headings, until rows come
 
     # --- construction ------------------------------------------------------------------
 

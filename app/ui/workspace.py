@@ -16,10 +16,18 @@ Rules of this module (the desktop issue, § Windows and workflows):
   (a replica is used only on the thread that opened it), so a window on 50,000
   users is usable before the view is compiled; `ready` says when it is. Asking
   for the engine before then waits for that work instead of doing it twice.
+- A sync that moves the cursor (`reload`) compiles the new view on a worker
+  too, from the same `reopen`, while the windows go on with the one they had
+  (a second behind, never half-changed); `changed` says when the new one is in
+  place. An edit queued meanwhile is applied to the view shown, and makes the
+  one being compiled stale: it is compiled again, so no edit is ever missing
+  from the view. Without `reopen` (no `prepare` was asked), a reload drops the
+  view and the next use compiles it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 from collections.abc import Callable, Sequence
@@ -30,7 +38,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from app import offline
 from app.policy_files import gc_paused
 from app.replica import Attention, OutboxRow, Replica
-from app.ui.background import Courier
+from app.ui.background import Courier, after_this_event, prefer_the_ui_thread
 from sync.policy.engine import Engine
 from sync.policy.instant import Instant
 from sync.policy.model import Policy
@@ -54,6 +62,7 @@ class Workspace(QObject):
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
+        prefer_the_ui_thread()  # this object's workers compute beside the window
         self.replica = replica
         self.author = author
         """The user id edits are made as (the signed-in person)."""
@@ -66,6 +75,11 @@ class Workspace(QObject):
         """Counts reloads: a view prepared before the last one is stale."""
         self._preparing: threading.Thread | None = None
         self._result: tuple[int, Engine, Policy, dict[int, str]] | BaseException | None = None
+        self._reopen: Callable[[], Replica] | None = None
+        self._stale = False
+        """The view shown is behind the replica (a sync moved it): a new one is prepared."""
+        self._prepared_at = 0
+        """`_changes` when the view being prepared started: one queued since is missing."""
         self._prepared.connect(self._take_prepared, Qt.ConnectionType.QueuedConnection)
         self._writing = threading.Lock()
         """Held while an edit is applied to the engine, or a worker reads all of it."""
@@ -83,9 +97,10 @@ class Workspace(QObject):
         if self._engine is None and self._preparing is not None:
             self._preparing.join()
             self._take_prepared(self._generation, None)
-        if self._engine is None:
-            self._engine, self._confirmed, self._failed = _compile(self.replica, self.now())
-            _freeze_compiled()
+        if self._engine is None:  # (a view still shown while its successor compiles is kept)
+            with gc_paused():
+                self._engine, self._confirmed, self._failed = _compile(self.replica, self.now())
+                _freeze_compiled()
         return self._engine
 
     def confirmed(self) -> Policy:
@@ -105,15 +120,27 @@ class Workspace(QObject):
         """Whether `prepare` is compiling the view (`ready` follows)."""
         return self._preparing is not None and self._engine is None
 
+    def is_refreshing(self) -> bool:
+        """Whether the view shown is behind the replica while its successor compiles."""
+        return self._stale
+
     def prepare(self, reopen: Callable[[], Replica]) -> None:
         """Compile the view on a worker thread, from the replica `reopen()` opens there;
-        `ready` is emitted on the UI thread when it is done (at once if it is)."""
+        `ready` is emitted on the UI thread when it is done (at once if it is). Later
+        reloads compile on a worker from `reopen` too (module rules)."""
+        self._reopen = reopen
         if self._engine is not None:
             self.ready.emit()
             return
         if self._preparing is not None:
             return
+        self._start_preparing()
+
+    def _start_preparing(self) -> None:
+        reopen = self._reopen
+        assert reopen is not None
         generation, now = self._generation, self.now()
+        self._prepared_at = self._changes
         signal = self._prepared
 
         def work() -> None:
@@ -124,31 +151,63 @@ class Workspace(QObject):
                     # (and its passes would stall the UI thread, which waits for the GIL).
                     with gc_paused():
                         engine, confirmed, failed = _compile(replica, now)
+                        _freeze_compiled()  # before the collector is back (see there)
                 finally:
                     replica.close()
                 self._result = (generation, engine, confirmed, failed)
             except BaseException as error:  # noqa: BLE001 - handed to the UI thread
                 self._result = error
-            signal.emit(generation, None)
+            with contextlib.suppress(RuntimeError):  # the window closed meanwhile
+                signal.emit(generation, None)
 
         self._preparing = threading.Thread(target=work, name="fleetgate-view", daemon=True)
-        self._preparing.start()
+        if self._engine is None:
+            self._preparing.start()  # nothing is shown yet: at once
+        else:
+            after_this_event(self._preparing.start)  # after the reload's own event
 
     def _take_prepared(self, generation: int, _unused: object) -> None:
         result, self._result = self._result, None
         thread, self._preparing = self._preparing, None
         if thread is None or result is None:
             return  # taken already (engine() waited for it)
-        if isinstance(result, BaseException) or result[0] != self._generation:
-            # Failed or stale: engine() compiles it here when asked (and says what is
-            # wrong, if something is): windows waiting for the view go on.
+        if self._stale:
+            self._take_refreshed(result)
+            return
+        if not isinstance(result, BaseException) and result[0] != self._generation:
+            # A sync moved the replica while the first view compiled: compile it again
+            # there (`ready` when that one is in place).
+            self._start_preparing()
+            return
+        if isinstance(result, BaseException):
+            # Failed: engine() compiles it here when asked (and says what is wrong):
+            # windows waiting for the view go on.
             self.ready.emit()
             return
         _, engine, confirmed, failed = result
         if self._engine is None and generation == self._generation:
             self._engine, self._confirmed, self._failed = engine, confirmed, failed
-            _freeze_compiled()
             self.ready.emit()
+
+    def _take_refreshed(
+        self, result: tuple[int, Engine, Policy, dict[int, str]] | BaseException
+    ) -> None:
+        """The view compiled after a reload: in place of the one shown, unless the replica
+        moved again or an edit was queued since it started (then compiled again)."""
+        if isinstance(result, BaseException):
+            # Shown as the first use compiles it: here, saying what is wrong.
+            self._stale = False
+            self._engine = self._confirmed = None
+            self.changed.emit()
+            return
+        if result[0] != self._generation or self._prepared_at != self._changes:
+            self._start_preparing()
+            return
+        _, engine, confirmed, failed = result
+        self._engine, self._confirmed, self._failed = engine, confirmed, failed
+        self._stale = False
+        self._changes += 1  # reads begun on the view before are not delivered
+        self.changed.emit()
 
     def policy(self) -> Policy:
         """The view's policy. Read it, never change it: changes go through `queue`."""
@@ -227,12 +286,20 @@ class Workspace(QObject):
         return dismissed
 
     def reload(self) -> None:
-        """The confirmed policy moved (a sync): compile the view again, then say so."""
-        self._engine = None
-        self._confirmed = None
+        """The confirmed policy moved (a sync): compile the view again, then say so (on
+        a worker when `prepare` was asked, else on first use: module rules)."""
         self._generation += 1
         self._changes += 1
         gc.unfreeze()  # what the old view leaves may be collected; the new one is frozen
+        if self._reopen is not None and self._engine is not None:
+            self._stale = True
+            if self._preparing is None:
+                self._start_preparing()
+            # else: the one under way is stale, and _take_refreshed starts another
+            return
+        self._stale = False
+        self._engine = None
+        self._confirmed = None
         self.changed.emit()
 
 
@@ -246,5 +313,6 @@ def _compile(replica: Replica, now: Instant) -> tuple[Engine, Policy, dict[int, 
 def _freeze_compiled() -> None:
     # The compiled view lives until the next sync: the collector need not walk its
     # millions of objects again (a full pass took up to 800 ms on 50,000 users, and
-    # stalled whatever the person was doing).
+    # stalled whatever the person was doing). Frozen before the collector runs again:
+    # its first pass after a pause walked every new object, 250 ms holding the GIL.
     gc.freeze()

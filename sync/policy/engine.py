@@ -479,7 +479,7 @@ class Engine:
                         if hit.owner_kind == "user"
                         else f"role:{self.policy.role_name(hit.owner)}"
                     )
-                    condition = str(hit.rule.condition) if hit.rule.condition else None
+                    condition = hit.rule.condition_text
                     permissions.append(
                         Permission(
                             type_name, action, hit.effect, source, hit.index, path, condition, until

@@ -364,7 +364,7 @@ class _Rules:
         grants: set[Grants] = set()
         for effect in (Effect.DENY, Effect.GRANT):
             for rule in holder.rules(effect):
-                condition = str(rule.condition) if rule.condition is not None else None
+                condition = rule.condition_text
                 grants.update((t, a, effect, condition) for t, a in self._covered(rule))
         read = frozenset(grants)
         self._read[id(holder)] = (holder, read)

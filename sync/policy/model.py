@@ -129,6 +129,7 @@ class Rule:
     predicate: Any = field(default=None, compare=False, repr=False)
     _identity: str = field(default="", init=False, compare=False, repr=False)
     _document: dict[str, Any] | None = field(default=None, init=False, compare=False, repr=False)
+    _condition_text: str = field(default="", init=False, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -175,13 +176,26 @@ class Rule:
     def __hash__(self) -> int:
         return hash(self.identity)
 
+    @property
+    def condition_text(self) -> str | None:
+        """The condition in words (`resource.region = $user.region`), None without one;
+        written once, on first use: effective permissions list it for every rule a user
+        holds, and a check's fixes list them for each change they try."""
+        if self.condition is None:
+            return None
+        text = self._condition_text
+        if not text:  # never empty once written: a condition has words
+            text = str(self.condition)
+            object.__setattr__(self, "_condition_text", text)
+        return text
+
     def describe(self) -> str:
         """`route update when resource.region = $user.region`."""
         target = "any resource" if self.resource == WILDCARD else self.resource
         actions = "any action" if WILDCARD in self.actions else ", ".join(self.actions)
         text = f"{target} {actions}"
         if self.condition is not None:
-            text += f" when {self.condition}"
+            text += f" when {self.condition_text}"
         return text
 
     def to_document(self) -> dict[str, Any]:

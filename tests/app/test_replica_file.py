@@ -885,6 +885,34 @@ def test_a_damaged_page_read_through_write_is_damage(
     replica.close()
 
 
+def test_a_damaged_page_read_through_select_is_damage(
+    tmp_path: Path, memory_keyring: MemoryKeyring
+) -> None:
+    db = damaged_replica(tmp_path, "a flipped byte in the last page")
+    replica = open_replica(tmp_path)
+    assert replica.select("SELECT count(*) FROM outbox") == [(300,)]
+    with pytest.raises(ReplicaDamaged) as caught:
+        replica.select(f"SELECT count(*) FROM {TABLE}")
+    assert caught.value.path == db
+    replica.close()
+
+
+def test_select_runs_only_a_select_and_sees_the_write_it_is_inside(
+    tmp_path: Path, memory_keyring: MemoryKeyring
+) -> None:
+    replica = create(tmp_path)
+    fill(replica, outbox=3, roles=0)
+    for statement in ("DELETE FROM outbox", "  insert into outbox (body) values ('x')",
+                      "WITH x AS (SELECT 1) DELETE FROM outbox"):  # fmt: skip
+        with pytest.raises(ValueError, match="SELECT only"):
+            replica.select(statement)
+    assert outbox_count(replica) == 3
+    with replica.write() as db:
+        db["outbox"].insert({"id": 9, "body": "new"})
+        assert replica.select("SELECT count(*) FROM outbox") == [(4,)]
+    replica.close()
+
+
 def test_check_integrity_of_a_sound_and_a_damaged_file(
     tmp_path: Path, memory_keyring: MemoryKeyring
 ) -> None:

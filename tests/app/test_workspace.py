@@ -9,6 +9,7 @@ from app import offline
 from app.ui.workspace import Workspace
 from sync.policy.engine import Engine
 from sync.policy.request import Request
+from sync.replication.entities import USER, Entity
 from tests.app.ui_fixtures import cheap_argon2, memory_keyring, ui_replica, workspace  # noqa: F401
 
 DRIVE = Request("vic", "drive", "vehicle", "v-1")
@@ -103,16 +104,65 @@ def test_asking_for_the_engine_while_it_is_prepared_waits_for_that_work(
     assert workspace.engine() is engine and not workspace.is_preparing()
 
 
-def test_a_view_prepared_before_a_reload_is_not_taken(
+def _server_gave_vic_driver(space: Workspace) -> None:
+    """A sync brought a change: vic holds driver in the confirmed policy now."""
+    replica = space.replica
+    (vic,) = [e for e in replica.entities() if e.kind == USER and e.id == "vic"]
+    document = dict(vic.document)
+    document["roles"] = [*document.get("roles", []), {"role_id": "r-driver"}]
+    replica.apply_changes(replica.meta().cursor + 1, [Entity(USER, "vic", document)], 1)
+
+
+def test_a_view_prepared_before_a_reload_is_compiled_again_on_the_worker(
     workspace: Workspace,  # noqa: F811
     qtbot,  # type: ignore[no-untyped-def]
 ) -> None:
     workspace.prepare(_reopen(workspace))
+    _server_gave_vic_driver(workspace)
     workspace.reload()  # the confirmed policy moved while the worker read the old one
     with qtbot.waitSignal(workspace.ready, timeout=20_000):
         pass
-    assert not workspace.is_ready()  # stale: compiled afresh when asked
-    assert workspace.engine() is not None
+    assert workspace.is_ready()  # the second compile, not the stale first one
+    assert workspace.engine().decide(DRIVE, workspace.now()).allowed
+
+
+def test_a_reload_compiles_on_a_worker_while_the_old_view_is_shown(
+    workspace: Workspace,  # noqa: F811
+    qtbot,  # type: ignore[no-untyped-def]
+) -> None:
+    with qtbot.waitSignal(workspace.ready, timeout=20_000):
+        workspace.prepare(_reopen(workspace))
+    shown = workspace.engine()
+    _server_gave_vic_driver(workspace)
+    with qtbot.waitSignal(workspace.changed, timeout=20_000):
+        workspace.reload()
+        # Meanwhile the window goes on with the view it had: nothing compiles here.
+        assert workspace.is_refreshing() and workspace.engine() is shown
+        assert not shown.decide(DRIVE, workspace.now()).allowed
+    assert not workspace.is_refreshing()
+    assert workspace.engine() is not shown
+    assert workspace.engine().decide(DRIVE, workspace.now()).allowed
+    assert [a.role_id for a in workspace.confirmed().users["vic"].roles][-1] == "r-driver"
+
+
+def test_an_edit_queued_while_the_view_refreshes_is_in_the_view_that_replaces_it(
+    workspace: Workspace,  # noqa: F811
+    qtbot,  # type: ignore[no-untyped-def]
+) -> None:
+    with qtbot.waitSignal(workspace.ready, timeout=20_000):
+        workspace.prepare(_reopen(workspace))
+    _server_gave_vic_driver(workspace)
+    workspace.reload()
+    suspend = {"op": "suspend_user", "user_id": "sam"}
+    workspace.queue([suspend])  # on the view shown; the one compiling lacks it
+    assert workspace.engine().decide(Request("sam", "read", "vehicle"), workspace.now()).reason \
+        == "user sam is suspended"  # fmt: skip
+    qtbot.waitUntil(lambda: not workspace.is_refreshing(), timeout=20_000)
+    engine = workspace.engine()
+    assert engine.decide(DRIVE, workspace.now()).allowed  # the sync's change
+    assert engine.decide(Request("sam", "read", "vehicle"), workspace.now()).reason == (
+        "user sam is suspended"  # and the edit queued meanwhile
+    )
 
 
 def test_the_admin_window_says_loading_until_the_view_is_prepared(
