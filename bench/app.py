@@ -635,7 +635,15 @@ def _action_figures(
                         "longest_gap_ms": longest * 1000, "busy_ms": busy * 1000,
                         "ticks": len(gaps), "gen2_collections": len(oldest),
                         "gen2_longest_ms": max((r[1] for r in oldest), default=0.0) * 1000,
-                        "gen2_threads": sorted({r[3] for r in oldest})})  # fmt: skip
+                        "gen2_threads": sorted({r[3] for r in oldest}),
+                        # Where in the action the long gaps and collections were (ms from
+                        # its start; a gap is timed at the tick that ended it).
+                        "long_gaps_at_ms": [(round((at - action.started) * 1000),
+                                             round(gap * 1000)) for at, gap in gaps if gap > 0.02],
+                        "collections_at_ms": [
+                            (round((r[0] - action.started) * 1000), round(r[1] * 1000), r[2], r[3])
+                            for r in collections if action.started <= r[0] < end and r[1] > 0.005
+                        ]})  # fmt: skip
     return figures
 
 

@@ -784,7 +784,7 @@ class CheckView(WorkspaceView):
                 rows.append((user_id, (user.name if user else None) or "", decision.reason))
             return rows
 
-        self.workspace.read_later(work, lambda rows: self._show_who_can(rows, asked, say))
+        self.workspace.read_later(work, lambda rows: self._show_who_can(rows, asked, say), self)
 
     def _show_who_can(self, rows: Any, asked: str, say: bool) -> None:
         self.who_busy = False

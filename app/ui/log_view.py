@@ -818,7 +818,7 @@ class LogView(WorkspaceView):
             self.setTabOrder(before, after)
 
         self._fitted: set[QTableView] = set()
-        workspace.changed.connect(self.refresh)
+        self.follow_changes(self.refresh)
         self.apply_filters(announce_it=False)
         for table in (self.decision_table, self.edit_table, self.change_table):
             if table not in self._fitted:

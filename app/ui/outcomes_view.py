@@ -214,7 +214,7 @@ class OutcomesView(WorkspaceView):
         chain = (self.table, self.mine[1], self.servers[1], self.keep, self.reapply, self.discard)
         for first, second in pairwise(chain):
             self.setTabOrder(first, second)
-        workspace.changed.connect(self.refresh)
+        self.follow_changes(self.refresh)
         self.refresh()
 
     def _value_box(self, name: str, title: str, description: str) -> tuple[QLabel, QPlainTextEdit]:

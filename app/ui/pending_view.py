@@ -452,8 +452,11 @@ class PendingView(WorkspaceView):
         if problems:
             text += f", {problems} not applying to the view"
         self.count.setText(text)
-        self._update_actions()
-        self._show_impact()
+        self._update_actions()  # undo and redo work from every page: always now
+        if self.isVisible():
+            self._show_impact()
+        else:  # the access delta (every affected user) when the view is shown
+            self._refresh_on_show = self._show_impact
 
     def selected(self) -> PendingRow | None:
         """The selected pending edit, if one is."""

@@ -866,7 +866,7 @@ class RoleEditor(WorkspaceView):
         layout.addLayout(head)
         layout.addLayout(body, 1)
 
-        workspace.changed.connect(self.refresh)
+        self.follow_changes(self.refresh)
         self.show_role(None)
 
     # --- building helpers --------------------------------------------------------------
@@ -1003,6 +1003,7 @@ class RoleEditor(WorkspaceView):
         self.workspace.read_later(
             lambda engine: holdings(engine, role.id, now),
             lambda rows: self._holders_found(role, rows),
+            self,
         )
 
     def _holders_found(self, role: Role, rows: Any) -> None:

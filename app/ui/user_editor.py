@@ -664,7 +664,7 @@ class UserEditor(WorkspaceView):
         self._timer = QTimer(self)
         self._timer.setInterval(COUNTDOWN_EVERY_MS)
         self._timer.timeout.connect(self.tick)
-        workspace.changed.connect(self.refresh)
+        self.follow_changes(self.refresh)
         self.show_user(None)
 
     # --- building ------------------------------------------------------------------------

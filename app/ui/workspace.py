@@ -33,12 +33,13 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QObject, Qt, Signal
 
 from app import offline
 from app.policy_files import gc_paused
 from app.replica import Attention, OutboxRow, Replica
-from app.ui.background import Courier, after_this_event, prefer_the_ui_thread
+from app.ui.background import Courier, after_this_event, prefer_the_ui_thread, retire
 from sync.policy.engine import Engine
 from sync.policy.instant import Instant
 from sync.policy.model import Policy
@@ -164,7 +165,7 @@ class Workspace(QObject):
         if self._engine is None:
             self._preparing.start()  # nothing is shown yet: at once
         else:
-            after_this_event(self._preparing.start)  # after the reload's own event
+            after_this_event(self, self._preparing.start)  # after the reload's own event
 
     def _take_prepared(self, generation: int, _unused: object) -> None:
         result, self._result = self._result, None
@@ -204,10 +205,13 @@ class Workspace(QObject):
             self._start_preparing()
             return
         _, engine, confirmed, failed = result
+        old = [self._engine, self._confirmed]
         self._engine, self._confirmed, self._failed = engine, confirmed, failed
         self._stale = False
         self._changes += 1  # reads begun on the view before are not delivered
-        self.changed.emit()
+        self.changed.emit()  # the windows let the old view go
+        retire(self, *old)  # freed a piece at a time on a worker, not here at once
+        old.clear()
 
     def policy(self) -> Policy:
         """The view's policy. Read it, never change it: changes go through `queue`."""
@@ -237,13 +241,19 @@ class Workspace(QObject):
         self.changed.emit()
         return seqs
 
-    def read_later(self, work: Callable[[Engine], Any], deliver: Callable[[Any], None]) -> None:
+    def read_later(
+        self,
+        work: Callable[[Engine], Any],
+        deliver: Callable[[Any], None],
+        receiver: QObject | None = None,
+    ) -> None:
         """Run `work(engine)` on a worker thread and hand its result to `deliver` on the UI
         thread, unless the view changed meanwhile (the view then asks again, as it does
         on `changed`). For reads of the whole tenant (who can; a role's 80,000 holders)
         that would stall the window: `queue` waits for one under way, and a read never
         changes the engine (it may fill its caches). An exception from `work` is
-        delivered as the result."""
+        delivered as the result; nothing is delivered once `receiver` (the widget that
+        asked) is deleted."""
         engine = self.engine()
         changes, writing = self._changes, self._writing
 
@@ -252,6 +262,8 @@ class Workspace(QObject):
                 return work(engine)
 
         def delivered(result: Any) -> None:
+            if receiver is not None and not shiboken6.isValid(receiver):
+                return  # its window closed meanwhile
             if changes == self._changes and self._engine is not None:
                 deliver(result)
 

@@ -138,6 +138,37 @@ def test_an_edit_in_a_view_shows_in_the_status_bar_and_the_pending_view(
     assert any("vic" in m or "edit" in m.lower() for m in messages), messages
 
 
+def test_hidden_views_read_a_change_when_they_are_shown_and_undo_works_from_anywhere(
+    window: AdminWindow,
+    workspace: Workspace,  # noqa: F811
+    qtbot: Any,
+) -> None:
+    window.show_page("role")
+    roles = window.views["role"]
+    roles.table.selectRow(
+        next(r for r in range(roles.model.rowCount()) if roles.model.entity_id(r) == "r-driver")
+    )
+    impacts: list[int] = []
+    original = window.pending_view._show_impact
+
+    def counted() -> None:
+        impacts.append(1)
+        original()
+
+    window.pending_view._show_impact = counted  # type: ignore[method-assign]
+    workspace.queue([{"op": "assign_role", "user_id": "vic", "role_id": "driver"}])
+    # Hidden: the log and the access delta wait until they are shown...
+    assert window.log_view.edits.rowCount() == 0 and impacts == []
+    # ...but undo is ready from this page already.
+    assert window.pending_view.undo_action.isEnabled()
+    window.show_page("log")
+    assert window.log_view.edits.rowCount() == 1
+    window.show_page("pending")
+    assert impacts == [1]
+    impact = window.pending_view.impact_model
+    assert [impact.index(0, c).data() for c in range(3)] == ["Gain", "vehicle drive", "1"]
+
+
 def test_export_then_import_through_the_file_menu(
     window: AdminWindow,
     workspace: Workspace,  # noqa: F811

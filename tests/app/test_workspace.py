@@ -195,3 +195,21 @@ def test_the_confirmed_policy_is_kept_apart_from_the_view_and_spares_take_back_a
     assert workspace.take_back(first)
     assert loads == []  # undo reads the kept policies, not the replica's 50,000 rows
     assert [a.role_id for a in workspace.confirmed().users["vic"].roles] == ["r-viewer"]
+
+
+def test_a_read_is_not_delivered_to_a_widget_deleted_meanwhile(
+    workspace: Workspace,  # noqa: F811
+    qtbot,  # type: ignore[no-untyped-def]
+) -> None:
+    import shiboken6
+    from PySide6.QtWidgets import QLabel
+
+    label = QLabel("waiting")
+    got: list[object] = []
+    workspace.read_later(lambda engine: len(engine.policy.users), got.append, label)
+    shiboken6.delete(label)  # its window closed before the worker started
+    kept: list[object] = []
+    workspace.read_later(lambda engine: len(engine.policy.users), kept.append)
+    qtbot.waitUntil(lambda: bool(kept), timeout=5_000)
+    qtbot.wait(100)  # time enough for the first, asked before it
+    assert got == [] and kept == [len(workspace.policy().users)]
