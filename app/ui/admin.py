@@ -36,14 +36,13 @@ from PySide6.QtWidgets import (
 )
 
 from app.settings import Resolved
-from app.ui.background import Courier
 from app.ui.check_view import CheckView
 from app.ui.live_sync import STATE_WORDS, LiveSync
 from app.ui.log_view import LogView
 from app.ui.main_window import MainWindow
 from app.ui.outcomes_view import OutcomesView
 from app.ui.pending_view import PendingView
-from app.ui.policy_io import ImportDialog, export_policy_file
+from app.ui.policy_io import ExportCancelled, ExportProgress, ImportDialog
 from app.ui.role_editor import RoleEditor
 from app.ui.settings_window import SettingsWindow
 from app.ui.sizing import characters, resize_in_text_units
@@ -52,6 +51,8 @@ from app.ui.user_editor import UserEditor
 from app.ui.workspace import Workspace
 from app.ui.workspace_view import WorkspaceView
 from sync.policy.impact import access_delta
+from sync.policy.instant import Instant
+from sync.policy.model import Policy
 from sync.protocol.client import ClientState
 
 MOVED_DELAY_MS = 300
@@ -128,7 +129,8 @@ class AdminWindow(MainWindow):
             self._sync_state(sync.last_state)
         else:
             self.set_connection("offline")
-        self._courier = Courier(self)
+        self.exporting: ExportProgress | None = None
+        """The last export started (its dialog shows how far it is)."""
         self._build_menus()
         if workspace.is_preparing():
             workspace.ready.connect(lambda: self._build_views(staged=True))
@@ -297,17 +299,23 @@ class AdminWindow(MainWindow):
         # A copy: the view's dictionaries change when an edit is queued meanwhile; the
         # entities themselves never change (an edit replaces them).
         snapshot = self.workspace.policy().copy()
+        progress = ExportProgress(snapshot, path, self)
 
         def said(outcome: object) -> None:
-            if isinstance(outcome, OSError):
-                self.show_message(
-                    f"Export failed: {outcome.strerror or outcome}; nothing was written"
-                )
+            if isinstance(outcome, ExportCancelled):
+                self.show_message(f"Export to {path} cancelled; nothing was written")
+            elif isinstance(outcome, Exception):
+                problem = outcome.strerror if isinstance(outcome, OSError) else None
+                self.show_message(f"Export failed: {problem or outcome}; nothing was written")
             else:
                 self.show_message(f"Exported the policy (with pending edits) to {path}")
+            progress.deleteLater()
 
+        progress.finished_with.connect(said)
+        self.exporting = progress
         self.show_message(f"Exporting the policy to {path} ...")
-        self._courier.run("fleetgate-export", lambda: export_policy_file(snapshot, path), said)
+        progress.start()
+        progress.open()
         return path
 
     def import_policy(self) -> ImportDialog | None:
@@ -321,9 +329,11 @@ class AdminWindow(MainWindow):
         dialog.open()
         return dialog
 
-    def access_delta(self, documents: list[dict[str, Any]]) -> list[str]:
-        """The access `documents` would change in the view, in words (for an import)."""
-        impact = access_delta(self.workspace.policy(), documents, self.workspace.now())
+    @staticmethod
+    def access_delta(view: Policy, documents: list[dict[str, Any]], now: Instant) -> list[str]:
+        """The access `documents` would change in `view`, in words (for an import, on its
+        worker: it reads `view` only)."""
+        impact = access_delta(view, documents, now)
         return impact.summary_lines(lambda index: f"Edit [{index}] of the file")
 
     def open_settings(self) -> QDialog | None:

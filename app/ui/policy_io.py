@@ -4,27 +4,34 @@ Rules of this module (the desktop issue, § Windows and workflows, Policy as cod
 
 - Export writes the replica's view (pending edits included) as a policy
   document (policy-format.md), JSON or YAML by the file's suffix, through a
-  temporary file renamed over the target: a failed export leaves no half file.
+  temporary file renamed over the target: a failed or cancelled export leaves
+  no half file. It runs on a worker thread, with its progress shown and a
+  Cancel (`ExportProgress`): YAML is written EXPORT_BATCH roles or users at a
+  time, each a look at Cancel (50,000 users take seconds), without YAML
+  aliases (a batch cannot refer to an anchor of another).
 - Import never replaces anything: the file is read and compared with the view
   on a worker thread (a 50,000-user file takes a second to parse), then the
   dialog shows the differences in words and the access they change, and only
   when the person applies them are they queued, as the same intent-level
   edits `fleetgate edit --apply-policy` queues, which then sync.
 - While a file is being read the dialog is modal and can be cancelled: the
-  view is not changed meanwhile (the worker reads it).
+  view is not changed meanwhile (the worker reads it, and works out the access
+  the file's edits change there too: on 50,000 users that is seconds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from PySide6.QtCore import QStringListModel, Signal
+from PySide6.QtCore import QStringListModel, Qt, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -42,31 +49,150 @@ from app.ui.background import Courier
 from app.ui.feedback import say
 from app.ui.workspace import Workspace
 from sync.policy.diff import diff_policies
-from sync.policy.document import PolicyInvalid, export_policy
+from sync.policy.document import PolicyInvalid, export_policy, safe_dumper_class
 from sync.policy.instant import Instant
 from sync.policy.model import Policy
 from sync.policy.reach import Unreachable, edits_to_reach
 
+EXPORT_BATCH = 1000
+"""Roles or users a YAML export writes between two reports of progress."""
 
-def export_policy_file(policy: Policy, path: Path) -> None:
-    """Write `policy` to `path` (YAML for .yaml/.yml, else JSON); raises OSError."""
+Progress = Callable[[int, int], bool]
+"""(entities written, entities in all) -> False to stop."""
+
+
+class ExportCancelled(Exception):
+    """The person cancelled an export; nothing was written."""
+
+
+def export_policy_file(policy: Policy, path: Path, progress: Progress | None = None) -> None:
+    """Write `policy` to `path` (YAML for .yaml/.yml, else JSON), reporting to `progress`
+    (module rules). Raises ExportCancelled when it returns False, OSError when the
+    file cannot be written; either way nothing is left at `path` nor beside it."""
     document = export_policy(policy)
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml  # noqa: PLC0415 - only for a YAML export
-
-        data = yaml.safe_dump(document, sort_keys=False, allow_unicode=True).encode()
-    else:
-        data = orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+    total = sum(len(document.get(key) or ()) for key in _BATCHED)
+    report = progress or (lambda _done, _total: True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
-            file.write(data)
+            if not report(0, total):
+                raise ExportCancelled
+            if path.suffix.lower() in (".yaml", ".yml"):
+                _write_yaml(document, file, total, report)  # its last report: all written
+            else:
+                file.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+                if not report(total, total):
+                    raise ExportCancelled
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+_BATCHED = ("roles", "users")
+
+
+def _write_yaml(document: dict[str, Any], file: Any, total: int, report: Progress) -> None:
+    import yaml  # noqa: PLC0415 - only for a YAML export
+
+    class Dumper(safe_dumper_class()):  # type: ignore[misc]
+        def ignore_aliases(self, data: Any) -> bool:
+            return True  # module rules: no anchor may cross a batch
+
+    def dump(value: Any) -> bytes:
+        return yaml.dump(value, Dumper=Dumper, sort_keys=False, allow_unicode=True).encode()
+
+    done = 0
+    for key, value in document.items():
+        if key not in _BATCHED or not isinstance(value, list) or not value:
+            file.write(dump({key: value}))
+            continue
+        file.write(dump({key: None}).replace(b" null", b"", 1))  # `users:`, quoted as needed
+        for start in range(0, len(value), EXPORT_BATCH):
+            batch = value[start : start + EXPORT_BATCH]
+            file.write(dump(batch))  # `- id: ...`: the block sequence of the key above
+            done += len(batch)
+            if not report(done, total):
+                raise ExportCancelled
+
+
+class ExportProgress(QDialog):
+    """An export under way: how far it is, and Cancel (module rules). `finished_with`
+    carries the outcome: the path written, ExportCancelled or the OSError."""
+
+    finished_with = Signal(object)
+    _progressed = Signal(int, int)
+
+    def __init__(self, policy: Policy, path: Path, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.path = path
+        self.outcome: object = None
+        self._policy: Policy | None = policy
+        self._cancel = threading.Event()
+        self.setObjectName("export-dialog")
+        self.setWindowTitle(f"Export {path.name}")
+        self.setAccessibleName(f"Export the policy to {path.name}")
+        self.status = QLabel(f"Writing {path} ...")
+        self.status.setObjectName("export-status")
+        self.status.setAccessibleName("Export status")
+        self.status.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setObjectName("export-progress")
+        self.progress.setAccessibleName("Roles and users written")
+        self.progress.setRange(0, 0)
+        self.cancel_button = QPushButton("&Cancel export")
+        self.cancel_button.setAccessibleName("Cancel export")
+        self.cancel_button.setAccessibleDescription("Stop writing; nothing is left at the file")
+        self.cancel_button.clicked.connect(self.cancel)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.status)
+        layout.addWidget(self.progress)
+        buttons = QDialogButtonBox()
+        buttons.addButton(self.cancel_button, QDialogButtonBox.ButtonRole.RejectRole)
+        layout.addWidget(buttons)
+        metrics = self.fontMetrics()
+        self.resize(metrics.averageCharWidth() * 70, self.sizeHint().height())
+        self._progressed.connect(self._show_progress, Qt.ConnectionType.QueuedConnection)
+        self._courier = Courier(self)
+
+    def start(self) -> None:
+        """Write the file on a worker thread; `finished_with` says how it ended."""
+        policy, path, self._policy = self._policy, self.path, None
+        assert policy is not None, "an export starts once"
+        progressed, cancel = self._progressed, self._cancel
+
+        def report(done: int, total: int) -> bool:
+            with contextlib.suppress(RuntimeError):  # the window closed meanwhile
+                progressed.emit(done, total)
+            return not cancel.is_set()
+
+        def work() -> Path:
+            export_policy_file(policy, path, report)
+            return path
+
+        self._courier.run("fleetgate-export", work, self._done)
+
+    def cancel(self) -> None:
+        """Stop at the next batch; nothing is left at the file."""
+        self._cancel.set()
+        self.cancel_button.setEnabled(False)
+        say(self.status, "Cancelling the export ...")
+
+    def reject(self) -> None:  # Escape, or closing the dialog: the same as Cancel
+        self.cancel()
+
+    def _show_progress(self, done: int, total: int) -> None:
+        if total and not self._cancel.is_set():
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+            self.status.setText(f"Writing {self.path.name}: {done:,} of {total:,} roles and users")
+
+    def _done(self, outcome: object) -> None:
+        self.outcome = outcome
+        self.finished_with.emit(outcome)
+        self.accept()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +245,11 @@ class ImportDialog(QDialog):
         workspace: Workspace,
         path: Path,
         *,
-        access_delta: Callable[[list[dict[str, Any]]], list[str]] | None = None,
+        access_delta: Callable[[Policy, list[dict[str, Any]], Instant], list[str]] | None = None,
         parent: QWidget | None = None,
     ) -> None:
-        """`access_delta`: the access the edits would change, in words (the view's impact)."""
+        """`access_delta(view, edits, now)`: the access the edits would change in the view,
+        in words; pure (it runs on the worker)."""
         super().__init__(parent)
         self.workspace = workspace
         self.path = path
@@ -180,16 +307,25 @@ class ImportDialog(QDialog):
         self._courier = Courier(self)
 
     def start(self) -> None:
-        """Read the file on a worker thread; the dialog fills in when it is read."""
+        """Read the file and work out what it changes on a worker thread (module rules);
+        the dialog fills in when that is done."""
         current, path, now = self.workspace.policy(), self.path, self.workspace.now()
-        self._courier.run("fleetgate-import", lambda: plan_import(current, path, now),
-                          self._planned)  # fmt: skip
+        delta = self._access_delta
 
-    def _planned(self, plan: ImportPlan | Exception) -> None:
+        def work() -> tuple[ImportPlan, list[str]]:
+            plan = plan_import(current, path, now)
+            documents = plan.documents
+            access = delta(current, documents, now) if delta is not None and documents else []
+            return plan, access
+
+        self._courier.run("fleetgate-import", work, self._planned)
+
+    def _planned(self, planned: tuple[ImportPlan, list[str]] | Exception) -> None:
         if self._cancelled:
             return
-        if isinstance(plan, Exception):  # not a problem of the file: a bug, said as one
-            plan = ImportPlan(self.path, problem=f"reading it failed ({plan!r})")
+        if isinstance(planned, Exception):  # not a problem of the file: a bug, said as one
+            planned = (ImportPlan(self.path, problem=f"reading it failed ({planned!r})"), [])
+        plan, access_lines = planned
         self.plan = plan
         self.progress.hide()
         if plan.problem is not None:
@@ -203,8 +339,7 @@ class ImportDialog(QDialog):
             return
         access = self.access.model()
         assert isinstance(access, QStringListModel)
-        if self._access_delta is not None:
-            access.setStringList(self._access_delta(plan.documents))
+        access.setStringList(access_lines)
         self._say(
             f"{plan.path.name}: {_count(len(plan.differences), 'difference')}, "
             f"{_count(len(plan.documents), 'edit')} to queue. Nothing changes until "

@@ -195,6 +195,27 @@ def test_export_then_import_through_the_file_menu(
     assert len(workspace.pending()) == 1
 
 
+def test_an_export_shows_its_progress_and_cancel_leaves_no_file(
+    window: AdminWindow,
+    tmp_path: Path,
+    qtbot: Any,
+) -> None:
+    messages: list[str] = []
+    window.statusBar().messageChanged.connect(messages.append)
+    target = tmp_path / "acme.yaml"
+    window.chosen["path"] = target  # type: ignore[attr-defined]
+    assert window.export_policy() == target
+    dialog = window.exporting
+    assert dialog is not None and dialog.isVisible()
+    unnamed = [w.objectName() or type(w).__name__ for w in focusable(dialog)
+               if not w.accessibleName().strip()]  # fmt: skip
+    assert unnamed == [] and dialog.cancel_button in focusable(dialog)
+    qtbot.keyClick(dialog, Qt.Key.Key_Escape)  # the same as Cancel, before a batch is out
+    qtbot.waitUntil(lambda: any("nothing was written" in m for m in messages), timeout=10_000)
+    assert messages[-1] == f"Export to {target} cancelled; nothing was written"
+    assert list(tmp_path.glob("*acme*")) == []  # nor a temporary beside it
+
+
 def test_the_help_window_lists_every_shortcut_of_the_menus(window: AdminWindow) -> None:
     rows = window.shortcut_rows()
     actions = {(menu, action) for menu, action, _key in rows}

@@ -1,5 +1,6 @@
-"""app.ui.policy_io: the view exported to a file, and a file imported as pending edits
-after its differences are shown; bad files say why and queue nothing."""
+"""app.ui.policy_io: the view exported to a file (in batches, saying how far, cancellable
+with nothing left behind), and a file imported as pending edits after its differences
+are shown; bad files say why and queue nothing."""
 
 from __future__ import annotations
 
@@ -7,8 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app.ui.policy_io import ImportDialog, export_policy_file
+import pytest
+
+from app.policy_files import load_policy_file
+from app.ui import policy_io
+from app.ui.policy_io import ExportCancelled, ImportDialog, export_policy_file
 from app.ui.workspace import Workspace
+from sync.policy.document import export_policy
 from sync.policy.request import Request
 from tests.app.ui_fixtures import (  # noqa: F401
     SCREENSHOTS,
@@ -20,7 +26,10 @@ from tests.app.ui_fixtures import (  # noqa: F401
 
 
 def _import(qtbot: Any, space: Workspace, path: Path) -> ImportDialog:
-    dialog = ImportDialog(space, path, access_delta=lambda docs: [f"{len(docs)} edits"])
+    def delta(_view: Any, docs: list[Any], _now: Any) -> list[str]:
+        return [f"{len(docs)} edits"]
+
+    dialog = ImportDialog(space, path, access_delta=delta)
     qtbot.addWidget(dialog)
     dialog.show()
     dialog.start()
@@ -41,6 +50,46 @@ def test_export_writes_the_view_with_its_pending_edits(
     vic = next(u for u in document["users"] if u["id"] == "vic")
     assert {"role": "driver"} in vic["roles"]
     assert [p.name for p in folder.iterdir()] == ["acme.json"]  # no temporary left
+
+
+def test_a_yaml_export_is_written_in_batches_saying_how_far_and_reads_back_as_the_view(
+    workspace: Workspace,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(policy_io, "EXPORT_BATCH", 3)
+    policy = workspace.policy()
+    path = tmp_path / "acme.yaml"
+    reports: list[tuple[int, int]] = []
+    export_policy_file(policy, path, lambda done, total: reports.append((done, total)) or True)
+    total = len(policy.roles) + len(policy.users)
+    assert reports[0] == (0, total) and reports[-1] == (total, total)
+    assert len(reports) > total // 3  # a report after each batch of three
+    assert [done for done, _ in reports] == sorted(done for done, _ in reports)
+    back = load_policy_file(path, now=workspace.now())
+    assert export_policy(back) == export_policy(policy)
+    assert "&id" not in path.read_text()  # no YAML anchor: batches cannot share one
+
+
+@pytest.mark.parametrize("name", ["acme.yaml", "acme.json"])
+def test_a_cancelled_export_leaves_nothing_behind(
+    workspace: Workspace,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> None:
+    monkeypatch.setattr(policy_io, "EXPORT_BATCH", 2)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    calls: list[int] = []
+
+    def stop_after_the_first_batch(done: int, _total: int) -> bool:
+        calls.append(done)
+        return len(calls) < 2
+
+    with pytest.raises(ExportCancelled):
+        export_policy_file(workspace.policy(), folder / name, stop_after_the_first_batch)
+    assert list(folder.iterdir()) == []
 
 
 def test_an_edited_export_imports_as_pending_edits_after_showing_the_differences(
