@@ -975,7 +975,8 @@ def edit_from_document(document: Any, policy: Policy) -> Edit:
     schema = cls.schema
     for name in document:
         if name != "op" and name not in schema:
-            raise _invalid(f"{cls.op}: unknown field {quoted(name)}")
+            fields = ", ".join(schema)
+            raise _invalid(f"{cls.op}: unknown field {quoted(name)} (its fields: {fields})")
     values: dict[str, Any] = {}
     for name, (check, required) in schema.items():
         if name in document:

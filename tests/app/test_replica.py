@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.replica import MIGRATIONS, HistoryEntry, Replica, fts_query
 from app.replica_file import ReplicaFile
 from sync.policy.document import parse_policy
@@ -79,10 +81,16 @@ def test_entities_matching_every_word_whole_come_before_those_matching_a_prefix(
         replica.close()
 
 
+def _replica_of_schema(directory: Path, version: int) -> Replica:
+    """A new replica as a client of schema `version` made it."""
+    file = ReplicaFile.open(directory, "acme", "boss", migrations=MIGRATIONS[:version],
+                            create=True)  # fmt: skip
+    return Replica(file)
+
+
 def test_migration_2_indexes_again_what_a_replica_of_schema_1_held(tmp_path: Path) -> None:
     entities = _entities()
-    old = Replica(ReplicaFile.open(tmp_path, "acme", "boss", migrations=MIGRATIONS[:1],
-                                   create=True))  # fmt: skip
+    old = _replica_of_schema(tmp_path, 1)
     try:
         with old.file.write():
             # As the client of schema 1 wrote a snapshot: the text kept in the index.
@@ -151,12 +159,8 @@ def test_a_page_that_fails_to_write_leaves_no_history_of_it(tmp_path: Path) -> N
         change = Change(8, RENAME, "ann", "d-ann", "c-ann", 3, "2026-12-01T09:00:00Z")
         # A document that cannot be written as JSON text stops the page mid-way.
         unwritable = Entity(ROLE, "r-yard", {"name": object()})
-        try:
+        with pytest.raises(TypeError):
             replica.apply_changes(8, [unwritable], 99, [change])
-        except TypeError:
-            pass
-        else:
-            raise AssertionError("the page should not have been written")
         assert replica.change(8) is None
         assert replica.meta().cursor == 7
     finally:
@@ -165,8 +169,7 @@ def test_a_page_that_fails_to_write_leaves_no_history_of_it(tmp_path: Path) -> N
 
 def test_migration_3_adds_an_empty_history_to_a_replica_of_schema_2(tmp_path: Path) -> None:
     entities = _entities()
-    old = Replica(ReplicaFile.open(tmp_path, "acme", "boss", migrations=MIGRATIONS[:2],
-                                   create=True))  # fmt: skip
+    old = _replica_of_schema(tmp_path, 2)
     try:
         with old.file.write():
             old._set_meta(tenant="acme", user="boss", device="d-1", cursor=0)

@@ -594,7 +594,7 @@ async def test_a_forged_author_inside_an_edit_is_rejected_invalid_and_not_applie
     result = await session.push(forged)
     assert result["results"] == [
         {"client": "cli-1", "seq": 1, "outcome": "rejected", "code": "invalid",
-         "reason": "create_user: unknown field 'author'"}
+         "reason": "create_user: unknown field 'author' (its fields: user_id, name, attributes)"}
     ]  # fmt: skip
     assert await tenant_version(migrated, acme) == version
     assert "eve" not in (await server.tenants.current(acme)).engine.policy.users
