@@ -191,8 +191,11 @@ class ExportProgress(QDialog):
 
     def _done(self, outcome: object) -> None:
         self.outcome = outcome
-        self.finished_with.emit(outcome)
         self.accept()
+        parent = self.parentWidget()
+        if parent is not None:  # the keyboard goes back to the window it was opened from
+            parent.activateWindow()
+        self.finished_with.emit(outcome)
 
 
 @dataclass(frozen=True, slots=True)
