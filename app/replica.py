@@ -33,7 +33,8 @@ Rules of this module (the client issue, § The replica):
   It answers who made the version an edit met, and when (a conflict's other
   side), and is the audit trail a person reads offline. A snapshot brings no
   history: what came before a replica's first snapshot (or a resnapshot over a
-  compacted stretch) is the server's audit log's alone.
+  compacted stretch) is the server's audit log's alone. The last HISTORY_KEPT
+  changes are kept: older ones leave in the page that pushes them out.
 """
 
 from __future__ import annotations
@@ -163,6 +164,9 @@ CREATE VIRTUAL TABLE change_text USING fts5(
     text, content = '', contentless_delete = 1, detail = none, tokenize = 'unicode61'
 );
 """
+
+HISTORY_KEPT = 200_000
+"""Changes the replica keeps in its history (module rules)."""
 
 MIGRATIONS = (
     Migration(1, "tables: meta, entities, outbox, outcomes, decisions, search", _SCHEMA_1),
@@ -638,6 +642,8 @@ class Replica:
 
     def _record_history(self, history: Sequence[Change]) -> None:
         conn = self.file.conn
+        if not history:
+            return
         for change in history:
             inserted = conn.execute(
                 "INSERT OR IGNORE INTO changes (version, author, device, client, seq, at, edit) "
@@ -650,6 +656,14 @@ class Replica:
                     "INSERT INTO change_text (rowid, text) VALUES (?, ?)",
                     (change.version, change_search_text(change)),
                 )
+        ((newest,),) = conn.execute("SELECT max(version) FROM changes").fetchall()
+        oldest_kept = newest - HISTORY_KEPT + 1
+        conn.execute(
+            "DELETE FROM change_text WHERE rowid IN "
+            "(SELECT version FROM changes WHERE version < ?)",
+            (oldest_kept,),
+        )
+        conn.execute("DELETE FROM changes WHERE version < ?", (oldest_kept,))
 
     def change(self, version: int) -> HistoryEntry | None:
         """The change that made `version`, if this replica received it (module rules)."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from app import replica as replica_module
 from app.replica import MIGRATIONS, HistoryEntry, Replica, fts_query
 from app.replica_file import ReplicaFile
 from sync.policy.document import parse_policy
@@ -185,5 +186,28 @@ def test_migration_3_adds_an_empty_history_to_a_replica_of_schema_2(tmp_path: Pa
         replica.apply_changes(8, [_renamed(entities)], 99, [change])
         assert replica.change(8) is not None
         assert ("role", "r-yard") in replica.search("chief")
+    finally:
+        replica.close()
+
+
+def test_the_history_keeps_the_last_changes_and_forgets_older_ones_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replica_module, "HISTORY_KEPT", 2)
+    entities = _entities()
+    replica = Replica.open(tmp_path, "acme", "boss", create=True)
+    try:
+        replica.replace_all(7, entities, digest_of(entities))
+        for version, name in ((8, "first-name"), (9, "second-name"), (10, "third-name")):
+            edit = {"op": "rename_role", "role_id": "r-yard", "name": name}
+            change = Change(version, edit, "ann", "d-ann", "c-ann", version, "2026-12-01T09:00:00Z")
+            replica.apply_changes(version, [], 99, [change])
+        assert [v for (v,) in replica.query("SELECT version FROM changes")] == [9, 10]
+        assert replica.change(8) is None
+        # Its search row went with it.
+        assert replica.query("SELECT rowid FROM change_text WHERE change_text MATCH ?",
+                             (fts_query("first"),)) == []  # fmt: skip
+        assert replica.query("SELECT rowid FROM change_text WHERE change_text MATCH ?",
+                             (fts_query("third"),)) == [(10,)]  # fmt: skip
     finally:
         replica.close()
