@@ -193,6 +193,45 @@ _TIMINGS = re.compile(
 )
 
 
+YAML_SLICE_USERS = 5000
+"""Users of the document the pure-Python YAML parser is timed on beside the C one (the
+whole tenant takes the pure parser half a minute)."""
+
+
+def _yaml(folder: Path, engine: Engine) -> dict[str, Any]:
+    """The bench policy written and read back as YAML, as `fleetgate` and the app do it
+    (PyYAML's C emitter and parser where the wheel has them), and the C parser beside
+    PyYAML's pure-Python one on a slice of the same document."""
+    import yaml
+
+    from sync.policy.document import dump_policy, safe_loader_class
+
+    started = time.perf_counter()
+    text = dump_policy(engine.policy, yaml_syntax=True)
+    dumped = time.perf_counter()
+    path = folder / "policy.yaml"
+    path.write_text(text, encoding="utf-8")
+    with gc_paused():
+        written = time.perf_counter()
+        load_policy_file(path, now=NOW)
+        loaded = time.perf_counter()
+    document = yaml.load(text, Loader=safe_loader_class())
+    document["users"] = document["users"][:YAML_SLICE_USERS]
+    piece = yaml.dump(document, Dumper=yaml.SafeDumper, sort_keys=False)
+    parsers = {"c": safe_loader_class(), "pure_python": yaml.SafeLoader}
+    seconds = {}
+    for name, loader in parsers.items():
+        begun = time.perf_counter()
+        yaml.load(piece, Loader=loader)
+        seconds[name] = time.perf_counter() - begun
+    return {
+        "yaml_bytes": len(text.encode()), "yaml_write_s": dumped - started,
+        "yaml_load_s": loaded - written, "yaml_c_parser": parsers["c"] is not yaml.SafeLoader,
+        "yaml_slice_users": YAML_SLICE_USERS, "yaml_slice_c_s": seconds["c"],
+        "yaml_slice_pure_s": seconds["pure_python"],
+    }  # fmt: skip
+
+
 def _cli(folder: Path, jobs: int) -> dict[str, Any]:
     """`fleetgate check --requests` as a user runs it, `--timings` splitting its wall time."""
     command = [
@@ -295,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             args.casbin_sample,
             args.cedar_sample,
         )
+    results.update(_yaml(folder, engine))
     engine, _ = _load(folder)
     results.update(_updates(engine, lines))
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -325,7 +365,14 @@ def _print(results: dict[str, Any]) -> None:
         ("one-change update max", f"{results['update_max_ms']:.3f} ms"),
         ("first decision after update", f"{results['first_decision_after_update_p50_us']:.1f} us"),
         ("full recompile", f"{results['full_recompile_ms']:.0f} ms"),
-    ]
+        ("policy as YAML", f"written in {results['yaml_write_s']:.2f} s "
+                           f"({results['yaml_bytes'] / 1e6:.1f} MB), read and validated in "
+                           f"{results['yaml_load_s']:.2f} s"
+                           + ("" if results["yaml_c_parser"] else " (no C parser here)")),
+        (f"  YAML parse, {results['yaml_slice_users']:,} users",
+         f"C {results['yaml_slice_c_s']:.2f} s, pure Python {results['yaml_slice_pure_s']:.2f} s: "
+         f"x{results['yaml_slice_pure_s'] / results['yaml_slice_c_s']:.1f}"),
+    ]  # fmt: skip
     for cli in results["cli"]:
         rounds = cli["deciding_per_s_rounds"]
         rows.append(
