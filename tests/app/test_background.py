@@ -70,3 +70,85 @@ def test_retire_runs_on_a_worker_and_skips_an_object_still_held(qtbot: Any) -> N
     assert set(threads) == {"fleetgate-retire"}  # on the worker: the unheld one and its policy
     assert len(threads) == 2
     assert len(still_shown.entries) == size
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_once_the_ui_thread_collects_a_worker_never_does(qtbot: Any) -> None:
+    import gc
+    import weakref
+
+    background.ui_thread_collects()
+    assert not gc.isenabled()
+    collected_in: list[str] = []
+
+    def record(phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            collected_in.append(threading.current_thread().name)
+
+    refs: list[Any] = []
+
+    def allocate() -> None:
+        # Far over the threshold of the youngest generation: the automatic collector
+        # would have run here, in this thread.
+        cycles = [_Cycle() for _ in range(5 * gc.get_threshold()[0])]
+        refs.extend(weakref.ref(c) for c in cycles[:10])
+
+    gc.callbacks.append(record)
+    try:
+        worker = threading.Thread(target=allocate, name="busy-worker")
+        worker.start()
+        worker.join()
+        assert collected_in == []
+        qtbot.waitUntil(lambda: all(r() is None for r in refs), timeout=5_000)
+    finally:
+        gc.callbacks.remove(record)
+    assert collected_in and set(collected_in) == {threading.main_thread().name}
+
+
+def test_nothing_is_collected_while_a_pause_is_under_way() -> None:
+    import gc
+
+    from app.policy_files import gc_paused
+
+    with gc_paused():
+        _garbage = [_Cycle() for _ in range(2 * gc.get_threshold()[0])]
+        assert background.collect_due() is None
+    del _garbage
+    assert background.collect_due() is not None
+
+
+def test_overlapping_pauses_in_two_threads_turn_collection_back_on_after_the_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+
+    from app import policy_files
+
+    monkeypatch.setattr(policy_files._Collection, "off_for_good", False)
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        first_in, second_done, first_may_end = (threading.Event() for _ in range(3))
+
+        def first() -> None:
+            with policy_files.gc_paused():
+                first_in.set()
+                first_may_end.wait(5)
+
+        thread = threading.Thread(target=first)
+        thread.start()
+        first_in.wait(5)
+        with policy_files.gc_paused():
+            assert not gc.isenabled()
+        second_done.set()
+        assert not gc.isenabled()  # the first thread's pause goes on
+        first_may_end.set()
+        thread.join()
+        assert gc.isenabled()
+    finally:
+        if not was:
+            gc.disable()
