@@ -64,7 +64,7 @@ from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from bench.harness import summary_ms  # noqa: E402 - the sync benchmarks' summary, alike
+from bench.harness import print_rows, summary_ms  # noqa: E402 - the benchmarks' figures, alike
 
 OUT = Path(__file__).resolve().parent / "out"
 ROOT = OUT.parent.parent
@@ -499,28 +499,32 @@ def _fill_check(window: Any, request: dict[str, Any]) -> None:
     if popup is not None:
         popup.hide()
     view.tabs.setCurrentIndex(0)
-    resource_ = request["resource"]
-    view.type.setCurrentText(resource_["type"])
-    view.action.setCurrentText(request["action"])
-    view.resource_id.setText(str(resource_.get("id") or ""))
-    view.pairs.clear()
-    for key, value in (resource_.get("attributes") or {}).items():
-        view.pairs.set_value(f"resource.{key}", value)
-    for key, value in (request.get("context") or {}).items():
-        if key != "time":
-            view.pairs.set_value(f"context.{key}", value)
+    _fill_request(request, view.type, view.action, view.resource_id, view.pairs, context=True)
 
 
 def _fill_who_can(window: Any, request: dict[str, Any]) -> None:
     view = window.check_view
     view.tabs.setCurrentIndex(1)
+    _fill_request(request, view.who_type, view.who_action, view.who_resource_id, view.who_pairs,
+                  context=False)  # fmt: skip
+
+
+def _fill_request(
+    request: dict[str, Any], type_box: Any, action_box: Any, resource_id: Any, pairs: Any,
+    *, context: bool,
+) -> None:  # fmt: skip
+    """One of the check view's forms filled in from a request document (its context but
+    the time, when the form has one)."""
     resource_ = request["resource"]
-    view.who_type.setCurrentText(resource_["type"])
-    view.who_action.setCurrentText(request["action"])
-    view.who_resource_id.setText(str(resource_.get("id") or ""))
-    view.who_pairs.clear()
+    type_box.setCurrentText(resource_["type"])
+    action_box.setCurrentText(request["action"])
+    resource_id.setText(str(resource_.get("id") or ""))
+    pairs.clear()
     for key, value in (resource_.get("attributes") or {}).items():
-        view.who_pairs.set_value(f"resource.{key}", value)
+        pairs.set_value(f"resource.{key}", value)
+    for key, value in (request.get("context") or {}).items() if context else ():
+        if key != "time":
+            pairs.set_value(f"context.{key}", value)
 
 
 def _pick_requests(window: Any, plan: dict[str, Any], notes: dict[str, Any]) -> None:
@@ -1120,9 +1124,7 @@ def _print(results: dict[str, Any]) -> None:
             rows.append(("    cumulative", f"{cumulative * 1000:7.0f} ms  {calls:>7} x  {name}"))
         for name, calls, own, _cumulative in profile["top_own_time"][:3]:
             rows.append(("    own time", f"{own * 1000:7.0f} ms  {calls:>7} x  {name}"))
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
+    print_rows(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,6 +77,7 @@ from bench.harness import (
     ServerProcess,
     create_bench_tenant,
     new_database,
+    print_rows,
     start_server,
     summary_ms,
     websocket_options,
@@ -1497,9 +1498,7 @@ def _print(results: dict[str, Any]) -> None:
         ("  from the policy file, --jobs 1", batch_row("policy_file_jobs_1")),
     ]  # fmt: skip
     rows.append(("server exit code", str(results.get("server_exit_code"))))
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
+    print_rows(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

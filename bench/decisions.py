@@ -43,6 +43,7 @@ import orjson
 
 from app.batch import usable_cores
 from app.policy_files import gc_paused, load_policy_file
+from bench.harness import print_rows
 from bench.tenant import benchmark_folder
 from sync.policy.edits import AddRule, AssignRole, Edit, EditRefused, RemoveRule, UnassignRole
 from sync.policy.engine import Engine
@@ -393,9 +394,7 @@ def _print(results: dict[str, Any]) -> None:
                 f"agrees on {peer['agreement']:.1%}",
             )
         )
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
+    print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """What the sync benchmarks share: a throwaway Postgres with a tenant, the server as a
-process of its own, websocket options, and the latency summary they print.
+process of its own, websocket options, and the latency summary they print; and the
+table every benchmark prints its figures in (`print_rows`).
 
 bench/sync_server.py (and bench/slow_readers.py through it) and bench/client.py
 each built these; one copy now, so the server they measure starts, and the
@@ -32,6 +33,14 @@ def percentile(ordered: list[float], fraction: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def print_rows(rows: list[tuple[str, str]]) -> None:
+    """Print (name, figures) rows as the benchmarks' table: names in a column as wide as
+    the longest."""
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
 
 
 def summary_ms(values: list[float]) -> dict[str, float]:

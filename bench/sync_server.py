@@ -62,6 +62,7 @@ from bench.harness import (
     ServerProcess,
     create_bench_tenant,
     new_database,
+    print_rows,
     start_server,
     summary_ms,
     websocket_options,
@@ -720,9 +721,7 @@ def _print_summary(results: dict[str, Any]) -> None:
              f"mean {metrics['sum_s'] / metrics['count'] * 1000:.1f} ms")
         )  # fmt: skip
     rows.append(("server exit code", str(results.get("server_exit_code"))))
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
+    print_rows(rows)
 
 
 # --- main ----------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def _write_yaml(document: dict[str, Any], file: Any, total: int, report: Progres
         if key not in _BATCHED or not isinstance(value, list) or not value:
             file.write(dump({key: value}))
             continue
-        file.write(dump({key: None}).replace(b" null", b"", 1))  # `users:`, quoted as needed
+        file.write(f"{key}:\n".encode())  # `roles:` or `users:`, plain words
         for start in range(0, len(value), EXPORT_BATCH):
             batch = value[start : start + EXPORT_BATCH]
             file.write(dump(batch))  # `- id: ...`: the block sequence of the key above
