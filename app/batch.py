@@ -16,6 +16,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import orjson
 
 from app.policy_files import gc_paused
+from sync.policy.decision import Decision
 from sync.policy.document import reject_json_constant
 from sync.policy.engine import Engine
 from sync.policy.instant import Instant
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 BLOCK_BYTES = 1 << 20
 """About 4,500 requests: large enough to amortise a round trip to a worker."""
+_USER = re.compile(rb'"user"\s*:\s*"([^"\\]*)"')
 MAX_LINE_BYTES = 1 << 20
 """Longest request line read; a longer one is malformed (and is not read whole)."""
 
@@ -84,6 +87,7 @@ def decide_block(
         lines.pop()
     wires: list[bytes] = []
     append = wires.append
+    suffixed: dict[int, tuple[Decision, bytes]] = {}
     error = None
     # Each line is a few young dictionaries, freed as soon as it is decided: the
     # collector finds nothing in them, yet walking them took a third of the time.
@@ -100,10 +104,16 @@ def decide_block(
                 except MalformedRequest as problem:
                     error = MalformedLine(first_lineno + offset, str(problem))
                     break
+            decision = decide(request, now)
             if suffix:
-                append(decide(request, now).wire[:-1] + suffix)
+                # The engine hands out a few decisions many times: each is written
+                # with the suffix once (and kept alive here, so its id stays its own).
+                found = suffixed.get(id(decision))
+                if found is None:
+                    found = suffixed[id(decision)] = (decision, decision.wire[:-1] + suffix)
+                append(found[1])
             else:
-                append(decide(request, now).wire)
+                append(decision.wire)
     wires.append(b"")
     return b"\n".join(wires) if len(wires) > 1 else b"", error
 
@@ -156,22 +166,25 @@ def run_batch(
     # stops walking its millions of objects (and forked workers do not write
     # to, and so copy, the pages they share with the parent).
     gc.freeze()
-    pieces = blocks(source, block_bytes)
-    first = next(pieces, None)
-    if first is None:
-        return 0
-    # Imported here: a process pool costs more to import than a decision from a replica.
-    import multiprocessing  # noqa: PLC0415
+    # And paused to the end: an engine that loads users builds them as it goes, and
+    # each collection after a block walked every one built so far again.
+    with gc_paused():
+        pieces = blocks(source, block_bytes)
+        first = next(pieces, None)
+        if first is None:
+            return 0
+        # Imported here: a process pool costs more to import than a decision from a replica.
+        import multiprocessing  # noqa: PLC0415
 
-    if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
-        second = next(pieces, None)
-        if second is not None:
-            return _run_forked(engine, _chain(first, second, pieces), out, now, jobs, suffix)
-        pieces = iter(())
-    written = 0
-    for lineno, block in _chain(first, None, pieces):
-        written += _write(decide_block(engine, block, lineno, now, suffix), out)
-    return written
+        if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
+            second = next(pieces, None)
+            if second is not None:
+                return _run_forked(engine, _chain(first, second, pieces), out, now, jobs, suffix)
+            pieces = iter(())
+        written = 0
+        for lineno, block in _chain(first, None, pieces):
+            written += _write(decide_block(engine, block, lineno, now, suffix), out)
+        return written
 
 
 def _chain(
@@ -188,9 +201,15 @@ _worker_now: Instant = (0, "")
 _worker_suffix = b""
 
 
-def _work(task: tuple[int, bytes]) -> tuple[bytes, MalformedLine | None]:
+def _work_shard(task: tuple[int, list[int], bytes]) -> tuple[bytes, MalformedLine | None]:
+    """Decide a worker's part of a block: its lines' numbers (offsets in the block) and
+    the lines. A malformed line is named by its number in the block."""
     assert _worker_engine is not None
-    return decide_block(_worker_engine, task[1], task[0], _worker_now, _worker_suffix)
+    lineno, numbers, part = task
+    output, error = decide_block(_worker_engine, part, 0, _worker_now, _worker_suffix)
+    if error is not None:
+        error = MalformedLine(lineno + numbers[error.lineno], error.message)
+    return output, error
 
 
 def exit_with_parent() -> None:
@@ -219,16 +238,71 @@ def _run_forked(
     jobs: int,
     suffix: bytes = b"",
 ) -> int:
+    """Each block cut by user into one part per worker (`shard_lines`), and each
+    worker given its part: a user's requests all go to one worker, which alone
+    builds what deciding them needs (an engine that loads users does it then)."""
     global _worker_engine, _worker_now, _worker_suffix  # noqa: PLW0603 - handed to forked workers
     _worker_engine, _worker_now, _worker_suffix = engine, now, suffix
+
+    def tasks() -> Iterator[tuple[list[tuple[int, list[int], bytes]], tuple[int, bytes]]]:
+        for lineno, block in pieces:
+            lines = block.split(b"\n")
+            if not lines[-1]:
+                lines.pop()
+            routes, parts = shard_lines(lines, jobs)
+            yield [(lineno, numbers, part) for numbers, part in parts], (lineno, routes)
+
     written = 0
     try:
-        with contextlib.closing(forked_in_order(jobs, _work, ((t, None) for t in pieces))) as done:
-            for result, _ in done:
-                written += _write(result, out)
+        with contextlib.closing(forked_shards(jobs, _work_shard, tasks())) as done:
+            for results, (lineno, routes) in done:
+                written += _write(merged(results, routes, lineno), out)
         return written
     finally:
         _worker_engine = None
+
+
+def shard_lines(lines: list[bytes], shards: int) -> tuple[bytes, list[tuple[list[int], bytes]]]:
+    """Which shard each line goes to (by a hash of its user, so that a user's lines
+    all go to one), and per shard the numbers (offsets) of its lines and the lines.
+
+    The user is the first `"user": "..."` of the line, without escapes; a line
+    without one goes to the first shard. A line in the wrong shard (the key was
+    in an attribute first, or the id escaped) is decided all the same: this only
+    spreads the work.
+    """
+    routes = bytearray(len(lines))
+    numbers: list[list[int]] = [[] for _ in range(shards)]
+    texts: list[list[bytes]] = [[] for _ in range(shards)]
+    search = _USER.search
+    for offset, line in enumerate(lines):
+        found = search(line)
+        if found is None:
+            shard = 0
+        else:
+            shard = hash(found[1]) % shards
+            routes[offset] = shard
+        numbers[shard].append(offset)
+        texts[shard].append(line)
+    # Each part ends in a newline: a blank last line is then a line, and malformed.
+    parts = [(n, b"\n".join(t) + b"\n" if t else b"") for n, t in zip(numbers, texts, strict=True)]
+    return bytes(routes), parts
+
+
+def merged(
+    results: list[tuple[bytes, MalformedLine | None]], routes: bytes, first_lineno: int
+) -> tuple[bytes, MalformedLine | None]:
+    """The shards' decisions of one block (`decide_block`'s results, by shard) put
+    back in the order of its lines (`routes`: each line's shard); up to the first
+    malformed line of any shard, which is the block's."""
+    errors = [error for _, error in results if error is not None]
+    error = min(errors, key=lambda e: e.lineno) if errors else None
+    count = len(routes) if error is None else error.lineno - first_lineno
+    parts = [iter(output.split(b"\n")) for output, _ in results]
+    nexts = [part.__next__ for part in parts]
+    lines = [nexts[shard]() for shard in routes[:count]]
+    lines.append(b"")
+    return b"\n".join(lines) if count else b"", error
 
 
 def forked_in_order(
@@ -265,6 +339,90 @@ def forked_in_order(
         raise WorkerDied("a worker process deciding the batch stopped unexpectedly") from None
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def forked_shards(
+    jobs: int, work: Callable[[Any], Any], tasks: Iterable[tuple[list[Any], Any]]
+) -> Iterator[tuple[list[Any], Any]]:
+    """`([work(a) for a in arguments], extra)` for each `(arguments, extra)` of `tasks`
+    (one argument per worker), in their order, from `jobs` forked workers: the
+    first argument of every task goes to the first worker, and so on, so that each
+    worker keeps what it built for the ones before. Two tasks are in flight.
+
+    Use it closed, as `forked_in_order`; raises WorkerDied when a worker is killed
+    or crashes.
+    """
+    import multiprocessing  # noqa: PLC0415 - see run_batch
+    import queue  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    context = multiprocessing.get_context("fork")
+    workers = []
+    for _ in range(jobs):
+        ours, theirs = context.Pipe()
+        parents = [ours, *(connection for _, connection in workers)]
+        process = context.Process(target=_serve, args=(theirs, parents, work), daemon=True)
+        process.start()
+        theirs.close()  # ours then reads an end of file when the worker dies
+        workers.append((process, ours))
+    # Sending from a thread of its own: a worker blocked on handing back a large
+    # result would otherwise wait for this one, blocked on handing it more work.
+    outbox: queue.Queue[tuple[Any, Any] | None] = queue.Queue(maxsize=2 * jobs)
+
+    def send() -> None:
+        while (item := outbox.get()) is not None:
+            connection, argument = item
+            with contextlib.suppress(OSError):  # a worker that died: the reader says so
+                connection.send(argument)
+
+    sender = threading.Thread(target=send, name="batch sender", daemon=True)
+    sender.start()
+    window: deque[Any] = deque()
+    try:
+        for arguments, extra in tasks:
+            for (_process, connection), argument in zip(workers, arguments, strict=True):
+                outbox.put((connection, argument))
+            window.append(extra)
+            if len(window) >= 2:
+                yield _results(workers), window.popleft()
+        while window:
+            yield _results(workers), window.popleft()
+    finally:
+        with contextlib.suppress(queue.Full):
+            outbox.put_nowait(None)
+        for process, connection in workers:
+            connection.close()
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def _serve(connection: Any, parents: list[Any], work: Callable[[Any], Any]) -> None:
+    """A forked worker: `work` on each argument received, until the parent goes."""
+    for inherited in parents:  # the parent's ends, copied by the fork: ours to close
+        inherited.close()
+    exit_with_parent()
+    while True:
+        try:
+            argument = connection.recv()
+        except (EOFError, OSError):
+            os._exit(0)
+        result = work(argument)
+        try:
+            connection.send(result)
+        except OSError:  # the parent stopped reading (a malformed line, or it ended)
+            os._exit(0)
+
+
+def _results(workers: list[tuple[Any, Any]]) -> list[Any]:
+    results = []
+    for _process, connection in workers:
+        try:
+            results.append(connection.recv())
+        except (EOFError, OSError):
+            raise WorkerDied("a worker process deciding the batch stopped unexpectedly") from None
+    return results
 
 
 class WorkerDied(RuntimeError):

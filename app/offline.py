@@ -318,6 +318,16 @@ class Decider:
             policy = self.replica.load_partial(user_id, named_entities(self.edits), now)
         return Engine(policy, self.meta.cursor)
 
+    def batch_engine(self, now: Instant) -> Engine:
+        """An engine for a batch: over the confirmed policy with pending edits to replay
+        on it, or (none pending) one that builds each user as its first request comes,
+        in the worker deciding it (`Replica.load_for_batch`)."""
+        with gc_paused():
+            if self.edits:
+                return self.engine_for(None, now)
+            policy, users = self.replica.load_for_batch(now)
+            return Engine(policy, self.meta.cursor, load_user=users)
+
     def decide(
         self, engine: Engine, requests: Sequence[Request], documents: Sequence[Any]
     ) -> tuple[list[Decision], list[tuple[int, ...]], Circumstances]:
@@ -377,16 +387,24 @@ def decide_lines(
     after writing the decisions before the bad line, WorkerDied if a worker process
     stopped (the decisions written stand, and are logged)."""
     decider = Decider(replica, log=log, clocks=clocks)
-    with gc_paused():
-        engine = decider.engine_for(None, decider.situation().at)
-    # The compiled policy lives as long as the command: the collector need not walk it.
-    gc.freeze()
     situation = decider.situation()
     if not log and not decider.edits and situation.lease_fresh and situation.clock is Clock.WALL:
         # Nothing to log, nothing pending, nothing to say but the lease: each decision
-        # is the engine's, so the batch is `check --policy`'s, on every core.
+        # is the engine's, so the batch is `check --policy`'s, on every core. Users
+        # are built as their requests come, each by the worker deciding them.
         suffix = b',"lease":' + lease_field(situation) + b"}"
+        engine = decider.batch_engine(situation.at)
         return run_batch(engine, source, out, situation.at, usable_cores(), suffix=suffix)
+    engine = decider.batch_engine(situation.at)
+    # The compiled policy lives as long as the command: the collector need not walk it.
+    gc.freeze()
+    # Nor what the engine builds as it goes (users, in the workers), which every
+    # collection between blocks walked again: paused to the end, workers included.
+    with gc_paused():
+        return _decide_blocks(decider, engine, source, out)
+
+
+def _decide_blocks(decider: Decider, engine: Engine, source: BinaryIO, out: BinaryIO) -> int:
     pieces = _line_blocks(source)
     first = next(pieces, None)
     if first is None:
@@ -401,7 +419,7 @@ def decide_lines(
     count = 0
     for lineno, lines in itertools.chain((first,), () if second is None else (second,), pieces):
         situation = decider.situation()
-        block = decide_block(engine, decider.edits, situation, lines, lineno, log=log)
+        block = decide_block(engine, decider.edits, situation, lines, lineno, log=decider.log)
         count += decider.write(block, lines, decider.clock.mark, out)
     return count
 

@@ -50,7 +50,7 @@ import orjson
 from app.replica_file import KeyMode, Migration, ReplicaFile, rescued_rows, salvage
 from sync.policy.edits import EDIT_TYPES
 from sync.policy.instant import Instant, format_instant, parse_instant
-from sync.policy.model import Policy
+from sync.policy.model import Policy, User
 from sync.protocol.messages import (
     Change,
     Clock,
@@ -68,6 +68,7 @@ from sync.replication.entities import (
     SETTINGS,
     USER,
     Entity,
+    StoredUsers,
     built_policy,
 )
 from sync.replication.offline import DEFAULT_LEASE_SECONDS, Lease
@@ -524,6 +525,32 @@ class Replica:
     def load_policy(self, now: Instant) -> Policy:
         """The whole confirmed policy (repaired fail-closed if it does not load)."""
         return _policy(self.meta().tenant, self.entities(), now)
+
+    def load_for_batch(self, now: Instant) -> tuple[Policy, StoredUsers]:
+        """What a batch decides with: the confirmed policy without its users, which
+        `StoredUsers` builds one at a time as the engine asks for them (`Engine`'s
+        `load_user`), from their documents read here as text. Reading the text is a
+        tenth of building 50,000 users, and each worker builds only its own.
+        """
+        with self.file.read():
+            rows = self.file.conn.execute(
+                "SELECT kind, id, document FROM entities ORDER BY rowid"
+            ).fetchall()
+        tenant = self.meta().tenant
+        documents = {entity_id: doc for kind, entity_id, doc in rows if kind == USER}
+        order = {SETTINGS: 0, ROLE: 1}
+        rest = [Entity(kind, entity_id, orjson.loads(doc))
+                for kind, entity_id, doc in rows if kind != USER]  # fmt: skip
+        rest.sort(key=lambda e: order.get(e.kind, 2))
+        policy = _policy(tenant, rest, now)
+
+        def validated(user_id: str, document: Any) -> User | None:
+            # The slow way, as a whole policy that does not build is read (`_policy`).
+            if document is None:
+                return None  # not JSON: fail closed, as an unknown user
+            return _policy(tenant, [*rest, Entity(USER, user_id, document)], now).users.get(user_id)
+
+        return policy, StoredUsers(documents, policy.roles, validated)
 
     def load_partial(self, user_id: str, names: Iterable[tuple[str, str]], now: Instant) -> Policy:
         """The part of the confirmed policy a decision for `user_id` needs: the

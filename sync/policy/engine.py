@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -171,11 +171,23 @@ class Engine:
     """A compiled policy. Not thread-safe for writers: one thread applies changes.
 
     `version` is the stored policy version decisions report (None for a file).
+
+    `load_user`, for a batch that decides from stored users: `policy` then holds
+    the users loaded so far, and `decide` asks `load_user(id)` for one it does not
+    hold (None: there is no such user), adds it and compiles its entry then. Only
+    `decide` loads users: the questions below see those loaded so far. Such an
+    engine only decides: no edit applies to it (`refresh` refuses).
     """
 
-    def __init__(self, policy: Policy, version: int | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        version: int | None = None,
+        load_user: Callable[[str], User | None] | None = None,
+    ) -> None:
         self.policy = policy
         self.version = version
+        self._load_user = load_user
         self._keys: dict[Key, Key] = {}
         self._indexes: dict[str, Index] = {}
         self._links: dict[tuple[str, ...], _Link] = {}
@@ -261,16 +273,19 @@ class Engine:
         return combo
 
     def _fill_combo(self, combo: _Combo, direct: _Link | None = None) -> None:
-        for role_id in combo.roles:
-            self._combos_by_role.get(role_id, set()).discard(combo)
+        tracked = self._load_user is None  # an engine no edit applies to tracks nothing
+        if tracked:
+            for role_id in combo.roles:
+                self._combos_by_role.get(role_id, set()).discard(combo)
         links = self._closure(combo.role_ids)
         if direct is not None:
             links.insert(0, direct)
         combo.links = tuple(links)
         combo.roles = frozenset(link.owner for link in links if link.via)
         combo.merged.clear()  # in place: user entries hold this dict
-        for role_id in combo.roles:
-            self._combos_by_role.setdefault(role_id, set()).add(combo)
+        if tracked:
+            for role_id in combo.roles:
+                self._combos_by_role.setdefault(role_id, set()).add(combo)
 
     def _drop_combo(self, combo: _Combo) -> None:
         for role_id in combo.roles:
@@ -302,8 +317,9 @@ class Engine:
         entry = _UserEntry(user, combo, extra, private=bool(user.grants or user.denies))
         if user.suspended:
             entry.suspended = self._suspension(user.id)
-        for role_id in self._timed_roles(entry):
-            self._timed_by_role.setdefault(role_id, set()).add(entry)
+        if self._load_user is None:  # changes to these roles clear the entry's cache
+            for role_id in self._timed_roles(entry):
+                self._timed_by_role.setdefault(role_id, set()).add(entry)
         return entry
 
     @staticmethod
@@ -324,6 +340,8 @@ class Engine:
         """Decide `request`; `now` stands in for a missing `context.time`."""
         key = self._keys.get((request.resource_type, request.action))
         entry = self._users.get(request.user)
+        if entry is None and self._load_user is not None:
+            entry = self._loaded(request.user)
         if entry is None or key is None or entry.suspended is not None:
             return self._refused(request, entry)
         rules = entry.merged.get(key)
@@ -346,6 +364,16 @@ class Engine:
             decision = self._no_grant[key] = Decision(False, reason, (), self.version)
         return decision
 
+    def _loaded(self, user_id: str) -> _UserEntry | None:
+        """The entry of a user `load_user` gives (module docs), compiled and kept."""
+        assert self._load_user is not None
+        user = self._load_user(user_id)
+        if user is None:
+            return None
+        self.policy.users[user_id] = user
+        entry = self._users[user_id] = self._user_entry(user)
+        return entry
+
     def decide_many(self, requests: Iterable[Request], now: Instant) -> list[Decision]:
         """Decide each request, in order."""
         decide = self.decide
@@ -353,14 +381,18 @@ class Engine:
 
     @staticmethod
     def _merge(combo: _Combo, key: Key) -> Entry:
-        denies: list[_Hit] = []
-        grants: list[_Hit] = []
-        for link in combo.links:
-            rules = link.index.get(key)
-            if rules is not None:
+        found = [rules for link in combo.links if (rules := link.index.get(key)) is not None]
+        if len(found) == 1:
+            merged = found[0]  # one role covers the pair: its own entry is the merge
+        elif found:
+            denies: list[_Hit] = []
+            grants: list[_Hit] = []
+            for rules in found:
                 denies.extend(rules[0])
                 grants.extend(rules[1])
-        merged = (tuple(denies), tuple(grants)) if denies or grants else _NOTHING
+            merged = (tuple(denies), tuple(grants))
+        else:
+            merged = _NOTHING
         combo.merged[key] = merged
         return merged
 
@@ -681,6 +713,9 @@ class Engine:
         changed (re-expands every rule). Work done is proportional to what is
         named, except `resource_types`, which rebuilds everything.
         """
+        if self._load_user is not None:
+            # A stored user loaded after an edit would not show it.
+            raise RuntimeError("an engine that loads stored users only decides: no edit applies")
         if version is not None:
             self.version = version
         self._epoch += 1

@@ -14,9 +14,11 @@ Rules of this module:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from sync.policy.conditions import ConditionError
 from sync.policy.document import (
@@ -240,17 +242,8 @@ def trusted_policy(tenant: str, entities: Iterable[Entity]) -> Policy:
     constraints: tuple[Constraint, ...] = ()
     roles: dict[str, Role] = {}
     users: dict[str, User] = {}
-    rules: dict[str, Rule] = {}
-
-    def rule(document: Document) -> Rule:
-        # Roles and users share rules written alike: each is parsed once.
-        key = compact_json(document)
-        found = rules.get(key)
-        if found is None:
-            when = document.get("when")
-            found = rules[key] = Rule(document["resource"], tuple(document["actions"]), when)
-        return found
-
+    parts = _Shared()
+    rule = parts.rule
     for entity in entities:
         document = entity.document
         if entity.kind == ROLE:
@@ -261,19 +254,7 @@ def trusted_policy(tenant: str, entities: Iterable[Entity]) -> Policy:
                 tuple(rule(r) for r in document.get("denies", ())),
             )  # fmt: skip
         elif entity.kind == USER:
-            users[entity.id] = User(
-                document["id"], document.get("name"), document.get("attributes", {}),
-                tuple(
-                    Assignment.build(
-                        a["role_id"], a.get("expires"),
-                        a["eligible"]["max_hours"] if "eligible" in a else None,
-                    )
-                    for a in document.get("roles", ())
-                ),
-                tuple(rule(r) for r in document.get("grants", ())),
-                tuple(rule(r) for r in document.get("denies", ())),
-                suspended=document.get("suspended", False) is True,
-            )  # fmt: skip
+            users[entity.id] = trusted_user(document, parts)
         elif entity.id == RESOURCE_TYPES:
             types = {name: tuple(actions) for name, actions in document.items()}
         elif entity.id == CONSTRAINTS:
@@ -282,9 +263,95 @@ def trusted_policy(tenant: str, entities: Iterable[Entity]) -> Policy:
         if any(parent not in roles for parent in role.inherits):
             raise KeyError(f"role {role.id} inherits a role that is not there")
     for user in users.values():
-        if any(a.role_id not in roles for a in user.roles):
-            raise KeyError(f"user {user.id} holds a role that is not there")
+        _check_holdings(user, roles)
     return Policy(tenant, types, roles, users, constraints)
+
+
+class _Shared:
+    """Parts many entities write alike, each built once: rules (roles and users share
+    rules written alike; a rule's condition is compiled once) and plain assignments
+    (a role held without expiry or eligibility). Both are immutable."""
+
+    def __init__(self) -> None:
+        self._rules: dict[str, Rule] = {}
+        self._plain: dict[str, Assignment] = {}
+
+    def rule(self, document: Document) -> Rule:
+        key = compact_json(document)
+        found = self._rules.get(key)
+        if found is None:
+            when = document.get("when")
+            found = self._rules[key] = Rule(document["resource"], tuple(document["actions"]), when)
+        return found
+
+    def assignment(self, document: Document) -> Assignment:
+        if len(document) == 1:
+            role_id = document["role_id"]
+            found = self._plain.get(role_id)
+            if found is None:
+                found = self._plain[role_id] = Assignment.build(role_id)
+            return found
+        return Assignment.build(
+            document["role_id"], document.get("expires"),
+            document["eligible"]["max_hours"] if "eligible" in document else None,
+        )  # fmt: skip
+
+
+def trusted_user(document: Document, parts: _Shared) -> User:
+    """A stored user's document as a `User`, as `trusted_policy` builds it; raises as it
+    does for a document that is not what was stored."""
+    rule = parts.rule
+    return User(
+        document["id"], document.get("name"), document.get("attributes", {}),
+        tuple([parts.assignment(a) for a in document.get("roles", ())]),
+        tuple([rule(r) for r in document.get("grants", ())]),
+        tuple([rule(r) for r in document.get("denies", ())]),
+        suspended=document.get("suspended", False) is True,
+    )  # fmt: skip
+
+
+def _check_holdings(user: User, roles: Mapping[str, Role]) -> None:
+    if any(a.role_id not in roles for a in user.roles):
+        raise KeyError(f"user {user.id} holds a role that is not there")
+
+
+class StoredUsers:
+    """A policy's users read from their stored documents one at a time, as they are
+    first asked for: the `load_user` of an engine that decides a batch from a
+    replica, so that loading does not grow with the tenant (Engine).
+
+    `documents` maps each user id to its stored document as JSON text; `roles` are
+    the policy's (built whole). A document that does not build as stored goes to
+    `validated(user_id, document)`, which builds it the slow way (None: no user).
+    """
+
+    def __init__(
+        self,
+        documents: Mapping[str, str | bytes],
+        roles: Mapping[str, Role],
+        validated: Callable[[str, Any], User | None],
+    ) -> None:
+        self._documents = documents
+        self._roles = roles
+        self._validated = validated
+        self._parts = _Shared()
+
+    def __call__(self, user_id: str) -> User | None:
+        text = self._documents.get(user_id)
+        if text is None:
+            return None
+        try:
+            document = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return self._validated(user_id, None)
+        try:
+            user = trusted_user(document, self._parts)
+            _check_holdings(user, self._roles)
+            if user.id != user_id:
+                raise KeyError(f"user {user_id} is stored as {user.id}")
+        except (KeyError, TypeError, ValueError, AttributeError, ConditionError):
+            return self._validated(user_id, document)
+        return user
 
 
 def entity_bytes(document: Any) -> int:

@@ -107,11 +107,13 @@ def test_a_killed_worker_is_reported_not_waited_for(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = batch.decide_block
+    calls: list[int] = []  # each forked worker has its own copy
 
     def dies_on_a_later_block(
         engine: Engine, block: bytes, first_lineno: int, now: Instant, suffix: bytes = b""
     ) -> tuple[bytes, MalformedLine | None]:
-        if first_lineno > 1:
+        calls.append(1)
+        if len(calls) > 1:
             os._exit(9)  # as if the OOM killer took it
         return real(engine, block, first_lineno, now, suffix)
 
@@ -127,3 +129,54 @@ def test_an_endless_line_is_malformed_and_not_read_whole(engine: Engine, jobs: i
     output, error = _run(engine, good + endless, jobs)
     assert error == "line 3001: malformed request: longer than 1,048,576 bytes"
     assert len(output.splitlines()) == 3000
+
+
+# --- shards: each user's lines go to one worker, and come back in input order ------------
+
+
+def test_each_users_lines_go_to_one_shard_however_the_json_is_spaced() -> None:
+    lines = [b'{"user":"u%d","action":"read","resource":{"type":"route"}}' % (i % 40)
+             for i in range(400)]  # fmt: skip
+    lines += [json.dumps({"user": f"u{i % 40}", "action": "read"}).encode() for i in range(400)]
+    lines += [b"", b"[]", b'{"action": "read"}']
+    routes, parts = batch.shard_lines(lines, 3)
+    shard_of: dict[bytes, set[int]] = {}
+    for line, shard in zip(lines, routes, strict=True):
+        user = json.loads(line).get("user") if line.startswith(b"{") else None
+        if user is not None:
+            shard_of.setdefault(user, set()).add(shard)
+    assert all(len(shards) == 1 for shards in shard_of.values())
+    assert len({next(iter(s)) for s in shard_of.values()}) == 3  # the work is spread
+    assert routes[-3:] == b"\0\0\0"  # no user: the first shard
+    # Every line is in its shard's part once, in order; a blank last line stays a line.
+    for shard, (numbers, part) in enumerate(parts):
+        assert numbers == [i for i, r in enumerate(routes) if r == shard]
+        assert part.split(b"\n")[:-1] == [lines[i] for i in numbers]
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_malformed_lines_in_several_shards_stop_at_the_first_of_them(
+    engine: Engine, jobs: int
+) -> None:
+    lines = _requests(6000)
+    # Users of two shards (hashes differ from run to run): the earlier malformed line
+    # in a later shard, both in the first block, and one more in a later block.
+    first = next(f"u{i}" for i in range(60) if hash(f"u{i}".encode()) % jobs)
+    lines[1700] = b'{"user": "%s", "action": "read"}' % first.encode()
+    lines[2200] = b""  # blank, and no user: the first shard's
+    lines[5999] = b'{"user": "u2", "action": "read"}'
+    output, error = _run(engine, b"\n".join(lines) + b"\n", jobs, block_bytes=1 << 18)
+    assert error.startswith("line 1701: malformed request:")
+    serial, _ = _run(engine, b"\n".join(lines[:1700]) + b"\n", 1)
+    assert output == serial
+
+
+@pytest.mark.parametrize("spaced", [True, False], ids=["json.dumps", "compact"])
+def test_a_sharded_batch_writes_what_one_process_writes(engine: Engine, spaced: bool) -> None:
+    lines = _requests(5000)
+    if not spaced:
+        lines = [json.dumps(json.loads(line), separators=(",", ":")).encode() for line in lines]
+    data = b"\n".join(lines) + b"\n"
+    serial, _ = _run(engine, data, 1, block_bytes=1 << 30)
+    for block_bytes in (4096, 1 << 30):
+        assert _run(engine, data, 2, block_bytes)[0] == serial

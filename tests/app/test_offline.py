@@ -133,6 +133,20 @@ def test_a_batch_logs_every_decision_in_one_chain_and_writes_them_as_unlogged(
     replica.close()
 
 
+def test_an_unlogged_batch_of_many_blocks_from_forked_workers_writes_the_logged_decisions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Unlogged, the workers build each user as its first request comes (app/batch.py):
+    # over several blocks and both workers, the answers are the logged ones.
+    cores(monkeypatch, 2)
+    directory = make_replica(tmp_path / "replicas")
+    lines = request_lines(24_000)  # about 2 MB: several blocks
+    written, logged = decide(directory, lines)
+    _, unlogged = decide(directory, lines, log=False)
+    assert written == 24_000 and unlogged == logged
+    assert {json.loads(line)["allowed"] for line in unlogged} == {True, False}
+
+
 def test_a_second_batch_continues_the_chain_of_the_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_blocks: None
 ) -> None:

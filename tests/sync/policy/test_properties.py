@@ -903,3 +903,30 @@ def test_reference_follows_the_spec_on_its_own_examples() -> None:
         False,
         True,
     ]
+
+
+# --- an engine that loads its users as it decides decides as one compiled whole ----------
+
+
+@FAST
+@given(document=policies(), asked=request_grids())
+def test_an_engine_loading_users_one_at_a_time_decides_as_the_whole_engine(
+    document: Doc, asked: list[Doc]
+) -> None:
+    whole = compile_engine(document)
+    policy = whole.policy
+    loaded: list[str] = []
+
+    def load_user(user_id: str) -> Any:
+        loaded.append(user_id)
+        return policy.users.get(user_id)
+
+    bare = Policy(policy.tenant, policy.resource_types, policy.roles, {}, policy.constraints)
+    lazy = Engine(bare, load_user=load_user)
+    for request in asked:
+        parsed = parse_request(request)
+        assert lazy.decide(parsed, NOW) == whole.decide(parsed, NOW), request
+    # Each user is loaded once, when first asked for; unknown ones each time.
+    known = [u for u in loaded if u in policy.users]
+    assert len(known) == len(set(known))
+    assert set(bare.users) == set(known)

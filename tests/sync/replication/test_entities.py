@@ -214,3 +214,77 @@ def test_trusted_policy_refuses_what_was_not_stored_so_the_caller_validates(dama
                 for i, e in enumerate(policy_entities(policy))]  # fmt: skip
     with pytest.raises((KeyError, TypeError, ValueError, AttributeError)):
         trusted_policy(policy.tenant, entities)
+
+
+# --- StoredUsers: a batch's users, built from their stored documents when asked for -------
+
+from sync.policy.engine import Engine  # noqa: E402
+from sync.policy.model import User  # noqa: E402
+from sync.policy.request import Request  # noqa: E402
+from sync.replication.entities import StoredUsers  # noqa: E402
+
+
+def _demo_policy() -> Policy:
+    return parse_policy(json.loads(DEMO.read_text()), now=parse_instant("2026-12-01T08:00:00Z"))
+
+
+def _stored(policy: Policy) -> dict[str, str]:
+    return {e.id: json.dumps(e.document) for e in policy_entities(policy) if e.kind == USER}
+
+
+def test_stored_users_build_each_user_as_trusted_policy_does() -> None:
+    policy = _demo_policy()
+    slow: list[str] = []
+    users = StoredUsers(_stored(policy), policy.roles, lambda i, d: slow.append(i))
+    for user_id, user in policy.users.items():
+        assert users(user_id) == user
+    assert users("nobody") is None
+    assert slow == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "given"),
+    [
+        (lambda d: "{not json", None),
+        (lambda d: json.dumps({**json.loads(d), "roles": [{"role_id": "r-nowhere"}]}), "document"),
+        (lambda d: json.dumps({**json.loads(d), "id": "someone-else"}), "document"),
+        (lambda d: json.dumps({**json.loads(d), "roles": [{"role_id": 7}]}), "document"),
+        (lambda d: json.dumps({**json.loads(d), "roles": "all"}), "document"),
+        (lambda d: json.dumps([1, 2]), "document"),
+        (lambda d: json.dumps({**json.loads(d), "grants": [{"resource": "x"}]}), "document"),
+        (
+            lambda d: json.dumps({**json.loads(d), "roles": [{"role_id": "r", "expires": 5}]}),
+            "document",
+        ),
+    ],
+)
+def test_a_stored_user_that_does_not_build_goes_the_slow_way(
+    damage: Any, given: str | None
+) -> None:
+    policy = _demo_policy()
+    documents = _stored(policy)
+    victim = next(iter(documents))
+    documents[victim] = damage(documents[victim])
+    asked: list[tuple[str, Any]] = []
+    stand_in = User(victim)
+
+    def validated(user_id: str, document: Any) -> User:
+        asked.append((user_id, document))
+        return stand_in
+
+    users = StoredUsers(documents, policy.roles, validated)
+    assert users(victim) is stand_in
+    assert len(asked) == 1 and asked[0][0] == victim
+    assert (asked[0][1] is None) == (given is None)
+
+
+def test_an_engine_over_stored_users_refuses_edits() -> None:
+    policy = _demo_policy()
+    bare = Policy(policy.tenant, policy.resource_types, policy.roles, {}, policy.constraints)
+    engine = Engine(bare, load_user=StoredUsers(_stored(policy), policy.roles, lambda i, d: None))
+    user_id = next(iter(policy.users))
+    type_name, actions = next(iter(policy.resource_types.items()))
+    engine.decide(Request(user_id, actions[0], type_name), parse_instant("2026-12-01T08:00:00Z"))
+    assert list(bare.users) == [user_id]
+    with pytest.raises(RuntimeError, match="only decides"):
+        engine.refresh(users=[user_id])
