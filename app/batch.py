@@ -1,10 +1,13 @@
 """Batch decisions: `fleetgate check --requests`, one decision per request line.
 
 The input is cut into blocks of whole lines. Each block is decided by
-`decide_block` (the hot loop: parse, decide, append the decision's bytes);
-blocks go to worker processes when more than one core is usable, and their
-output is written back in input order. Workers are forked after the policy is
-compiled, so they share it instead of loading it again.
+`decide_block` (the hot loop: parse, decide, append the decision's bytes).
+When more than one core is usable, each block is cut by user into a part per
+worker process (`shard_lines`), always the same worker for the same user, and
+the parts' decisions are put back in input order (`merged`). Workers are forked
+after the policy is read, so they share it instead of loading it again; an
+engine that builds users as their first request comes (Engine's `load_user`)
+then builds each user once, in the worker that decides it.
 
 On a malformed line, every decision before it is written, then
 `MalformedLine` names the line (policy-format.md § Command line).
@@ -35,9 +38,10 @@ if TYPE_CHECKING:
 
 BLOCK_BYTES = 1 << 20
 """About 4,500 requests: large enough to amortise a round trip to a worker."""
-_USER = re.compile(rb'"user"\s*:\s*"([^"\\]*)"')
 MAX_LINE_BYTES = 1 << 20
 """Longest request line read; a longer one is malformed (and is not read whole)."""
+_USER = re.compile(rb'"user"\s*:\s*"([^"\\]*)"')
+"""A request line's user, as `shard_lines` finds it (unescaped ids only)."""
 
 
 class MalformedLine(Exception):
