@@ -790,8 +790,8 @@ async def _receiver(runner: _Runner, url: str, directory: Path, user: str) -> li
     apply_changes = replica.apply_changes
     cursor = [replica.meta().cursor]
 
-    def timed(version: int, after: Any, digest: int) -> None:
-        apply_changes(version, after, digest)
+    def timed(version: int, after: Any, digest: int, history: Any = ()) -> None:
+        apply_changes(version, after, digest, history)
         applied.append((clock(), cursor[0], version))
         cursor[0] = runner.cursor = version
 
