@@ -7,6 +7,8 @@ import json
 import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app import batch
 from app.batch import MalformedLine, WorkerDied, blocks, run_batch
@@ -180,3 +182,36 @@ def test_a_sharded_batch_writes_what_one_process_writes(engine: Engine, spaced: 
     serial, _ = _run(engine, data, 1, block_bytes=1 << 30)
     for block_bytes in (4096, 1 << 30):
         assert _run(engine, data, 2, block_bytes)[0] == serial
+
+
+_DECIDABLE = st.one_of(
+    st.sampled_from(_requests(60)),
+    st.sampled_from([
+        # Another "user" first (an attribute): the line may go to the wrong shard.
+        b'{"resource": {"type": "route", "attributes": {"user": "u9"}}, "user": "u1", '
+        b'"action": "read"}',
+        b'{"user": "u\\u0031", "action": "update", "resource": {"type": "route"}}',
+        b'{"user":"u51","action":"read","resource":{"type":"route"}}\r',
+        b'{"user": "u2", "action": "fly", "resource": {"type": "route"}}',
+    ]),
+)  # fmt: skip
+_MALFORMED = st.one_of(
+    st.sampled_from([b"", b"[]", b"{}", b"null", b'{"user": 3}', b"\xff\xfe", b"{", b"\r",
+                     b'{"user": "u1", "action": "read", "resource": {"type": 4}}']),
+    st.binary(max_size=40).filter(lambda b: b"\n" not in b),
+)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(_DECIDABLE, min_size=1, max_size=400),
+    bad=st.none() | st.tuples(st.floats(0, 1), _MALFORMED),
+    block=st.sampled_from([256, 2048, 8192]),
+)
+def test_any_lines_sharded_give_what_one_process_gives(
+    engine: Engine, lines: list[bytes], bad: tuple[float, bytes] | None, block: int
+) -> None:
+    if bad is not None:
+        lines.insert(int(bad[0] * len(lines)), bad[1])
+    data = b"\n".join(lines) + b"\n"
+    assert _run(engine, data, 2, block) == _run(engine, data, 1, block)
