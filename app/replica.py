@@ -482,14 +482,16 @@ class Replica:
 
     def entities(self) -> list[Entity]:
         """Every confirmed entity: settings, then roles, then users, in stored order."""
-        order = {SETTINGS: 0, ROLE: 1, USER: 2}
+        rows = self._entity_rows()
+        return _in_kind_order([Entity(kind, entity_id, orjson.loads(doc))
+                               for kind, entity_id, doc in rows])  # fmt: skip
+
+    def _entity_rows(self) -> list[tuple[str, str, str]]:
+        """Every confirmed entity as stored, `(kind, id, document as JSON)`, by rowid."""
         with self.file.read():
-            rows = self.file.conn.execute(
+            return self.file.conn.execute(
                 "SELECT kind, id, document FROM entities ORDER BY rowid"
             ).fetchall()
-        found = [Entity(kind, entity_id, orjson.loads(doc)) for kind, entity_id, doc in rows]
-        found.sort(key=lambda e: order.get(e.kind, 3))
-        return found
 
     def has_policy(self) -> bool:
         return bool(self.query("SELECT 1 FROM entities LIMIT 1"))
@@ -532,16 +534,11 @@ class Replica:
         `load_user`), from their documents read here as text. Reading the text is a
         tenth of building 50,000 users, and each worker builds only its own.
         """
-        with self.file.read():
-            rows = self.file.conn.execute(
-                "SELECT kind, id, document FROM entities ORDER BY rowid"
-            ).fetchall()
+        rows = self._entity_rows()
         tenant = self.meta().tenant
         documents = {entity_id: doc for kind, entity_id, doc in rows if kind == USER}
-        order = {SETTINGS: 0, ROLE: 1}
-        rest = [Entity(kind, entity_id, orjson.loads(doc))
-                for kind, entity_id, doc in rows if kind != USER]  # fmt: skip
-        rest.sort(key=lambda e: order.get(e.kind, 2))
+        rest = _in_kind_order([Entity(kind, entity_id, orjson.loads(doc))
+                               for kind, entity_id, doc in rows if kind != USER])  # fmt: skip
         policy = _policy(tenant, rest, now)
 
         def validated(user_id: str, document: Any) -> User | None:
@@ -591,8 +588,7 @@ class Replica:
         entities = [Entity(SETTINGS, "resource_types", types or {}),
                     Entity(SETTINGS, "constraints", kept)]  # fmt: skip
         entities += [Entity(k, i, d) for (k, i), d in loaded.items() if d is not None]
-        entities.sort(key=lambda e: {SETTINGS: 0, ROLE: 1, USER: 2}[e.kind])
-        return _policy(tenant, entities, now)
+        return _policy(tenant, _in_kind_order(entities), now)
 
     def replace_all(self, version: int, entities: Sequence[Entity], digest: int) -> None:
         """A snapshot: the confirmed policy becomes `entities` at `version`, in one transaction."""
@@ -1036,6 +1032,16 @@ def fts_query(text: str) -> str:
     if any(len(w) > 1 for w in words):
         words = [w for w in words if len(w) > 1]
     return " ".join(f'"{w}"*' for w in words[:16])
+
+
+_KIND_ORDER = {SETTINGS: 0, ROLE: 1, USER: 2}
+
+
+def _in_kind_order(entities: list[Entity]) -> list[Entity]:
+    """`entities` sorted settings, then roles, then users (stored order within each, and
+    any other kind last): the order a policy is built in."""
+    entities.sort(key=lambda e: _KIND_ORDER.get(e.kind, 3))
+    return entities
 
 
 def _policy(tenant: str, entities: Sequence[Entity], now: Instant) -> Policy:

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
     QSplitter,
     QWidget,
@@ -74,6 +75,15 @@ def text_label(
     if selectable:
         label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     return label
+
+
+def progress_bar(parent: QWidget, name: str, accessible: str) -> QProgressBar:
+    """A progress bar named `name` and, for assistive technology, `accessible` (what
+    it counts)."""
+    bar = QProgressBar(parent)
+    bar.setObjectName(name)
+    bar.setAccessibleName(accessible)
+    return bar
 
 
 def splitter(

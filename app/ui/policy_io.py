@@ -37,7 +37,6 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QLabel,
     QListView,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -46,6 +45,7 @@ from PySide6.QtWidgets import (
 from app import offline
 from app.policy_files import load_policy_file
 from app.ui.background import Courier
+from app.ui.controls import progress_bar, text_label
 from app.ui.feedback import say
 from app.ui.workspace import Workspace
 from sync.policy.diff import diff_policies
@@ -134,13 +134,9 @@ class ExportProgress(QDialog):
         self.setObjectName("export-dialog")
         self.setWindowTitle(f"Export {path.name}")
         self.setAccessibleName(f"Export the policy to {path.name}")
-        self.status = QLabel(f"Writing {path} ...")
-        self.status.setObjectName("export-status")
-        self.status.setAccessibleName("Export status")
-        self.status.setWordWrap(True)
-        self.progress = QProgressBar()
-        self.progress.setObjectName("export-progress")
-        self.progress.setAccessibleName("Roles and users written")
+        self.status = text_label(self, "export-status", "Export status", wrap=True)
+        self.status.setText(f"Writing {path} ...")
+        self.progress = progress_bar(self, "export-progress", "Roles and users written")
         self.progress.setRange(0, 0)
         self.cancel_button = QPushButton("&Cancel export")
         self.cancel_button.setAccessibleName("Cancel export")
@@ -263,13 +259,9 @@ class ImportDialog(QDialog):
         self.setWindowTitle(f"Import {path.name}")
         self.setAccessibleName(f"Import policy file {path.name}")
         self.setModal(True)
-        self.status = QLabel(f"Reading {path} ...")
-        self.status.setObjectName("import-status")
-        self.status.setAccessibleName("Import status")
-        self.status.setWordWrap(True)
-        self.progress = QProgressBar()
-        self.progress.setObjectName("import-progress")
-        self.progress.setAccessibleName("Reading the file")
+        self.status = text_label(self, "import-status", "Import status", wrap=True)
+        self.status.setText(f"Reading {path} ...")
+        self.progress = progress_bar(self, "import-progress", "Reading the file")
         self.progress.setRange(0, 0)
         differences_label = QLabel("&Differences from this replica's view:")
         self.differences = QListView()

@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -40,6 +39,7 @@ from app.replica_file import KeyMode, ReplicaError, slot_name
 from app.replica_keys import keyring_available, read_header
 from app.sync_client import EXIT_SIGN_IN, EXIT_WIPED
 from app.ui import feedback
+from app.ui.controls import progress_bar, text_label
 from app.ui.live_sync import LiveSync
 from sync.protocol.client import Password
 
@@ -113,13 +113,10 @@ class SignInWindow(QDialog):
         )
         self.passphrase.setEchoMode(QLineEdit.EchoMode.Password)
         self._passphrase_label = form.labelForField(self.passphrase)
-        self.status = QLabel("")
-        self.status.setObjectName("sign-in-status")
-        self.status.setAccessibleName("Sign-in status")
-        self.status.setWordWrap(True)
-        self.progress = QProgressBar()
-        self.progress.setObjectName("sign-in-progress")
-        self.progress.setAccessibleName("Copying the policy to this computer")
+        self.status = text_label(self, "sign-in-status", "Sign-in status", wrap=True)
+        self.progress = progress_bar(
+            self, "sign-in-progress", "Copying the policy to this computer"
+        )
         self.progress.setFormat("%v of %m parts")
         self.progress.hide()
         buttons = QDialogButtonBox()
