@@ -292,29 +292,33 @@ class Engine:
             self._combos_by_role.get(role_id, set()).discard(combo)
 
     def _user_entry(self, user: User) -> _UserEntry:
+        roles = self.policy.roles
         static: list[str] = []
         expiring: list[tuple[Instant, str]] = []
         for assignment in user.roles:
             # An eligible entry holds nothing until an activation (an ordinary
             # entry) is written beside it; its `expires` ends the eligibility.
-            if assignment.eligible is not None or assignment.role_id not in self.policy.roles:
+            role_id = assignment.role_id
+            if assignment.eligible is not None or role_id not in roles:
                 continue
             if assignment.expires_at is None:
-                if assignment.role_id not in static:
-                    static.append(assignment.role_id)
+                if role_id not in static:
+                    static.append(role_id)
             else:
-                expiring.append((assignment.expires_at, assignment.role_id))
-        if user.grants or user.denies:
-            combo = _Combo(tuple(static))
+                expiring.append((assignment.expires_at, role_id))
+        held = tuple(static)
+        private = bool(user.grants or user.denies)
+        if private:
+            combo = _Combo(held)
             direct = _Link(user.id, self._index_rules("user", user.id, user), ())
             self._fill_combo(combo, direct)
         else:
-            combo = self._combo(tuple(static))
+            combo = self._combos.get(held) or self._combo(held)
         extra = tuple(
             (expires, tuple(k for k in self._closure([role_id]) if k.owner not in combo.roles))
             for expires, role_id in expiring
-        )
-        entry = _UserEntry(user, combo, extra, private=bool(user.grants or user.denies))
+        ) if expiring else ()  # fmt: skip
+        entry = _UserEntry(user, combo, extra, private)
         if user.suspended:
             entry.suspended = self._suspension(user.id)
         if self._load_user is None:  # changes to these roles clear the entry's cache

@@ -284,6 +284,16 @@ class _Shared:
             found = self._rules[key] = Rule(document["resource"], tuple(document["actions"]), when)
         return found
 
+    def assignments(self, entries: Iterable[Document]) -> tuple[Assignment, ...]:
+        """A user's `roles` entries, each plain one the shared object (the hot path of
+        building a user: most entries are plain)."""
+        plain = self._plain
+        found = []
+        for entry in entries:
+            assignment = plain.get(entry["role_id"]) if len(entry) == 1 else None
+            found.append(assignment if assignment is not None else self.assignment(entry))
+        return tuple(found)
+
     def assignment(self, document: Document) -> Assignment:
         if len(document) == 1:
             role_id = document["role_id"]
@@ -297,22 +307,29 @@ class _Shared:
         )  # fmt: skip
 
 
+_ABSENT: tuple[()] = ()
+"""A key the document does not have (None would be a value it has: a wrong type)."""
+
+
 def trusted_user(document: Document, parts: _Shared) -> User:
     """A stored user's document as a `User`, as `trusted_policy` builds it; raises as it
     does for a document that is not what was stored."""
     rule = parts.rule
+    grants = document.get("grants", _ABSENT)
+    denies = document.get("denies", _ABSENT)
     return User(
         document["id"], document.get("name"), document.get("attributes", {}),
-        tuple([parts.assignment(a) for a in document.get("roles", ())]),
-        tuple([rule(r) for r in document.get("grants", ())]),
-        tuple([rule(r) for r in document.get("denies", ())]),
+        parts.assignments(document.get("roles", ())),
+        () if grants is _ABSENT else tuple([rule(r) for r in grants]),
+        () if denies is _ABSENT else tuple([rule(r) for r in denies]),
         suspended=document.get("suspended", False) is True,
     )  # fmt: skip
 
 
 def _check_holdings(user: User, roles: Mapping[str, Role]) -> None:
-    if any(a.role_id not in roles for a in user.roles):
-        raise KeyError(f"user {user.id} holds a role that is not there")
+    for assignment in user.roles:
+        if assignment.role_id not in roles:
+            raise KeyError(f"user {user.id} holds a role that is not there")
 
 
 class StoredUsers:
