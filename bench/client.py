@@ -36,7 +36,8 @@ edits are accepted), imports it, runs `python -m server server` (what
   of it is Argon2 (the key derivation alone, in process) and the phases of the
   rest (a fresh process doing what `check` does, step by step), the
   `-X importtime` top offenders; and the bench's requests as a batch with
-  `--no-log` and with logging, beside the same batch from the policy file.
+  `--no-log` and with logging, beside the same batch from the policy file,
+  and where the `--no-log` batch's time goes (`_batch_phases`).
 
 Figures go to standard output and to bench/out/client.json
 (client-quick.json with --quick); the server's log to
@@ -1207,6 +1208,70 @@ def _importtime(arguments: list[str], environment: dict[str, str]) -> dict[str, 
     }
 
 
+_BATCH_PROBE = """
+import gc, json, sys, time
+clock = time.perf_counter
+started = clock()
+from app import batch, offline
+from app.replica import Replica
+from app.replica_file import passphrase_from_environment
+from sync.policy.engine import Engine
+imported = clock()
+directory, tenant, owner, requests = sys.argv[1:5]
+replica = Replica.open(directory, tenant, owner, passphrase=passphrase_from_environment())
+opened = clock()
+now = offline.Clocks().wall()
+def engine():
+    policy, users = replica.load_for_batch(now)
+    return Engine(policy, replica.meta().cursor, load_user=users)
+first = engine()
+loaded = clock()
+gc.freeze()
+gc.disable()
+with open(requests, "rb") as source:
+    lines = source.read().split(b"\\n")
+if not lines[-1]:
+    lines.pop()
+jobs = batch.usable_cores()
+_routes, parts = batch.shard_lines(lines, jobs)
+numbers, part = parts[0]
+mark = clock()
+batch.decide_block(first, part, 1, now)
+first_pass = clock() - mark
+prebuilt = engine()
+mark = clock()
+for user_id in list(first._users):
+    prebuilt._loaded(user_id)  # what its first request would build
+building = clock() - mark
+mark = clock()
+batch.decide_block(prebuilt, part, 1, now)
+users_built_pass = clock() - mark
+mark = clock()
+batch.decide_block(prebuilt, part, 1, now)
+warm_pass = clock() - mark
+print(json.dumps({"imports_s": imported - started, "open_s": opened - imported,
+    "load_s": loaded - opened, "jobs": jobs, "share_requests": len(numbers),
+    "share_users": len(first._users), "first_pass_s": first_pass,
+    "building_users_s": building, "users_built_pass_s": users_built_pass,
+    "warm_pass_s": warm_pass}))
+"""
+
+
+def _batch_phases(directory: Path, requests: Path, runs: int) -> dict[str, Any]:
+    """Where the `--no-log` batch's time goes, in a fresh process doing what it does:
+    importing, opening, loading; then one worker's share of the requests (`shard_lines`,
+    as many shares as cores) decided three ways: as the batch does (each user built at
+    its first request), with its users built beforehand (timed apart), and again with
+    everything built. The medians of `runs` processes."""
+    environment = _client_environment()
+    probe = [sys.executable, "-c", _BATCH_PROBE, str(directory), TENANT, ADMIN, str(requests)]
+    phases: list[dict[str, float]] = []
+    for _ in range(runs):
+        _wall, _cpu, out = _timed_process(probe, stdout=subprocess.PIPE, environment=environment)
+        phases.append(json.loads(out))
+    return {k: statistics.median(p[k] for p in phases) for k in phases[0]}
+
+
 def _batch(directory: Path, requests: Path, policy_file: Path, runs: int) -> dict[str, Any]:
     """The requests file through `fleetgate check --requests`, from the replica (with and
     without logging) and from the policy file, whole processes."""
@@ -1350,6 +1415,8 @@ def _measure(args: argparse.Namespace, results: dict[str, Any], work: Path) -> N
     print("batches (whole processes) ...", flush=True)
     results["batch"] = _batch(passphrase_dir, folder / "requests.jsonl", policy_file,
                               args.batch_runs)  # fmt: skip
+    results["batch"]["phases_s"] = _batch_phases(passphrase_dir, folder / "requests.jsonl",
+                                                 max(3, args.batch_runs))  # fmt: skip
 
 
 # --- output --------------------------------------------------------------------------------
@@ -1496,6 +1563,18 @@ def _print(results: dict[str, Any]) -> None:
          batch_row("policy_file") + f"; replica --no-log / policy file = {ratio:.2f}; "
          f"before this benchmark {TODAY_POLICY_FILE_PER_S:,}/s"),
         ("  from the policy file, --jobs 1", batch_row("policy_file_jobs_1")),
+    ]  # fmt: skip
+    phases = batch["phases_s"]
+    rows += [
+        ("  --no-log, before the workers",
+         f"imports {phases['imports_s']:.3f} s, open {phases['open_s']:.3f} s, "
+         f"load {phases['load_s']:.3f} s"),
+        (f"  --no-log, one worker's share (1 of {phases['jobs']:.0f}) in one process",
+         f"{phases['share_requests']:,.0f} requests, {phases['share_users']:,.0f} users: "
+         f"{phases['first_pass_s']:.3f} s as the batch decides it; "
+         f"{phases['users_built_pass_s']:.3f} s with its users built first "
+         f"(building them {phases['building_users_s']:.3f} s); "
+         f"{phases['warm_pass_s']:.3f} s again"),
     ]  # fmt: skip
     rows.append(("server exit code", str(results.get("server_exit_code"))))
     print_rows(rows)
