@@ -22,7 +22,7 @@ import os
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -32,9 +32,6 @@ from sync.policy.document import reject_json_constant
 from sync.policy.engine import Engine
 from sync.policy.instant import Instant
 from sync.policy.request import MalformedRequest, Request, parse_request
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
 
 BLOCK_BYTES = 1 << 20
 """About 4,500 requests: large enough to amortise a round trip to a worker."""
@@ -254,7 +251,9 @@ def _run_forked(
             if not lines[-1]:
                 lines.pop()
             routes, parts = shard_lines(lines, jobs)
-            yield [(lineno, numbers, part) for numbers, part in parts], (lineno, routes)
+            # Each part ends in a newline: a blank last line is then a line, and malformed.
+            yield [(lineno, numbers, b"\n".join(part) + b"\n" if part else b"")
+                   for numbers, part in parts], (lineno, routes)  # fmt: skip
 
     written = 0
     try:
@@ -266,7 +265,9 @@ def _run_forked(
         _worker_engine = None
 
 
-def shard_lines(lines: list[bytes], shards: int) -> tuple[bytes, list[tuple[list[int], bytes]]]:
+def shard_lines(
+    lines: list[bytes], shards: int
+) -> tuple[bytes, list[tuple[list[int], list[bytes]]]]:
     """Which shard each line goes to (by a hash of its user, so that a user's lines
     all go to one), and per shard the numbers (offsets) of its lines and the lines.
 
@@ -288,9 +289,7 @@ def shard_lines(lines: list[bytes], shards: int) -> tuple[bytes, list[tuple[list
             routes[offset] = shard
         numbers[shard].append(offset)
         texts[shard].append(line)
-    # Each part ends in a newline: a blank last line is then a line, and malformed.
-    parts = [(n, b"\n".join(t) + b"\n" if t else b"") for n, t in zip(numbers, texts, strict=True)]
-    return bytes(routes), parts
+    return bytes(routes), list(zip(numbers, texts, strict=True))
 
 
 def merged(
@@ -309,42 +308,6 @@ def merged(
     return b"\n".join(lines) if count else b"", error
 
 
-def forked_in_order(
-    jobs: int, work: Callable[[Any], Any], tasks: Iterable[tuple[Any, Any]]
-) -> Iterator[tuple[Any, Any]]:
-    """`(work(argument), extra)` for each `(argument, extra)` of `tasks`, in their order,
-    from `jobs` forked workers with 2 x `jobs` tasks in flight; a task is taken from
-    `tasks` only when there is room, so what it reads (a clock) is read then.
-
-    Use it closed (`contextlib.closing`): closing waits for the workers to go, since
-    a parent that exits first (fleetgate ends with os._exit) would leave them waiting
-    on their queue forever. Raises WorkerDied when a worker is killed or crashes.
-    """
-    import multiprocessing  # noqa: PLC0415 - see run_batch
-    from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
-    from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415
-
-    # A process pool executor, not multiprocessing.Pool: if a worker dies, its
-    # futures fail with BrokenProcessPool instead of waiting forever.
-    executor = ProcessPoolExecutor(
-        jobs, mp_context=multiprocessing.get_context("fork"), initializer=exit_with_parent
-    )
-    window: deque[tuple[Future[Any], Any]] = deque()
-    try:
-        for argument, extra in tasks:
-            window.append((executor.submit(work, argument), extra))
-            if len(window) >= 2 * jobs:
-                future, kept = window.popleft()
-                yield future.result(), kept
-        while window:
-            future, kept = window.popleft()
-            yield future.result(), kept
-    except BrokenProcessPool:
-        raise WorkerDied("a worker process deciding the batch stopped unexpectedly") from None
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-
-
 def forked_shards(
     jobs: int, work: Callable[[Any], Any], tasks: Iterable[tuple[list[Any], Any]]
 ) -> Iterator[tuple[list[Any], Any]]:
@@ -353,8 +316,9 @@ def forked_shards(
     first argument of every task goes to the first worker, and so on, so that each
     worker keeps what it built for the ones before. Two tasks are in flight.
 
-    Use it closed, as `forked_in_order`; raises WorkerDied when a worker is killed
-    or crashes.
+    Use it closed (`contextlib.closing`): closing waits for the workers to go, since
+    a parent that exits first (fleetgate ends with os._exit) would leave them waiting
+    for work forever. Raises WorkerDied when a worker is killed or crashes.
     """
     import multiprocessing  # noqa: PLC0415 - see run_batch
     import queue  # noqa: PLC0415

@@ -101,6 +101,7 @@ def cmd_check_replica(args: argparse.Namespace, single: Any) -> int:
     from app import offline
     from app.batch import MalformedLine, WorkerDied
     from app.replica_file import ReplicaError
+    from sync.policy.request import MalformedRequest
 
     if args.tenant is None or args.owner is None:
         raise BadInput("--replica-dir needs --tenant and --as OWNER")
@@ -137,7 +138,11 @@ def cmd_check_replica(args: argparse.Namespace, single: Any) -> int:
             raise BadInput(f"missing {', '.join(missing)}")
         request = single(args)
         document = _request_document(request)
-        out.write(offline.decide_one(replica, request, document, log=log) + b"\n")
+        try:
+            line = offline.decide_one(replica, request, document, log=log)
+        except MalformedRequest as error:
+            raise BadInput(f"malformed request: {error}") from None
+        out.write(line + b"\n")
         out.flush()
         _lease_note(replica, log, 1)
         return 0

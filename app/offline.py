@@ -41,9 +41,10 @@ from app.batch import (
     MAX_LINE_BYTES,
     MalformedLine,
     blocks,
-    forked_in_order,
+    forked_shards,
     parse_line,
     run_batch,
+    shard_lines,
     usable_cores,
 )
 from app.clock import wall_now
@@ -51,6 +52,7 @@ from app.policy_files import gc_paused
 from app.replica import DecisionRow, Replica
 from sync.policy.authority import authorize
 from sync.policy.decision import Decision
+from sync.policy.document import UNSTORABLE_TEXT, holds_unstorable
 from sync.policy.edits import Edit, EditRefused, Touched, Undo, apply_edit, edit_from_document
 from sync.policy.engine import Engine
 from sync.policy.instant import Instant, parse_instant
@@ -258,7 +260,7 @@ def decide_block(
     # Parsed documents and requests are thousands of young containers, kept to the
     # end of the block: with the collector walking them, deciding took twice as long.
     with gc_paused():
-        requests, documents, slow, error = _parse_lines(lines, first_lineno)
+        requests, documents, slow, error = _parse_lines(lines, first_lineno, log=log)
         if not requests:
             return DecidedBlock([], [], None, error)
         block = decide_requests(engine, edits, situation, requests, documents, log=log,
@@ -267,10 +269,11 @@ def decide_block(
 
 
 def _parse_lines(
-    lines: Sequence[bytes], first_lineno: int
+    lines: Sequence[bytes], first_lineno: int, *, log: bool
 ) -> tuple[list[Request], list[Any], list[int], MalformedLine | None]:
     """The requests of `lines` up to the first malformed one, their documents, the
-    positions of those orjson did not read, and the malformed line."""
+    positions of those orjson did not read, and the malformed line. Logged, a request
+    the log cannot keep (`unloggable`) is malformed."""
     loads = orjson.loads
     requests: list[Request] = []
     documents: list[Any] = []
@@ -280,16 +283,34 @@ def _parse_lines(
             if len(line) > MAX_LINE_BYTES:
                 raise MalformedRequest
             document = loads(line)
-            requests.append(parse_request(document))
+            request = parse_request(document)
+            # orjson reads no lone surrogate: only an escaped NUL can be unloggable.
+            if log and b"\\u0000" in line:
+                unloggable(document)
+            requests.append(request)
         except (orjson.JSONDecodeError, MalformedRequest):
             try:  # the slow path names the problem (or takes what orjson cannot)
-                requests.append(parse_line(line))
+                request = parse_line(line)
                 document = json.loads(line)
+                if log:
+                    unloggable(document)
+                requests.append(request)
                 slow.append(offset)
             except (MalformedRequest, ValueError) as problem:
                 return requests, documents, slow, MalformedLine(first_lineno + offset, str(problem))
         documents.append(document)
     return requests, documents, slow, None
+
+
+def unloggable(document: Any) -> None:
+    """Raise MalformedRequest if the request `document` holds a string the decision log
+    cannot keep: the server refuses an upload holding one whole, so logged, it would
+    block the upload of every decision after it."""
+    if holds_unstorable(document):
+        raise MalformedRequest(
+            f"{UNSTORABLE_TEXT}: the decision log cannot keep it (the server refuses it); "
+            "--no-log decides it"
+        )
 
 
 def _dumps(value: Any) -> str:
@@ -332,7 +353,11 @@ class Decider:
         self, engine: Engine, requests: Sequence[Request], documents: Sequence[Any]
     ) -> tuple[list[Decision], list[tuple[int, ...]], Circumstances]:
         """Decide a few requests, log them (committed before this returns) and qualify
-        them."""
+        them. Raises MalformedRequest, before deciding any, for one the log cannot keep
+        (`unloggable`)."""
+        if self.log:
+            for document in documents:
+                unloggable(document)
         situation = self.situation()
         decisions, relied, _failed = decide_in_view(engine, self.edits, requests, situation.at)
         block = decided_block(decisions, relied, situation, documents, log=self.log)
@@ -442,26 +467,79 @@ def _decide_forked(
     jobs: int,
 ) -> int:
     """Blocks decided by forked workers while this process logs and writes out the
-    ones before, in order: each is committed before it is written (module rules)."""
+    ones before, in order: each is committed before it is written (module rules).
+    Each block is cut by user into a part per worker (`shard_lines`), so that each
+    user is built by one worker only, and the parts are put back together in the
+    order of the block's lines (`merged_blocks`)."""
     global _worker  # noqa: PLW0603 - handed to the forked workers
 
-    def tasks() -> Iterator[tuple[tuple[Circumstances, list[bytes], int, bool], Any]]:
+    def tasks() -> Iterator[tuple[list[tuple[Circumstances, list[bytes], int, bool]], Any]]:
         for lineno, lines in pieces:
             # Each block is decided at its own reading of the clock, as in one process.
             situation = decider.situation()
-            yield (situation, lines, lineno, decider.log), (lines, decider.clock.mark)
+            routes, parts = shard_lines(lines, jobs)
+            arguments = [(situation, part, 0, decider.log) for _numbers, part in parts]
+            numbers = [numbers for numbers, _part in parts]
+            yield arguments, (lineno, lines, routes, numbers, decider.clock.mark)
 
     _worker = (engine, decider.edits)
     count = 0
     try:
-        # Workers fork on the first submits, outside any transaction: none holds the
+        # Workers fork before the first task, outside any transaction: none holds the
         # writer lock, and none touches the database.
-        with contextlib.closing(forked_in_order(jobs, _decide_in_worker, tasks())) as done:
-            for block, (lines, mark) in done:
+        with contextlib.closing(forked_shards(jobs, _decide_in_worker, tasks())) as done:
+            for results, (lineno, lines, routes, numbers, mark) in done:
+                block = merged_blocks(results, routes, numbers, lineno)
                 count += decider.write(block, lines, mark, out)
         return count
     finally:
         _worker = None
+
+
+def merged_blocks(
+    parts: Sequence[DecidedBlock],
+    routes: bytes,
+    numbers: Sequence[Sequence[int]],
+    first_lineno: int,
+) -> DecidedBlock:
+    """One block from its parts (`shard_lines`: `routes`, each line's part; `numbers`,
+    per part its lines' offsets in the block), each decided as a block whose first
+    line is number 0: its decisions and links in the order of the block's lines, up
+    to the first malformed line of any part, which is the block's."""
+    cut = len(routes)
+    error = None
+    for part, offsets in zip(parts, numbers, strict=True):
+        if part.error is not None and offsets[part.error.lineno] < cut:
+            cut = offsets[part.error.lineno]
+            error = MalformedLine(first_lineno + cut, part.error.message)
+    order = routes[:cut]
+    answer_lines: list[bytes] = []
+    shifted: list[list[int]] = []
+    for part in parts:
+        shifted.append([kind + len(answer_lines) for kind in part.kinds])
+        answer_lines += part.answer_lines
+    nexts = [iter(kinds).__next__ for kinds in shifted]
+    kinds = [nexts[shard]() for shard in order]
+    if not kinds or all(part.links is None for part in parts):
+        return DecidedBlock(kinds, answer_lines if kinds else [], None, error)
+    unwritten: dict[int, list[Any]] = {}
+    texts: dict[int, str] = {}
+    ends: list[bytes | None] = []
+    rows: list[AnswerRow] = []
+    for part, offsets in zip(parts, numbers, strict=True):
+        links = part.links
+        if links is None:  # a part with no line: no answer either
+            continue
+        # Positions in the part are its lines' numbers there: those in the block replace them.
+        kept = links.encoded.unwritten.items()
+        unwritten.update((offsets[i], fields) for i, fields in kept if offsets[i] < cut)
+        texts.update((offsets[i], text) for i, text in links.requests.items() if offsets[i] < cut)
+        ends += links.encoded.answers
+        rows += links.answers
+    written = [iter(p.links.encoded.requests if p.links else ()).__next__ for p in parts]
+    requests = [written[shard]() for shard in order]
+    encoded = EncodedLinks(requests, kinds, ends, unwritten)
+    return DecidedBlock(kinds, answer_lines, Links(encoded, rows, texts), error)
 
 
 def _line_blocks(source: BinaryIO) -> Iterator[tuple[int, list[bytes]]]:

@@ -48,6 +48,7 @@ from typing import Any
 import orjson
 
 from app.replica_file import KeyMode, Migration, ReplicaFile, rescued_rows, salvage
+from sync.policy.document import holds_unstorable
 from sync.policy.edits import EDIT_TYPES
 from sync.policy.instant import Instant, format_instant, parse_instant
 from sync.policy.model import Policy, User
@@ -475,6 +476,8 @@ class Replica:
     # --- the confirmed policy -------------------------------------------------------------
 
     def _document(self, kind: str, entity_id: str) -> Any:
+        if holds_unstorable(entity_id):
+            return None  # no such id is ever stored (nor can a lone surrogate be asked)
         rows = self.query(
             "SELECT document FROM entities WHERE kind = ? AND id = ?", (kind, entity_id)
         )

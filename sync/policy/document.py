@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -80,6 +81,33 @@ class PolicyInvalid(ValueError):
 
 
 # --- reading text ----------------------------------------------------------------------
+
+
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""What no store of the product can hold in a string: NUL (Postgres text and jsonb
+cannot) and a lone surrogate (a \\ud800 escape without its pair: it has no UTF-8)."""
+UNSTORABLE_TEXT = "a string contains a NUL character or an unpaired surrogate"
+
+
+def holds_unstorable(value: Any) -> bool:
+    """Whether a string or key anywhere in the JSON value `value` matches `UNSTORABLE`:
+    the server refuses such a message whole, so nothing holding one may be queued or
+    logged for it (it would block the queue behind it)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if UNSTORABLE.search(item):
+                return True
+        elif kind is dict:
+            for key, child in item.items():
+                if type(key) is str and UNSTORABLE.search(key):
+                    return True
+                stack.append(child)
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+    return False
 
 
 def reject_json_constant(name: str) -> NoReturn:

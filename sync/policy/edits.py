@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 from sync.policy.conditions import ConditionError, is_json_value, json_kind
 from sync.policy.constraints import violations
+from sync.policy.document import UNSTORABLE_TEXT, holds_unstorable
 from sync.policy.instant import Instant, format_instant, parse_instant
 from sync.policy.model import WILDCARD, Assignment, Effect, Policy, Role, Rule, User, json_key
 from sync.policy.wording import quoted
@@ -983,4 +984,8 @@ def edit_from_document(document: Any, policy: Policy) -> Edit:
             values[name] = check(document[name], f"{cls.op}.{name}", policy)
         elif required:
             raise _invalid(f"{cls.op}.{name}: is missing")
+    for name, value in document.items():
+        # Queued, it would block every edit behind it: the server refuses it unread.
+        if holds_unstorable(value):
+            raise _invalid(f"{cls.op}.{name}: {UNSTORABLE_TEXT}, which the server cannot store")
     return cls(**values)

@@ -30,7 +30,12 @@ from typing import Any, NoReturn
 
 import orjson
 
-from sync.policy.document import reject_json_constant, unique_pairs
+from sync.policy.document import (
+    UNSTORABLE,
+    UNSTORABLE_TEXT,
+    reject_json_constant,
+    unique_pairs,
+)
 from sync.policy.instant import check_instant
 from sync.policy.wording import quoted
 from sync.protocol.errors import ErrorCode, ProtocolBug, ProtocolViolation
@@ -335,8 +340,8 @@ def _build(kind: type, schema: dict[str, Check], document: Any, where: str) -> A
 # every string: Postgres text and jsonb cannot hold NUL, and a lone surrogate
 # cannot be encoded as UTF-8 to answer or store. A message that could never be
 # stored must not reach a queue it would block.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-_UNSTORABLE_TEXT = "a string contains a NUL character or an unpaired surrogate"
+_UNSTORABLE = UNSTORABLE
+_UNSTORABLE_TEXT = UNSTORABLE_TEXT  # the same rule as a client's queue and chain keep
 
 
 _RAW_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")

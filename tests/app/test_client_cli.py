@@ -241,6 +241,81 @@ def test_a_batch_from_a_replica_logs_every_decision_and_stops_at_a_malformed_lin
     replica.close()
 
 
+# An escaped NUL, an escaped lone surrogate, and a raw one (UTF-8-like bytes, which only
+# the standard library's reader takes): the server refuses an upload holding any.
+UNLOGGABLE_LINES = [
+    b'{"user": "vic", "action": "read", "resource": {"type": "vehicle", "id": "a\\u0000b"}}',
+    b'{"user": "vic", "action": "read", "resource": {"type": "vehicle", "id": "\\ud800"}}',
+    b'{"user": "vic", "action": "read", "resource": {"type": "vehicle", "id": "\xed\xa0\x80"}}',
+    b'{"user": "vic", "action": "read", "resource": {"type": "vehicle", "\\udfff": 1}}',
+]
+
+
+@pytest.mark.parametrize("line", UNLOGGABLE_LINES, ids=["nul", "surrogate", "raw", "key"])
+def test_a_request_holding_a_nul_or_a_lone_surrogate_is_not_logged_and_says_why(
+    boss: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], line: bytes
+) -> None:
+    # Logged, it would be in the chain for good: the server refuses the upload holding it
+    # whole, so no decision after it could be uploaded either.
+    good = json.dumps({"user": "vic", "action": "read", "resource": {"type": "vehicle"}})
+    requests = tmp_path / "requests.jsonl"
+    requests.write_bytes(good.encode() + b"\n" + line + b"\n" + good.encode() + b"\n")
+    code, out, err = run(capsys, "check", *replica_args(boss, "boss"), "--requests", str(requests))
+    assert code == 2 and len(out.splitlines()) == 1
+    assert "line 2: malformed request: a string contains a NUL character or an unpaired " in err
+    assert "--no-log decides it" in err and "internal error" not in err
+    replica = opened(boss)
+    assert [link.request["resource"] for link in replica.unsent_decisions(10)] == [
+        {"type": "vehicle"}
+    ]
+    replica.close()
+    # Not logged, it is decided, as from the policy file.
+    code, out, err = run(capsys, "check", *replica_args(boss, "boss"), "--requests",
+                         str(requests), "--no-log")  # fmt: skip
+    assert code == 0, err
+    assert [json.loads(answer)["allowed"] for answer in out.splitlines()] == [True] * 3
+
+
+def test_a_single_decision_for_a_user_that_is_not_utf8_is_refused_logged_and_decided_unlogged(
+    boss: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A command-line argument of bytes that are not UTF-8 arrives holding lone
+    # surrogates (Python's surrogateescape): it was an internal error either way.
+    user = b"\xed\xa0\x80".decode("utf-8", "surrogateescape")
+    request = ["--user", user, "--action", "read", "--resource", "vehicle"]
+    code, out, err = run(capsys, "check", *replica_args(boss, "boss"), *request)
+    assert code == 2 and out == ""
+    assert "malformed request: a string contains a NUL character or an unpaired" in err
+    replica = opened(boss)
+    assert replica.unsent_decisions(10) == []
+    replica.close()
+    code, out, err = run(capsys, "check", *replica_args(boss, "boss"), *request, "--no-log")
+    assert code == 0, err
+    assert json.loads(out)["reason"].startswith("unknown user")
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "\ud800", "\udc00x"], ids=["nul", "high", "low"])
+def test_an_edit_holding_a_nul_or_a_lone_surrogate_is_refused_before_it_is_queued(
+    boss: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    # Queued, it would block every edit behind it: the server refuses the push unread,
+    # and a push always starts from the lowest edit without an outcome.
+    edits = tmp_path / "edits.json"
+    for document in (
+        {"op": "set_user_attribute", "user_id": "vic", "key": "note", "value": value},
+        {"op": "set_user_attribute", "user_id": "vic", "key": "note", "value": {value: 1}},
+        {"op": "create_role", "role_id": "r-x", "name": f"role {value}"},
+    ):
+        edits.write_text(json.dumps([document]))  # ensure_ascii: escapes, as a person's file
+        code, out, err = run(capsys, "edit", *replica_args(boss, "boss"), "--edits", str(edits))
+        assert code == 2, out
+        assert "a string contains a NUL character or an unpaired surrogate" in err
+        assert "which the server cannot store" in err and "internal error" not in err
+    replica = opened(boss)
+    assert replica.view_edits() == []
+    replica.close()
+
+
 def test_a_decision_that_relies_on_a_pending_edit_says_so(
     boss: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

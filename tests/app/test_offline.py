@@ -22,10 +22,12 @@ from typing import Any
 
 import keyring
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from keyring.backends.null import Keyring as NullKeyring
 
 from app import offline, replica_keys
-from app.batch import MalformedLine
+from app.batch import MalformedLine, shard_lines
 from app.replica import Replica
 from sync.policy.instant import parse_instant
 from sync.protocol.messages import OfflineDecision
@@ -145,6 +147,70 @@ def test_an_unlogged_batch_of_many_blocks_from_forked_workers_writes_the_logged_
     _, unlogged = decide(directory, lines, log=False)
     assert written == 24_000 and unlogged == logged
     assert {json.loads(line)["allowed"] for line in unlogged} == {True, False}
+
+
+_BLOCK_LINES = st.one_of(
+    st.sampled_from(request_lines(16)),
+    st.sampled_from([
+        # Beyond 64 bits: orjson reads neither the line nor writes the request back.
+        b'{"user": "vic", "action": "read", "resource": {"type": "vehicle", '
+        b'"attributes": {"n": 123456789012345678901234567890}}}',
+        b'{"user": "nobody", "action": "fly", "resource": {"type": "vehicle"}}',
+        b'{"resource": {"type": "vehicle"}, "action": "drive", "user": "sam"}',
+    ]),
+)  # fmt: skip
+_BAD_LINES = st.sampled_from([b"", b"[]", b'{"user": 3}', b"{", b"\xff"])
+_DECIDING: dict[Path, tuple[Any, ...]] = {}
+
+
+def _deciding(directory: Path) -> tuple[Any, ...]:
+    """An engine, the pending edits, a situation and the client id, as a batch has them."""
+    if directory not in _DECIDING:
+        replica = opened(make_replica(directory))
+        decider = offline.Decider(replica, log=True)
+        situation = decider.situation()
+        engine = decider.batch_engine(situation.at)
+        _DECIDING[directory] = (engine, decider.edits, situation, replica.client)
+        replica.close()
+    return _DECIDING[directory]
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    lines=st.lists(_BLOCK_LINES, min_size=1, max_size=60),
+    bad=st.none() | st.tuples(st.floats(0, 1), _BAD_LINES),
+    parts=st.sampled_from([2, 3]),
+)
+def test_a_logged_block_cut_by_user_and_put_back_is_the_block_decided_whole(
+    tmp_path: Path, lines: list[bytes], bad: tuple[float, bytes] | None, parts: int
+) -> None:
+    # What workers hand back for the parts of a block, merged, is what one process
+    # decides for the whole block: the same lines out and the same links in the chain
+    # (hashes included), up to the same first malformed line.
+    engine, edits, situation, client = _deciding(tmp_path / "replicas")
+    if bad is not None:
+        lines.insert(int(bad[0] * len(lines)), bad[1])
+    whole = offline.decide_block(engine, edits, situation, lines, 1, log=True)
+    routes, cut = shard_lines(lines, parts)
+    decided = [offline.decide_block(engine, edits, situation, part, 0, log=True)
+               for _numbers, part in cut]  # fmt: skip
+    merged = offline.merged_blocks(decided, routes, [numbers for numbers, _ in cut], 1)
+    assert merged.output() == whole.output()
+    assert merged.kinds == [] or len(merged.kinds) == len(whole.kinds)
+
+    def where(block: offline.DecidedBlock) -> tuple[int, str] | None:
+        return None if block.error is None else (block.error.lineno, block.error.message)
+
+    assert where(merged) == where(whole)
+    head = ChainHead(41, "ab" * 32)
+    if whole.links is None:
+        assert merged.links is None
+    else:
+        assert merged.links is not None
+        assert merged.links.rows_after(client, head, lines) == whole.links.rows_after(
+            client, head, lines
+        )
 
 
 def test_a_second_batch_continues_the_chain_of_the_first(

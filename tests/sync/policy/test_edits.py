@@ -18,7 +18,13 @@ from typing import Any
 
 import pytest
 
-from sync.policy.document import dump_policy, export_policy, parse_policy, parse_text
+from sync.policy.document import (
+    dump_policy,
+    export_policy,
+    holds_unstorable,
+    parse_policy,
+    parse_text,
+)
 from sync.policy.edits import (
     EDIT_TYPES,
     ActivateRole,
@@ -648,6 +654,47 @@ def test_an_edit_document_builds_back_the_same_edit(example_policy: Policy) -> N
         document = json.loads(json.dumps(edit.to_document()))
         assert document["op"] == edit.op
         assert edit_from_document(document, example_policy) == edit
+
+
+def _with_each_string_spoilt(value: Any, bad: str) -> Iterator[Any]:
+    """`value` once for each string in it (values and keys), that string made to hold `bad`."""
+    if isinstance(value, str):
+        yield value + bad
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            for spoilt in _with_each_string_spoilt(item, bad):
+                yield [*value[:i], spoilt, *value[i + 1 :]]
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            for spoilt in _with_each_string_spoilt(item, bad):
+                yield {**value, key: spoilt}
+            yield {(k + bad if k == key else k): v for k, v in value.items()}
+
+
+@pytest.mark.parametrize("bad", ["\x00", "\ud800", "\udfff"], ids=["nul", "high", "low"])
+def test_no_edit_builds_from_a_document_holding_a_nul_or_a_lone_surrogate(
+    example_policy: Policy, bad: str
+) -> None:
+    # The server refuses a push holding one unread: queued, it would block the outbox.
+    spoilt_count = 0
+    for edit in _one_of_each(example_policy):
+        document = edit.to_document()
+        for name, value in document.items():
+            if name == "op":
+                continue
+            for spoilt in _with_each_string_spoilt(value, bad):
+                spoilt_count += 1
+                with pytest.raises(EditRefused):
+                    edit_from_document({**document, name: spoilt}, example_policy)
+    assert spoilt_count > len(EDIT_TYPES)
+
+
+def test_what_no_store_can_hold_is_found_anywhere_in_a_value() -> None:
+    assert not holds_unstorable({"a": ["b", {"c": ("d", 1, None, 2.5)}], "\U0001f600": "ok"})
+    for bad in ("\x00", "\ud800", "\udbff", "\udc00", "\udfff"):
+        assert holds_unstorable([1, {"a": [f"x{bad}y"]}])
+        assert holds_unstorable({"k": {f"{bad}": 1}})
+        assert holds_unstorable((f"{bad}",))
 
 
 def test_an_edit_document_may_name_roles_instead_of_ids(example_policy: Policy) -> None:
