@@ -466,6 +466,8 @@ def _sync_replica(args: argparse.Namespace, replica: Any, password: str | None) 
                 )
             password = getpass.getpass(f"password for {args.user} in {args.tenant}: ")
         credentials = Password(args.tenant, args.user, password) if password else None
+        if credentials is not None and (problem := credentials.problem()) is not None:
+            raise BadInput(f"{problem}: no server could take it; nothing was sent")
         tokens = Tokens(access, refresh) if refresh is not None else None
         connection = ClientConnection(
             device=meta.device,

@@ -90,6 +90,7 @@ from app.replica_keys import (
     write_header,
 )
 from app.replica_paths import default_replica_dir
+from sync.policy.document import UNSTORABLE_TEXT, holds_unstorable
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -627,6 +628,10 @@ class ReplicaFile:
         MigrationFailed, ReplicaBusy (all ReplicaError).
         """
         _check_migrations(migrations)
+        for name, value in (("tenant", tenant), ("user", user)):
+            if holds_unstorable(value):
+                # Bytes that are not UTF-8, from a command line: no server names one so.
+                raise ReplicaError(f"{name} {value!r}: {UNSTORABLE_TEXT}; no server holds it")
         slot = _Slot(Path(directory), slot_name(tenant, user))
         asker = PassphraseSource(passphrase, slot.directory)
         for _attempt in range(3):

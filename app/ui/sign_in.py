@@ -233,6 +233,11 @@ class SignInWindow(QDialog):
         password = self.password.text()
         self.password.clear()
         credentials = Password(self.tenant.text().strip(), self.user.text().strip(), password)
+        if password and (problem := credentials.problem()) is not None:
+            replica.close()
+            self.say(f"Not sent: {problem}, which no server can take.")
+            self.password.setFocus()
+            return
         has_tokens = replica.tokens()[1] is not None
         if not password and not has_tokens:
             replica.close()

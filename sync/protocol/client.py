@@ -60,6 +60,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from sync.policy.document import holds_unstorable
 from sync.protocol.codec import decode, encode
 from sync.protocol.errors import CloseCode, ErrorCode, ProtocolBug, ProtocolViolation
 from sync.protocol.messages import (
@@ -230,6 +231,14 @@ class Password:
 
     def __repr__(self) -> str:
         return f"Password(tenant={self.tenant!r}, user={self.user!r}, ...)"
+
+    def problem(self) -> str | None:
+        """Why no server could take these credentials (a field holding what no store
+        can: the server refuses the message unread), or None. Names no secret."""
+        for name in ("tenant", "user", "password"):
+            if holds_unstorable(getattr(self, name)):
+                return f"the {name} holds a NUL character or an unpaired surrogate"
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,6 +137,30 @@ def test_a_server_address_that_is_not_a_websocket_is_refused_before_connecting(
     assert "wss://" in window.status.text() and window.sign_in_button.isEnabled()
 
 
+def test_a_password_holding_a_nul_is_refused_before_connecting_and_says_why(
+    tmp_path: Path, qtbot: Any
+) -> None:
+    # Pasted, a NUL reaches the field; sent, the server refuses the message unread.
+    window = _window(qtbot, tmp_path / "replicas", f"ws://127.0.0.1:{_closed_port()}/sync")
+    got = _signed_in(window)
+    window.password.setText("hunter\x00zebra")
+    window.sign_in_button.click()
+    assert "NUL character" in window.status.text() and "zebra" not in window.status.text()
+    assert window._sync is None and not got and window.sign_in_button.isEnabled()
+    assert window.password.text() == ""
+
+
+def test_a_tenant_of_text_no_server_holds_is_refused_before_a_replica_is_made(
+    tmp_path: Path, qtbot: Any
+) -> None:
+    window = _window(qtbot, tmp_path / "replicas", f"ws://127.0.0.1:{_closed_port()}/sync")
+    window.tenant.setText("acme\x00")
+    window.password.setText(PASSWORD)
+    window.sign_in_button.click()
+    assert "unpaired surrogate" in window.status.text() and window._sync is None
+    assert not (tmp_path / "replicas").exists() or not any((tmp_path / "replicas").iterdir())
+
+
 def test_every_control_is_named_and_reachable_by_tab(tmp_path: Path, qtbot: Any) -> None:
     window = _window(qtbot, tmp_path / "replicas", "wss://fleetgate.example/sync")
     focusable = [w for w in window.findChildren(QWidget)

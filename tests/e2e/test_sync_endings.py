@@ -104,3 +104,24 @@ async def test_a_revoked_device_wipes_the_replica_its_key_and_its_tokens(
     assert replica_files(ann.directory, "acme", "ann") == []
     tenant = await server.tenants.current(acme)
     assert tenant.engine.policy.users["dora"].roles == ()  # nothing it queued was applied
+
+
+async def test_a_sign_in_with_text_the_server_cannot_store_is_refused_before_anything_is_sent(
+    server: Any, acme: int, tmp_path: Path
+) -> None:
+    # A user name of bytes that are not UTF-8 (it arrives holding lone surrogates) was
+    # an internal error; a password holding NUL was sent, refused unread, and the
+    # command waited 60 s to say the server did not answer. Each now says what is wrong.
+    user = b"ann\xed\xa0\x80".decode("utf-8", "surrogateescape")
+    bad_user = Headless(server.port, tmp_path / "bad-user", user)
+    code, _, err = await bad_user.sync()
+    assert code == 2, err
+    assert "user 'ann\\udced\\udca0\\udc80': a string contains a NUL character or an " in err
+    assert not (tmp_path / "bad-user").exists() or not any((tmp_path / "bad-user").iterdir())
+    ann = Headless(server.port, tmp_path / "ann", "ann")
+    code, _, err = await ann.sync("--timeout", "5", password="hunter\x00zebra")
+    assert code == 2, err
+    assert "the password holds a NUL character or an unpaired surrogate: no server" in err
+    assert "nothing was sent" in err and "zebra" not in err  # no secret in the message
+    code, _, err = await ann.sync()
+    assert code == 0, err
