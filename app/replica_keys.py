@@ -181,12 +181,13 @@ def derive_key(passphrase: str, kdf: Kdf) -> bytes:
     """The 256-bit key of `passphrase` under `kdf`.
 
     The passphrase is NFC-normalised first, so that the same characters typed on
-    different systems give the same key.
+    different systems give the same key. A lone surrogate (FLEETGATE_PASSPHRASE of
+    bytes that are not UTF-8 arrives holding some) is encoded as itself, not refused.
     """
     from argon2.low_level import Type, hash_secret_raw  # noqa: PLC0415 - module comment
 
     return hash_secret_raw(
-        secret=unicodedata.normalize("NFC", passphrase).encode("utf-8"),
+        secret=unicodedata.normalize("NFC", passphrase).encode("utf-8", "surrogatepass"),
         salt=kdf.salt,
         time_cost=kdf.time_cost,
         memory_cost=kdf.memory_cost,

@@ -1234,7 +1234,8 @@ if not lines[-1]:
     lines.pop()
 jobs = batch.usable_cores()
 _routes, parts = batch.shard_lines(lines, jobs)
-numbers, part = parts[0]
+numbers, part_lines = parts[0]
+part = b"\\n".join(part_lines) + b"\\n"  # as the batch hands a worker its part
 mark = clock()
 batch.decide_block(first, part, 1, now)
 first_pass = clock() - mark

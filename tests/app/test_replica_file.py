@@ -302,6 +302,20 @@ def test_passphrase_mode_when_there_is_no_keyring(tmp_path: Path, no_keyring: No
     assert open_replica(tmp_path, passphrase=pw()).mode is KeyMode.PASSPHRASE
 
 
+def test_a_passphrase_of_bytes_that_are_not_utf8_makes_and_opens_a_replica(
+    tmp_path: Path, no_keyring: None
+) -> None:
+    # FLEETGATE_PASSPHRASE of such bytes arrives holding lone surrogates: deriving the
+    # key was an internal error (UnicodeEncodeError).
+    odd = b"caf\xe9 \xff".decode("utf-8", "surrogateescape")
+    replica = create(tmp_path, passphrase=lambda: odd)
+    assert replica.mode is KeyMode.PASSPHRASE
+    replica.close()
+    open_replica(tmp_path, passphrase=lambda: odd).close()
+    with pytest.raises(WrongKey):
+        open_replica(tmp_path, passphrase=lambda: "caf\xe9 \xff")  # the characters, not bytes
+
+
 def test_real_argon2_defaults(
     tmp_path: Path, no_keyring: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
