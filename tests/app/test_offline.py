@@ -30,7 +30,8 @@ from app import offline, replica_keys
 from app.batch import MalformedLine, shard_lines
 from app.replica import Replica
 from sync.policy.instant import parse_instant
-from sync.protocol.messages import OfflineDecision
+from sync.protocol import codec
+from sync.protocol.messages import OfflineDecision, RecordDecisions
 from sync.replication.decisions import ChainHead, continue_chain
 from tests.app.test_client_cli import POLICY, fill
 
@@ -210,6 +211,66 @@ def test_a_logged_block_cut_by_user_and_put_back_is_the_block_decided_whole(
         assert merged.links is not None
         assert merged.links.rows_after(client, head, lines) == whole.links.rows_after(
             client, head, lines
+        )
+
+
+_ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**80), 2**80)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                 max_size=3),
+    max_leaves=10,
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    requests=st.lists(
+        st.fixed_dictionaries(
+            {"user": st.sampled_from(["vic", "sam", "nobody", ""]),
+             "action": st.sampled_from(["read", "drive", "fly"]),
+             "resource": st.fixed_dictionaries({"type": st.sampled_from(["vehicle", "x"])},
+                                               optional={"id": _ANY_JSON,
+                                                         "attributes": _ANY_JSON})},
+            optional={"context": _ANY_JSON, "extra": _ANY_JSON},
+        ),
+        min_size=1, max_size=12,
+    ),
+    ascii_only=st.booleans(),
+)  # fmt: skip
+def test_every_decision_a_batch_logs_is_one_the_server_takes(
+    tmp_path: Path, requests: list[dict[str, Any]], ascii_only: bool
+) -> None:
+    # Any decidable request, whatever its values (integers beyond 64 bits, floats, text
+    # in any script, nesting): logged, its link continues the chain as the server checks
+    # it, and the upload that carries it is a message the server decodes. A request the
+    # log cannot keep (`unloggable`) stops the batch there, as a malformed line.
+    directory = tmp_path / "replicas"
+    if not directory.exists():
+        make_replica(directory)
+    lines = [json.dumps(request, ensure_ascii=ascii_only).encode() for request in requests]
+    replica = opened(directory)
+    before = len(replica.unsent_decisions(100_000))
+    out = io.BytesIO()
+    try:
+        offline.decide_lines(replica, io.BytesIO(b"\n".join(lines) + b"\n"), out, log=True)
+        stopped = None
+    except MalformedLine as malformed:
+        stopped = malformed
+    finally:
+        replica.close()
+    links = chain(directory)[before:]
+    assert len(links) == len(out.getvalue().splitlines())
+    if stopped is not None:
+        assert "decision log cannot keep it" in stopped.message
+        assert len(links) == stopped.lineno - 1
+    else:
+        assert len(links) == len(lines)
+    if links:
+        upload = codec.encode(RecordDecisions("r1", tuple(links)))
+        assert codec.decode(upload, codec.Direction.TO_SERVER) == RecordDecisions(
+            "r1", tuple(links)
         )
 
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sync.policy.document import (
     dump_policy,
@@ -57,6 +59,7 @@ from sync.policy.engine import Engine
 from sync.policy.instant import parse_instant
 from sync.policy.model import Effect, Policy, Rule
 from sync.policy.request import Request
+from tests.sync.conftest import EXAMPLE
 
 NOW = parse_instant("2026-11-22T09:30:00Z")
 TIMES = (
@@ -687,6 +690,50 @@ def test_no_edit_builds_from_a_document_holding_a_nul_or_a_lone_surrogate(
                 with pytest.raises(EditRefused):
                     edit_from_document({**document, name: spoilt}, example_policy)
     assert spoilt_count > len(EDIT_TYPES)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
+    | st.sampled_from(["", "*", "viewer", "alice", "role:viewer", "user:alice", "\x00", "\ud800",
+                       "2027-01-01T00:00:00Z", "route", "read", "grant", "deny"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                 max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_edit_document_is_refused_naming_a_field_or_builds_an_edit_that_applies_or_is_refused(
+    data: st.DataObject,
+) -> None:
+    # Every way an outside edit document can be wrong (wrong types above all), field by
+    # field of a valid one or not an edit at all: EditRefused or an edit, never a traceback;
+    # an edit built goes back to its document, and applies or is refused.
+    policy = parse_policy(copy.deepcopy(EXAMPLE), now=NOW)
+    documents = [edit.to_document() for edit in _one_of_each(policy)]
+    document = data.draw(st.sampled_from(documents))
+    how = data.draw(st.sampled_from(["field", "extra", "drop", "whole"]))
+    if how == "field":
+        document = {**document, data.draw(st.sampled_from(sorted(document))): data.draw(_JSON)}
+    elif how == "extra":
+        document = {**document, data.draw(st.text(max_size=6)): data.draw(_JSON)}
+    elif how == "drop":
+        dropped = data.draw(st.sampled_from(sorted(document)))
+        document = {k: v for k, v in document.items() if k != dropped}
+    else:
+        document = data.draw(_JSON)
+    try:
+        edit = edit_from_document(document, policy)
+    except EditRefused as refused:
+        assert refused.reason
+        return
+    assert edit_from_document(json.loads(json.dumps(edit.to_document())), policy) == edit
+    try:
+        apply_edit(policy, edit, NOW)
+    except EditRefused as refused:
+        assert refused.reason
 
 
 def test_what_no_store_can_hold_is_found_anywhere_in_a_value() -> None:
