@@ -30,6 +30,7 @@ import contextlib
 import gc
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from sync.policy.reach import edits_to_reach
 from sync.policy.request import MalformedRequest, Request, parse_request
 from sync.protocol.messages import Clock
 from sync.replication.decisions import ChainHead, EncodedLinks, chain_hashes, encode_links
+from sync.replication.encoding import compact_json
 from sync.replication.offline import (
     Circumstances,
     Qualifier,
@@ -303,18 +305,37 @@ def _parse_lines(
 
 
 def unloggable(document: Any) -> None:
-    """Raise MalformedRequest if the request `document` holds a string the decision log
-    cannot keep: the server refuses an upload holding one whole, so logged, it would
-    block the upload of every decision after it."""
+    """Raise MalformedRequest if the request `document` holds what the decision log
+    cannot keep: a string no store can hold (the server refuses an upload holding one
+    whole, so logged, it would block the upload of every decision after it), or a
+    number beyond a double's range (JSON has no infinity: the log would say null)."""
     if holds_unstorable(document):
-        raise MalformedRequest(
-            f"{UNSTORABLE_TEXT}: the decision log cannot keep it (the server refuses it); "
-            "--no-log decides it"
+        problem = f"{UNSTORABLE_TEXT}: the decision log cannot keep it (the server refuses it)"
+    elif _holds_infinity(document):
+        problem = (
+            "a number is beyond the range of a double: the decision log cannot keep it as "
+            "it was decided (JSON has no infinity)"
         )
+    else:
+        return
+    raise MalformedRequest(f"{problem}; --no-log decides it")
+
+
+def _holds_infinity(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is float and not math.isfinite(item):
+            return True
+        if type(item) is dict:
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+    return False
 
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return compact_json(value)  # an integer beyond 64 bits too
 
 
 class Decider:

@@ -276,6 +276,32 @@ def test_a_request_holding_a_nul_or_a_lone_surrogate_is_not_logged_and_says_why(
     assert [json.loads(answer)["allowed"] for answer in out.splitlines()] == [True] * 3
 
 
+@pytest.mark.parametrize(
+    "attributes",
+    [b'{"n": 1e400}', b'{"n": -1e400, "m": 1180591620717411303424}'],
+    ids=["infinity", "infinity and an integer beyond 64 bits"],
+)
+def test_a_logged_request_holding_a_number_beyond_a_double_is_malformed_not_an_internal_error(
+    boss: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], attributes: bytes
+) -> None:
+    # orjson refuses such a number, the standard library reads it as infinity: logged,
+    # the chain said null (what JSON writes for it), or with an integer beyond 64 bits
+    # beside it, the batch stopped with 'internal error: TypeError'.
+    line = b'{"user": "vic", "action": "read", "resource": {"type": "vehicle", "attributes": '
+    requests = tmp_path / "requests.jsonl"
+    requests.write_bytes(line + attributes + b"}}\n")
+    code, out, err = run(capsys, "check", *replica_args(boss, "boss"), "--requests", str(requests))
+    assert code == 2 and out == "" and "internal error" not in err
+    assert "line 1: malformed request: a number is beyond the range of a double" in err
+    replica = opened(boss)
+    assert replica.unsent_decisions(10) == []
+    replica.close()
+    code, out, err = run(capsys, "check", *replica_args(boss, "boss"), "--requests",
+                         str(requests), "--no-log")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["allowed"] is True
+
+
 def test_a_single_decision_for_a_user_that_is_not_utf8_is_refused_logged_and_decided_unlogged(
     boss: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
