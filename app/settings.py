@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from sync.policy.document import UNSTORABLE_TEXT, holds_unstorable
+
 ORGANIZATION = "Fleetgate"
 APPLICATION = "Fleetgate"
 
@@ -50,6 +52,8 @@ class Theme(StrEnum):
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be non-empty text")
+    if holds_unstorable(value):  # no server names a tenant so, nor answers at such an address
+        raise ValueError(f"must be text a server can hold ({UNSTORABLE_TEXT})")
     return value.strip()
 
 

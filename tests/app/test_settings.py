@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.settings import (
     SETTINGS,
@@ -18,6 +20,8 @@ from app.settings import (
 )
 
 URL = "wss://fleet.example:8443"
+NAMES = [setting.name for setting in SETTINGS]
+VARIABLES = [setting.environment for setting in SETTINGS]
 
 
 def test_each_source_beats_the_ones_after_it() -> None:
@@ -66,6 +70,8 @@ def test_a_locked_setting_the_machine_does_not_set_keeps_its_default() -> None:
         ("user", {"tenant": ["a"]}, "tenant must be non-empty text"),
         ("user", {"tenant": {"a": 1}}, "tenant must be non-empty text"),
         ("user", {"tenant": "   "}, "tenant must be non-empty text"),
+        ("user", {"tenant": "ac\x00me"}, "tenant must be text a server can hold"),
+        ("environment", {"FLEETGATE_TENANT": "acme\udcff"}, "FLEETGATE_TENANT must be text"),
         ("machine", {"locked": 5}, "locked must be a list of setting names"),
         ("machine", {"locked": "server_url, colour"}, "locked names no setting 'colour'"),
         ("environment", {"FLEETGATE_THEME": ""}, "environment: FLEETGATE_THEME must be"),
@@ -117,3 +123,34 @@ def test_qt_reads_the_machine_wide_and_the_personal_files_apart(
     finally:
         QSettings.setPath(fmt, QSettings.Scope.SystemScope, "/etc/xdg")
         QSettings.setPath(fmt, QSettings.Scope.UserScope, str(Path.home() / ".config"))
+
+
+_ANY = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=12)
+    | st.lists(st.text(max_size=5), max_size=3)
+    | st.dictionaries(st.text(max_size=4), st.integers(), max_size=2)
+)
+
+
+@given(
+    command_line=st.dictionaries(st.sampled_from(NAMES), _ANY),
+    environment=st.dictionaries(st.sampled_from(VARIABLES), st.text(max_size=12)),
+    user=st.dictionaries(st.sampled_from(NAMES) | st.text(max_size=6), _ANY),
+    machine=st.dictionaries(st.sampled_from([*NAMES, "locked"]) | st.text(max_size=6), _ANY),
+)
+def test_any_values_in_any_source_resolve_to_values_of_the_right_kind_or_name_the_problem(
+    command_line: dict[str, Any],
+    environment: dict[str, str],
+    user: dict[str, Any],
+    machine: dict[str, Any],
+) -> None:
+    # Settings files are written by hand and by deployment tools: wrong types anywhere.
+    resolved = resolve(command_line, environment, user, machine)
+    for setting in SETTINGS:
+        value = resolved[setting.name]
+        assert value == setting.default or value == setting.read(value), setting.name
+    assert all(isinstance(problem, str) and problem for problem in resolved.problems)
