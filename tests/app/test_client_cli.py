@@ -696,3 +696,36 @@ def test_search_finds_roles_users_and_pending_edits(
         assert replica.search('"); DROP TABLE entities; --') == []  # FTS syntax means nothing
     finally:
         replica.close()
+
+
+# --- sync --watch -------------------------------------------------------------------------
+
+
+def test_a_watching_sync_builds_the_policy_once_caught_up_not_at_the_first_change(
+    boss: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Built at the first change, reading the tenant held that change back: the first
+    # change reached a watching replica 1.6 s after it was pushed, on the bench tenant.
+    # A one-shot sync that brings no change still reads nothing.
+    from app.sync_client import SyncSession
+    from sync.protocol import client as protocol
+
+    replica = opened(boss)
+    loads: list[int] = []
+    real = replica.load_policy
+    monkeypatch.setattr(replica, "load_policy", lambda now: loads.append(1) or real(now))
+    try:
+        for watch in (False, True):
+            connection = protocol.ClientConnection(
+                device="d-1", client=replica.client, rng=lambda: 0.5, tokens=None,
+                credentials=protocol.Password("acme", "boss", "pw"),
+            )  # fmt: skip
+            session = SyncSession(replica, connection, report=lambda _: None, watch=watch)
+            session._caught_up(protocol.CaughtUp())
+            if not watch:
+                assert loads == [] and session.follower is None
+        assert loads == [1]
+        assert session.follower is not None and session.follower.policy is not None
+        assert loads == [1]  # built once, kept for the changes to come
+    finally:
+        replica.close()
