@@ -421,6 +421,7 @@ class SimTransport:
             if self.deadline is not None and self.mono() >= self.deadline:
                 self.stop()
                 return
+            self.session.idle()
             if self._wake:  # `_wait` returns at once: the wake was set meanwhile
                 self._wake = False
                 self.session.push()

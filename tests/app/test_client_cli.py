@@ -701,7 +701,7 @@ def test_search_finds_roles_users_and_pending_edits(
 # --- sync --watch -------------------------------------------------------------------------
 
 
-def test_a_watching_sync_builds_the_policy_once_caught_up_not_at_the_first_change(
+def test_a_watching_sync_builds_the_policy_once_caught_up_and_idle_not_at_the_first_change(
     boss: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Built at the first change, reading the tenant held that change back: the first
@@ -722,6 +722,8 @@ def test_a_watching_sync_builds_the_policy_once_caught_up_not_at_the_first_chang
             )  # fmt: skip
             session = SyncSession(replica, connection, report=lambda _: None, watch=watch)
             session._caught_up(protocol.CaughtUp())
+            assert loads == []  # not before the transport is idle: the app says caught up
+            session.idle()
             if not watch:
                 assert loads == [] and session.follower is None
         assert loads == [1]
