@@ -18,6 +18,10 @@ Rules of this module (the client issue, § Offline decisions):
   blocks (and write their links' fields for hashing) while this process
   chains, commits and writes out the ones before, in order: only it knows
   where a link goes in the chain, which it reads inside the transaction.
+  Each block is cut by user, a part per worker, so each user is built once.
+- A logged request must be one the log can keep and the server take: one
+  holding a NUL or an unpaired surrogate, or a number beyond a double's range,
+  is malformed (`unloggable`); unlogged, it is decided.
 - An edit is checked against the replica's view before it is queued: its
   schema, whether it applies, and whether its author may make it (the
   tenant's own policy, as the server will decide). It is queued in one
