@@ -356,8 +356,18 @@ def forked_shards(
         while window:
             yield _results(workers), window.popleft()
     finally:
-        with contextlib.suppress(queue.Full):
-            outbox.put_nowait(None)
+        # The sender goes first: a pipe closed while it was writing to it failed in its
+        # thread ('NoneType' object cannot be interpreted as an integer), a batch stopped
+        # early (a malformed line) leaving it work to send.
+        with contextlib.suppress(queue.Empty):
+            while True:
+                outbox.get_nowait()
+        outbox.put(None)  # room: only this thread puts, and the queue is empty
+        sender.join(timeout=1)
+        if sender.is_alive():  # writing to a worker that no longer reads: it goes now
+            for process, _connection in workers:
+                process.kill()
+            sender.join()
         for process, connection in workers:
             connection.close()
             process.join(timeout=5)
