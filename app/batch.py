@@ -21,8 +21,8 @@ import json
 import os
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, TypeVar
 
 import orjson
 
@@ -37,6 +37,7 @@ BLOCK_BYTES = 1 << 20
 """About 4,500 requests: large enough to amortise a round trip to a worker."""
 MAX_LINE_BYTES = 1 << 20
 """Longest request line read; a longer one is malformed (and is not read whole)."""
+T = TypeVar("T")
 _USER = re.compile(rb'"user"\s*:\s*"([^"\\]*)"')
 """A request line's user, as `shard_lines` finds it (unescaped ids only)."""
 
@@ -301,11 +302,16 @@ def merged(
     errors = [error for _, error in results if error is not None]
     error = min(errors, key=lambda e: e.lineno) if errors else None
     count = len(routes) if error is None else error.lineno - first_lineno
-    parts = [iter(output.split(b"\n")) for output, _ in results]
-    nexts = [part.__next__ for part in parts]
-    lines = [nexts[shard]() for shard in routes[:count]]
+    lines = in_line_order([output.split(b"\n") for output, _ in results], routes[:count])
     lines.append(b"")
     return b"\n".join(lines) if count else b"", error
+
+
+def in_line_order(parts: Sequence[Sequence[T]], routes: bytes) -> list[T]:
+    """One item per line of a block, taken in turn from its part (`routes`: each line's
+    part, as `shard_lines` gives them): the parts' items put back in the block's order."""
+    nexts = [iter(part).__next__ for part in parts]
+    return [nexts[shard]() for shard in routes]
 
 
 def forked_shards(

@@ -47,6 +47,7 @@ from app.batch import (
     MalformedLine,
     blocks,
     forked_shards,
+    in_line_order,
     parse_line,
     run_batch,
     shard_lines,
@@ -543,8 +544,7 @@ def merged_blocks(
     for part in parts:
         shifted.append([kind + len(answer_lines) for kind in part.kinds])
         answer_lines += part.answer_lines
-    nexts = [iter(kinds).__next__ for kinds in shifted]
-    kinds = [nexts[shard]() for shard in order]
+    kinds = in_line_order(shifted, order)
     if not kinds or all(part.links is None for part in parts):
         return DecidedBlock(kinds, answer_lines if kinds else [], None, error)
     unwritten: dict[int, list[Any]] = {}
@@ -561,8 +561,8 @@ def merged_blocks(
         texts.update((offsets[i], text) for i, text in links.requests.items() if offsets[i] < cut)
         ends += links.encoded.answers
         rows += links.answers
-    written = [iter(p.links.encoded.requests if p.links else ()).__next__ for p in parts]
-    requests = [written[shard]() for shard in order]
+    written = [part.links.encoded.requests if part.links else [] for part in parts]
+    requests = in_line_order(written, order)
     encoded = EncodedLinks(requests, kinds, ends, unwritten)
     return DecidedBlock(kinds, answer_lines, Links(encoded, rows, texts), error)
 

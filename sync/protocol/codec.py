@@ -340,15 +340,14 @@ def _build(kind: type, schema: dict[str, Check], document: Any, where: str) -> A
 # every string: Postgres text and jsonb cannot hold NUL, and a lone surrogate
 # cannot be encoded as UTF-8 to answer or store. A message that could never be
 # stored must not reach a queue it would block.
-_UNSTORABLE = UNSTORABLE
-_UNSTORABLE_TEXT = UNSTORABLE_TEXT  # the same rule as a client's queue and chain keep
+# (`UNSTORABLE`, from sync/policy/document.py: the rule a client's queue and chain keep.)
 
 
 _RAW_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
 
 
 def _may_be_unstorable(data: bytes | str) -> bool:
-    """Whether any string of the JSON text `data` could hold what `_UNSTORABLE` refuses.
+    """Whether any string of the JSON text `data` could hold what `UNSTORABLE` refuses.
 
     False is certain: a NUL or a surrogate is in the text as itself (raw, or
     in bytes as its UTF-8-like form, which `json.loads` reads with
@@ -362,7 +361,7 @@ def _may_be_unstorable(data: bytes | str) -> bool:
             "\\u0000" in data
             or "\\ud" in data
             or "\\uD" in data
-            or _UNSTORABLE.search(data) is not None
+            or UNSTORABLE.search(data) is not None
         )
     return (
         b"\\u0000" in data
@@ -402,7 +401,7 @@ _TWO_TO_63 = float(2**63)
 
 
 def _shape_problem(value: Any, limit: int) -> ProtocolViolation | None:
-    """Nesting deeper than `limit`, or a string no store can hold (`_UNSTORABLE`)."""
+    """Nesting deeper than `limit`, or a string no store can hold (`UNSTORABLE`)."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -410,12 +409,12 @@ def _shape_problem(value: Any, limit: int) -> ProtocolViolation | None:
             return ProtocolViolation(ErrorCode.TOO_DEEP, f"nests deeper than {limit}")
         kind = type(item)
         if kind is str:
-            if _UNSTORABLE.search(item):
-                return ProtocolViolation(ErrorCode.MALFORMED, _UNSTORABLE_TEXT)
+            if UNSTORABLE.search(item):
+                return ProtocolViolation(ErrorCode.MALFORMED, UNSTORABLE_TEXT)
         elif kind is dict:
             for key, child in item.items():
-                if _UNSTORABLE.search(key):
-                    return ProtocolViolation(ErrorCode.MALFORMED, _UNSTORABLE_TEXT)
+                if UNSTORABLE.search(key):
+                    return ProtocolViolation(ErrorCode.MALFORMED, UNSTORABLE_TEXT)
                 stack.append((child, depth + 1))
         elif kind is list:
             stack.extend((v, depth + 1) for v in item)
@@ -480,7 +479,7 @@ def decode(data: bytes | str, direction: Direction) -> Message:
             raise ProtocolViolation(ErrorCode.MALFORMED, "a message is a JSON object")
         problem = (_shape_problem if unstorable else _too_deep)(document, MAX_DEPTH)
     ref = document.get("ref")
-    ref = ref if type(ref) is str and len(ref) <= MAX_ID and not _UNSTORABLE.search(ref) else None
+    ref = ref if type(ref) is str and len(ref) <= MAX_ID and not UNSTORABLE.search(ref) else None
     if problem is not None:
         problem.ref = ref
         raise problem
